@@ -1,0 +1,1 @@
+"""Pure domain: model, features, Q-policy, baselines, scoring, Q-state (no I/O)."""

@@ -1,0 +1,43 @@
+"""Seams between the parts: the policy protocol every scheduler implements."""
+
+from __future__ import annotations
+
+import random
+from typing import NamedTuple, Protocol
+
+import numpy as np
+
+from megagpu.core import fleet, model
+
+
+class Choice(NamedTuple):
+    """A policy's pick among the candidate rows of a view."""
+
+    row: int
+    """The chosen fleet row."""
+    mode: str
+    """exploit, explore or forced."""
+    values: np.ndarray
+    """The policy's value of every candidate row (same order as ``view.rows``)."""
+    learned_row: int = -1
+    """Shadow mode: the row the learned policy would have chosen."""
+    regret: float = 0.0
+    """Shadow mode: estimated value lost by following the baseline."""
+
+
+class Policy(Protocol):
+    """A scheduler: picks a candidate row and may learn from outcomes."""
+
+    name: str
+
+    def choose(self, workload: model.Workload, view: fleet.View, rng: random.Random) -> Choice:
+        """Pick one of ``view.rows`` for ``workload``."""
+        ...
+
+    def observe(self, outcome: model.Outcome) -> bool:
+        """Learn from ``outcome``; False when it was already learned (or nothing is learned)."""
+        ...
+
+
+class NoCandidatesError(ValueError):
+    """A policy was asked to choose among no candidates."""

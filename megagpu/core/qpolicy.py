@@ -1,0 +1,316 @@
+"""The learned Q-policy: Q-learning with experience replay, epsilon-greedy and benchmark priors.
+
+Q(s, a) = Q_table[workload key, action key] + theta[context], a linear value over one-hot
+features (``core.features``). An unseen (workload, action) pair backs off to the model-level
+table, then to the prior: the benchmark speed of the device, calibrated by the throughputs seen
+for this workload on other devices. Rewards are ``log(throughput / best known throughput)``
+(``core.reward``), recomputed at replay time against the current best.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from megagpu.core import features, fleet, model, ports, prior, replay, reward
+
+MODES = ("active", "shadow", "frozen")
+LEARNED_UIDS = 4096
+RECENT_REWARDS = 100
+
+
+@dataclass(frozen=True)
+class Params:
+    """Hyper-parameters of the Q-policy (the GpuSchedulingPolicy spec)."""
+
+    mode: str = "active"
+    """active decides and learns; shadow learns while a baseline decides; frozen only decides."""
+    learning_rate: float = 0.3
+    """Step size alpha; high because rewards are nearly deterministic per (workload, device)."""
+    discount: float = 0.0
+    """gamma: placements are nearly independent, so the default is myopic."""
+    epsilon_start: float = 0.2
+    """Initial exploration rate."""
+    epsilon_min: float = 0.05
+    """Exploration floor, so a device that changes speed is noticed."""
+    epsilon_decay: float = 0.995
+    """Multiplied into epsilon after each decision."""
+    ucb_bonus: float = 0.0
+    """Weight c of the bonus c * sqrt(ln(1 + N) / (1 + n)); 0 turns it off."""
+    replay_capacity: int = 256
+    """Transitions kept; small so that stale experience ages out within a few hundred jobs."""
+    replay_batch: int = 16
+    """Transitions replayed per update."""
+    context_rate: float = 0.0
+    """Step size of the load-context weights; 0 (off) by default: on the Gavel presets the
+    shared context weights cost more JCT than they gained."""
+    explore_margin: float = 0.7
+    """Exploration only tries devices whose value is within this of the best (0.7 ~ 2x slower),
+    so that a long job is never sent to a device believed to be far slower."""
+    throughput_ema: float = 0.3
+    """Weight of a new observation in the per-(workload, device) throughput average."""
+    rewards: reward.RewardWeights = field(default_factory=reward.RewardWeights)
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise model.ValidationError(f"mode must be one of {MODES}, got {self.mode!r}")
+        model.check_finite("explore_margin", self.explore_margin)
+        for name in ("learning_rate", "epsilon_start", "epsilon_min", "context_rate",
+                     "throughput_ema", "discount"):
+            value = model.check_finite(name, getattr(self, name))
+            if value > 1:
+                raise model.ValidationError(f"{name} must be in [0, 1], got {value}")
+        if not 0 < self.epsilon_decay <= 1:
+            raise model.ValidationError(f"epsilon_decay must be in (0, 1], got {self.epsilon_decay}")
+        model.check_finite("ucb_bonus", self.ucb_bonus)
+        if self.replay_capacity < 1 or self.replay_batch < 0:
+            raise model.ValidationError("replay capacity must be >= 1 and batch >= 0")
+
+
+class Cell:
+    """One learned (key, action) entry: value, visits and throughput average."""
+
+    __slots__ = ("q", "n", "throughput")
+
+    def __init__(self, q: float, n: int = 0, throughput: float = 0.0) -> None:
+        self.q, self.n, self.throughput = q, n, throughput
+
+
+Table = dict[str, dict[str, Cell]]
+
+
+class QPolicy:
+    """Q-learning scheduler with replay, epsilon-greedy exploration and benchmark priors."""
+
+    name = "learned"
+
+    def __init__(
+        self, params: Params | None = None, baseline: ports.Policy | None = None
+    ) -> None:
+        self.params = params or Params()
+        self.baseline = baseline
+        """Decides in shadow mode."""
+        self.workloads: Table = {}
+        self.models: Table = {}
+        self.theta = [0.0] * features.CONTEXTS
+        self.replay = replay.ReplayBuffer(self.params.replay_capacity)
+        self.learned_uids: deque[str] = deque(maxlen=LEARNED_UIDS)
+        self._learned_set: set[str] = set()
+        self.classes: list[str] = []
+        self.profiles: dict[str, tuple[str, float, str]] = {}
+        """Workload key -> (workload type, compute intensity, precision), for the prior."""
+        self.benchmarks: dict[str, tuple[float, float, float, float]] = {}
+        """Action key -> (backend efficiency, fp16 TFLOPS, fp32 TFLOPS, GB/s)."""
+        self.decisions = 0
+        self.updates = 0
+        self.version = 0
+        self.reward_ema = 0.0
+        self.recent_rewards: deque[float] = deque(maxlen=RECENT_REWARDS)
+        self._fleet_id = 0
+
+    # --- reading values ----------------------------------------------------------------
+    @property
+    def epsilon(self) -> float:
+        """Current exploration rate."""
+        p = self.params
+        if p.mode == "frozen":
+            return 0.0
+        return max(p.epsilon_min, p.epsilon_start * p.epsilon_decay**self.decisions)
+
+    def model_class(self, name: str) -> str:
+        """The class a model is learned under; beyond the cap, new models share ``other``."""
+        if name in self.classes:
+            return name
+        if len(self.classes) < features.MAX_MODEL_CLASSES:
+            self.classes.append(name)
+            return name
+        return features.OTHER_CLASS
+
+    def keys(self, workload: model.Workload) -> tuple[str, str]:
+        """(workload key, model key) of ``workload``; remembers its profile for the prior."""
+        cls = self.model_class(workload.model)
+        wkey = features.workload_key(workload, cls)
+        self.profiles.setdefault(
+            wkey, (workload.workload_type, workload.compute_intensity, workload.precision)
+        )
+        return wkey, features.model_key(workload, cls)
+
+    def _estimate(self, wkey: str, akey: str) -> float:
+        kind, intensity, precision = self.profiles.get(wkey, ("training", 0.7, "fp16"))
+        eff, fp16, fp32, gbps = self.benchmarks.get(akey, (1.0, 1.0, 1.0, 1.0))
+        return float(prior.relative_speed(kind, intensity, eff, fp16, fp32, gbps, precision))
+
+    def _calibration(self, table: Table, key: str, wkey: str) -> tuple[float, float] | None:
+        """(scale, best known throughput) at one level, or None when nothing was observed."""
+        seen = {a: c.throughput for a, c in table.get(key, {}).items() if c.throughput > 0}
+        if not seen:
+            return None
+        logs = [math.log(t / self._estimate(wkey, a)) for a, t in seen.items()]
+        scale = math.exp(sum(logs) / len(logs))
+        best = max(seen.get(a, scale * self._estimate(wkey, a)) for a in self.benchmarks | seen)
+        return scale, best
+
+    def reference(self, wkey: str, mkey: str) -> float:
+        """Best known throughput for the workload key (model level when the key is new)."""
+        found = self._calibration(self.workloads, wkey, wkey) or self._calibration(
+            self.models, mkey, wkey
+        )
+        return found[1] if found else 0.0
+
+    def prior_value(self, wkey: str, mkey: str, akey: str) -> float:
+        """Prior Q: log of the calibrated benchmark speed over the best known throughput."""
+        found = self._calibration(self.workloads, wkey, wkey) or self._calibration(
+            self.models, mkey, wkey
+        )
+        if found is None:
+            best = max((self._estimate(wkey, a) for a in self.benchmarks), default=1.0)
+            return math.log(self._estimate(wkey, akey) / best)
+        scale, best = found
+        return math.log(scale * self._estimate(wkey, akey) / best)
+
+    def value(self, wkey: str, mkey: str, akey: str) -> float:
+        """Q of an action for a workload, before the context term."""
+        cell = self.workloads.get(wkey, {}).get(akey)
+        if cell is not None and cell.n:
+            return cell.q
+        cell = self.models.get(mkey, {}).get(akey)
+        if cell is not None and cell.n:
+            return cell.q
+        return self.prior_value(wkey, mkey, akey)
+
+    def _know_fleet(self, f: fleet.Fleet) -> None:
+        if id(f) == self._fleet_id:
+            return
+        self._fleet_id = id(f)
+        for aid, akey in enumerate(f.action_keys):
+            rows = np.flatnonzero(f.row_action_id == aid)
+            self.benchmarks[akey] = (
+                float(f.row_efficiency[rows].max()),
+                float(f.row_fp16_tflops[rows].max()),
+                float(f.row_fp32_tflops[rows].max()),
+                float(f.row_mem_gbps[rows].max()),
+            )
+
+    def values(self, workload: model.Workload, view: fleet.View) -> np.ndarray:
+        """Q of every candidate row (with the context term, a UCB bonus and a best-fit tie-break)."""
+        self._know_fleet(view.fleet)
+        wkey, mkey = self.keys(workload)
+        aids = view.fleet.row_action_id[view.rows]
+        per_action = np.zeros(len(view.fleet.action_keys))
+        visits = self.workloads.get(wkey, {})
+        total = sum(c.n for c in visits.values())
+        for aid in np.unique(aids):
+            akey = view.fleet.action_keys[aid]
+            per_action[aid] = self.value(wkey, mkey, akey)
+            if self.params.ucb_bonus and self.params.mode != "frozen":
+                n = visits[akey].n if akey in visits else 0
+                per_action[aid] += self.params.ucb_bonus * math.sqrt(math.log1p(total) / (1 + n))
+        share = view.free_share()
+        ctx = features.context_buckets(share, view.queue_length)
+        return per_action[aids] + np.asarray(self.theta)[ctx] - 1e-4 * share
+
+    # --- deciding ----------------------------------------------------------------------
+    def choose(self, workload: model.Workload, view: fleet.View, rng: random.Random) -> ports.Choice:
+        """Pick a row: epsilon-greedy over device classes, best fit within the class."""
+        if len(view.rows) == 0:
+            raise ports.NoCandidatesError(f"no feasible node for {workload.uid}")
+        values = self.values(workload, view)
+        best = int(np.argmax(values))
+        mode = "exploit"
+        if len(view.rows) == 1:
+            mode = "forced"
+        elif rng.random() < self.epsilon:
+            aids = view.fleet.row_action_id[view.rows]
+            options = np.unique(aids[values >= values[best] - self.params.explore_margin])
+            pick = options[rng.randrange(len(options))]
+            masked = np.where(aids == pick, values, -np.inf)
+            explored = int(np.argmax(masked))
+            if explored != best:
+                best, mode = explored, "explore"
+        self.decisions += 1
+        learned_row = int(view.rows[best])
+        if self.params.mode == "shadow" and self.baseline is not None:
+            base = self.baseline.choose(workload, view, rng)
+            index = int(np.flatnonzero(view.rows == base.row)[0])
+            regret = float(values[best] - values[index])
+            return ports.Choice(base.row, base.mode, values, learned_row, max(regret, 0.0))
+        return ports.Choice(learned_row, mode, values, learned_row, 0.0)
+
+    # --- learning ----------------------------------------------------------------------
+    def observe(self, outcome: model.Outcome) -> bool:
+        """Learn one outcome exactly once: replay store, throughput average and TD updates."""
+        if self.params.mode == "frozen" or outcome.uid in self._learned_set:
+            return False
+        self.remember_learned([outcome.uid])
+        wkey, mkey = self.keys(outcome.workload)
+        akey = features.action_key(outcome.backend, outcome.device_class)
+        self.benchmarks.setdefault(akey, (prior.efficiency(outcome.backend), 1.0, 1.0, 1.0))
+        if outcome.succeeded:
+            rate = self.params.throughput_ema
+            for table, key in ((self.workloads, wkey), (self.models, mkey)):
+                cell = self._cell(table, key, wkey, mkey, akey)
+                cell.throughput = (
+                    outcome.throughput
+                    if cell.throughput <= 0
+                    else (1 - rate) * cell.throughput + rate * outcome.throughput
+                )
+        item = replay.Transition(
+            wkey, mkey, akey, outcome.context, outcome.throughput, outcome.succeeded,
+            outcome.deadline_missed,
+        )
+        self.replay.add(item)
+        value = self._learn(item)
+        self.recent_rewards.append(value)
+        self.reward_ema = value if self.updates == 0 else 0.95 * self.reward_ema + 0.05 * value
+        for sample in self.replay.sample(self.params.replay_batch, self._replay_rng()):
+            self._learn(sample)
+        self.updates += 1
+        self.version += 1
+        return True
+
+    def remember_learned(self, uids: Iterable[str]) -> None:
+        """Mark outcome UIDs as learned (restoring a saved state)."""
+        for uid in uids:
+            if len(self.learned_uids) == self.learned_uids.maxlen:
+                self._learned_set.discard(self.learned_uids[0])
+            self.learned_uids.append(uid)
+            self._learned_set.add(uid)
+
+    def _replay_rng(self) -> random.Random:
+        return random.Random(self.updates)
+
+    def _cell(self, table: Table, key: str, wkey: str, mkey: str, akey: str) -> Cell:
+        row = table.setdefault(key, {})
+        if akey not in row:
+            row[akey] = Cell(self.value(wkey, mkey, akey))
+        return row[akey]
+
+    def _learn(self, t: replay.Transition) -> float:
+        """One TD step on both tables and the context weights; returns the reward."""
+        p = self.params
+        r = reward.reward(
+            t.throughput,
+            self.reference(t.workload_key, t.model_key),
+            succeeded=t.succeeded,
+            deadline_missed=t.deadline_missed,
+            weights=p.rewards,
+        )
+        target = r
+        if p.discount:
+            known = self.workloads.get(t.workload_key, {})
+            target += p.discount * max((c.q for c in known.values()), default=0.0)
+        theta = self.theta[t.context]
+        delta = 0.0
+        for table, key in ((self.workloads, t.workload_key), (self.models, t.model_key)):
+            cell = self._cell(table, key, t.workload_key, t.model_key, t.action_key)
+            error = target - (cell.q + theta)
+            cell.q += p.learning_rate * error
+            cell.n += 1
+            delta = delta or error
+        self.theta[t.context] += p.context_rate * delta
+        return r

@@ -1,0 +1,1 @@
+"""Local real control plane: binaries, kwokctl, fake GPU nodes, simulated runtime."""

@@ -1,0 +1,1 @@
+"""megagpu extender layer (see DESIGN section 2)."""

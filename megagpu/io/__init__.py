@@ -1,0 +1,1 @@
+"""Files: cluster specs, throughput tables, traces, converters and shipped data."""

@@ -1,0 +1,129 @@
+"""Simulator presets, built from the data files shipped in ``megagpu/io/data``.
+
+Presets were fixed before any result of ``learned`` was looked at (see benchmarks/results/sim.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from megagpu.core import model
+from megagpu.io import cluster_spec, converters, devices, tables
+from megagpu.sim import hardware, simulator
+
+DATA = Path(__file__).parent / "data"
+JOBS = 2000
+GAVEL_CLUSTER = (("v100", 3), ("p100", 3), ("k80", 3))
+"""Gavel's 1:1:1 V100:P100:K80 mix, as 8-GPU nodes."""
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named scenario."""
+
+    name: str
+    description: str
+    load: float | None
+    build: Callable[[int], simulator.Scenario]
+    """Scenario for a trace seed."""
+
+
+def gavel_nodes(mix: tuple[tuple[str, int], ...] = GAVEL_CLUSTER) -> list[model.Node]:
+    """8-GPU nodes in the given (device, node count) mix."""
+    groups = [devices.group(f"{d}", n, d, 8) for d, n in mix]
+    return cluster_spec.parse({"nodes": groups}, "gavel preset")
+
+
+def training_table() -> hardware.ThroughputTable:
+    """The shipped Gavel throughputs with derived rows."""
+    return tables.load_throughputs(DATA / "gavel_throughputs.csv")
+
+
+def v100_capacity(nodes: list[model.Node], table: hardware.ThroughputTable) -> float:
+    """Cluster capacity in V100-equivalent GPUs (mean single-GPU speed ratio over models)."""
+    total = 0.0
+    for node in nodes:
+        ratios = []
+        for name in table.models():
+            ref = table.get(name, "v100", "cuda", 1)
+            mine = table.get(name, node.device_class, node.backends[0], 1)
+            if ref and mine:
+                ratios.append(mine.throughput / ref.throughput)
+        total += node.devices * (sum(ratios) / len(ratios) if ratios else 0.0)
+    return total
+
+
+def philly_jobs(
+    nodes: list[model.Node], table: hardware.ThroughputTable, load: float, seed: int, jobs: int
+) -> list[simulator.Job]:
+    """Synthetic Philly arrivals at ``load`` for the cluster ``nodes`` (Gavel's jobs are fp32)."""
+    rows = [(r.model, r.device, r.backend, r.gpus, r.throughput, r.source) for r in table.rows]
+    trace = converters.philly_trace(
+        DATA / "philly_job_distribution.csv", rows, jobs=jobs, load=load,
+        capacity=v100_capacity(nodes, table), seed=seed,
+    )
+    return [
+        simulator.Job(arrival, model.Workload(
+            uid=f"job-{i}", workload_type=kind, model=name, gpus=gpus, work=work,
+            precision="fp32", backends=("cuda", "vulkan")))
+        for i, (arrival, kind, name, gpus, work) in enumerate(trace)
+    ]
+
+
+def _gavel(load: float) -> Callable[[int], simulator.Scenario]:
+    def build(seed: int) -> simulator.Scenario:
+        nodes, table = gavel_nodes(), training_table()
+        return simulator.Scenario(tuple(nodes), tuple(philly_jobs(nodes, table, load, seed, JOBS)),
+                                  table)
+
+    return build
+
+
+def _openb(seed: int) -> simulator.Scenario:
+    nodes = cluster_spec.load(DATA / "openb_cluster.yaml")
+    gpu_nodes = [n for n in nodes if n.devices > 0]
+    table = training_table()
+    jobs = philly_jobs(gpu_nodes, table, 0.5, seed, JOBS)
+    return simulator.Scenario(tuple(nodes), tuple(jobs), table)
+
+
+def _llm(seed: int) -> simulator.Scenario:
+    nodes = cluster_spec.load(DATA / "llm_cluster.yaml")
+    table = tables.load_throughputs(DATA / "llm_throughputs.csv")
+    jobs, _ = tables.load_trace(DATA / "azure_llm_trace.csv", table, 8)
+    return simulator.Scenario(tuple(nodes), tuple(jobs), table)
+
+
+def _stress(seed: int) -> simulator.Scenario:
+    """Gavel mix at load 0.5; V100s silently halve midway and A100 nodes join midway."""
+    base = _gavel(0.5)(seed)
+    joining = gavel_nodes((("a100", 2),))
+    middle = sorted(j.arrival_s for j in base.jobs)[len(base.jobs) // 2]
+    return simulator.Scenario(
+        base.nodes + tuple(joining), base.jobs, base.table,
+        slowdowns=(simulator.Slowdown(middle, "v100", 0.5),),
+        joins={n.name: middle for n in joining},
+    )
+
+
+PRESETS = {
+    p.name: p
+    for p in (
+        Preset("gavel-0.3", "Gavel V100:P100:K80 mix, Philly jobs at load 0.3", 0.3, _gavel(0.3)),
+        Preset("gavel-0.5", "Gavel V100:P100:K80 mix, Philly jobs at load 0.5", 0.5, _gavel(0.5)),
+        Preset("gavel-0.7", "Gavel V100:P100:K80 mix, Philly jobs at load 0.7", 0.7, _gavel(0.7)),
+        Preset("openb", "Alibaba openb node mix (scaled), Philly jobs at load 0.5", 0.5, _openb),
+        Preset("llm-serving", "Azure LLM inference windows on CUDA, Vulkan and Metal nodes",
+               None, _llm),
+        Preset("stress", "Gavel mix at 0.5; V100 halves and A100s join midway", 0.5, _stress),
+    )
+}
+
+
+def get(name: str) -> Preset:
+    """A preset by name, with the list of names in the error."""
+    if name not in PRESETS:
+        raise KeyError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    return PRESETS[name]

@@ -1,0 +1,1 @@
+"""megagpu kube layer (see DESIGN section 2)."""

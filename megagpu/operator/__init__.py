@@ -1,0 +1,1 @@
+"""megagpu operator layer (see DESIGN section 2)."""

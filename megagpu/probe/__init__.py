@@ -1,0 +1,1 @@
+"""megagpu probe layer (see DESIGN section 2)."""

@@ -1,0 +1,1 @@
+"""Pure simulation: hardware model, cluster, discrete-event simulator, evaluation."""

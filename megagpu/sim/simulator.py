@@ -1,0 +1,231 @@
+"""Discrete-event cluster simulation: one placement per job, priority queue with backfill.
+
+Every policy replays the same arrivals; the run is deterministic for a seed. A job runs on one
+node for ``work / throughput`` seconds, where the throughput comes from the hardware model and
+may change mid-run (a device class that silently slows down). Nodes may join mid-run.
+"""
+
+from __future__ import annotations
+
+import bisect
+import heapq
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+import numpy as np
+
+from megagpu.core import baselines, features, fleet, model, ports
+from megagpu.sim import hardware
+
+
+@dataclass(frozen=True)
+class Job:
+    """A workload and when it arrives."""
+
+    arrival_s: float
+    workload: model.Workload
+
+
+@dataclass(frozen=True)
+class Slowdown:
+    """From ``at_s`` on, every device of ``device_class`` runs at ``factor`` of its speed."""
+
+    at_s: float
+    device_class: str
+    factor: float
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """Everything a run needs except the policy and the seed."""
+
+    nodes: tuple[model.Node, ...]
+    jobs: tuple[Job, ...]
+    table: hardware.ThroughputTable
+    slowdowns: tuple[Slowdown, ...] = ()
+    joins: dict[str, float] = field(default_factory=dict)
+    """Node name -> time it joins; other nodes are there from the start."""
+
+    def __post_init__(self) -> None:
+        if not self.jobs:
+            raise model.ValidationError("the trace is empty: a simulation needs at least one job")
+        if not self.nodes:
+            raise model.ValidationError("the cluster has no nodes")
+
+
+class JobRecord(NamedTuple):
+    """What happened to one job."""
+
+    uid: str
+    arrival_s: float
+    start_s: float
+    finish_s: float
+    node: str
+    backend: str
+    device_class: str
+    mode: str
+    derived: bool
+    order: int
+    """Position in decision order."""
+    deadline_missed: bool | None
+    """None when the job had no deadline."""
+    slots: int
+
+
+class RunResult(NamedTuple):
+    """A finished run."""
+
+    policy: str
+    seed: int
+    records: list[JobRecord]
+    available_slot_seconds: float
+    unplaced: int
+
+
+Progress = Callable[[int, int], None]
+
+
+class _Running(NamedTuple):
+    finish_s: float
+    seq: int
+    node: int
+    slots: int
+    job: int
+
+
+PolicyFactory = Callable[[baselines.ThroughputFn], ports.Policy]
+"""Builds a policy, given the true current throughput (only the oracle uses it)."""
+
+
+def simulate(
+    scenario: Scenario,
+    make_policy: PolicyFactory,
+    seed: int,
+    *,
+    backfill_window: int = 256,
+    progress: Progress | None = None,
+) -> RunResult:
+    """Run the policy over ``scenario`` and return a record per job."""
+    rng = random.Random(seed)
+    f = fleet.Fleet.build(scenario.nodes)
+    clock = [0.0]
+
+    def true_throughput(workload: model.Workload, row: int) -> float:
+        thr, _ = scenario.table.arrays(f, workload.model, workload.gpus)
+        device = scenario.nodes[int(f.row_node[row])].device_class
+        return float(thr[row]) * speed_factor(device, clock[0])
+
+    policy = make_policy(true_throughput)
+    join_at = np.asarray([scenario.joins.get(n.name, 0.0) for n in scenario.nodes])
+    slots = np.asarray([n.slots for n in scenario.nodes], dtype=np.int64)
+    free = np.where(join_at <= 0, slots, 0)
+    pending_joins = sorted((t, i) for i, t in enumerate(join_at) if t > 0)
+    jobs = sorted(range(len(scenario.jobs)), key=lambda i: (scenario.jobs[i].arrival_s, i))
+    queue: list[tuple[int, float, int]] = []
+    running: list[_Running] = []
+    records: list[JobRecord | None] = [None] * len(scenario.jobs)
+    placed: dict[int, tuple[int, float, str, bool]] = {}
+    seq = order = next_arrival = 0
+    now = 0.0
+
+    def speed_factor(device: str, t: float) -> float:
+        factor = 1.0
+        for s in scenario.slowdowns:
+            if s.device_class == device and t >= s.at_s:
+                factor *= s.factor
+        return factor
+
+    def finish(item: _Running) -> None:
+        free[item.node] += item.slots
+        row, start, mode, derived = placed.pop(item.job)
+        job = scenario.jobs[item.job]
+        node = scenario.nodes[item.node]
+        deadline = job.workload.deadline_s
+        missed = None if deadline is None else item.finish_s > job.arrival_s + deadline
+        records[item.job] = JobRecord(
+            job.workload.uid, job.arrival_s, start, item.finish_s, node.name,
+            f.row_backend[row], node.device_class, mode, derived, order_of[item.job], missed,
+            item.slots,
+        )
+        policy.observe(
+            model.Outcome(
+                uid=job.workload.uid, workload=job.workload, node=node.name,
+                backend=f.row_backend[row], device_class=node.device_class,
+                duration_s=item.finish_s - start, succeeded=True, deadline_missed=bool(missed),
+                context=contexts.pop(item.job),
+            )
+        )
+
+    order_of: dict[int, int] = {}
+    contexts: dict[int, int] = {}
+
+    def schedule() -> None:
+        nonlocal seq, order
+        max_free = int(free.max()) if len(free) else 0
+        kept: list[tuple[int, float, int]] = []
+        scanned = 0
+        for entry in queue:
+            index = entry[2]
+            workload = scenario.jobs[index].workload
+            need = max(workload.gpus, 1)
+            if scanned >= backfill_window or need > max_free:
+                kept.append(entry)
+                continue
+            scanned += 1
+            thr, derived = scenario.table.arrays(f, workload.model, workload.gpus)
+            rows = f.feasible_rows(workload, free)
+            rows = rows[thr[rows] > 0]
+            if len(rows) == 0:
+                kept.append(entry)
+                continue
+            view = fleet.View(f, rows, free, queue_length=len(queue) - 1)
+            choice = policy.choose(workload, view, rng)
+            node_index = int(f.row_node[choice.row])
+            share = free[node_index] / max(slots[node_index], 1)
+            contexts[index] = int(features.context_buckets(np.asarray([share]), len(queue) - 1)[0])
+            free[node_index] -= need
+            max_free = int(free.max())
+            device = scenario.nodes[node_index].device_class
+            rate = thr[choice.row] * speed_factor(device, now)
+            duration = workload.work / rate
+            placed[index] = (choice.row, now, choice.mode, bool(derived[choice.row]))
+            order_of[index] = order
+            order += 1
+            heapq.heappush(running, _Running(now + duration, seq, node_index, need, index))
+            seq += 1
+        queue[:] = kept
+
+    total = len(jobs)
+    done = 0
+    while next_arrival < total or running or pending_joins:
+        candidates = []
+        if next_arrival < total:
+            candidates.append(scenario.jobs[jobs[next_arrival]].arrival_s)
+        if running:
+            candidates.append(running[0].finish_s)
+        if pending_joins:
+            candidates.append(pending_joins[0][0])
+        now = clock[0] = min(candidates)
+        while running and running[0].finish_s <= now:
+            finish(heapq.heappop(running))
+            done += 1
+            if progress is not None:
+                progress(done, total)
+        while pending_joins and pending_joins[0][0] <= now:
+            joined = pending_joins.pop(0)[1]
+            free[joined] = slots[joined]
+        while next_arrival < total and scenario.jobs[jobs[next_arrival]].arrival_s <= now:
+            index = jobs[next_arrival]
+            w = scenario.jobs[index].workload
+            bisect.insort(queue, (-w.priority_rank, scenario.jobs[index].arrival_s, index))
+            next_arrival += 1
+        schedule()
+        if next_arrival >= total and not running and not pending_joins and queue:
+            break
+    finished = [r for r in records if r is not None]
+    end = max((r.finish_s for r in finished), default=0.0)
+    start = min(j.arrival_s for j in scenario.jobs)
+    available = float(np.sum(slots * np.maximum(end - np.maximum(join_at, start), 0.0)))
+    return RunResult(policy.name, seed, finished, available, len(queue))

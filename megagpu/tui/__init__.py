@@ -1,0 +1,1 @@
+"""megagpu tui layer (see DESIGN section 2)."""
