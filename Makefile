@@ -1,0 +1,60 @@
+# megagpu: two commands do all the set-up (README): `make demo` and `make test`.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+CACHE := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/megagpu
+PYTEST_ARGS ?=
+
+.PHONY: install binaries demo test unit e2e e2e-scale lint bench bench-devcluster bench-sim dev-up dev-down clean
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[all,test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# The cluster binaries, built once from Go module releases into the version-keyed cache.
+binaries: $(STAMP)
+	$(BIN)/megagpu dev build
+	ln -sf "$$($(BIN)/python -c 'from megagpu.devcluster import binaries; print(binaries.binary("kubectl"))')" $(BIN)/kubectl
+
+demo: binaries
+	$(BIN)/python -m megagpu.demo
+
+lint: $(STAMP)
+	$(BIN)/lint-imports
+	$(BIN)/ruff check megagpu tests benchmarks
+
+unit: $(STAMP)
+	$(BIN)/pytest -m "not e2e" $(PYTEST_ARGS)
+
+e2e: binaries
+	$(BIN)/pytest -m e2e $(PYTEST_ARGS)
+
+test: binaries lint
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+e2e-scale: binaries
+	MEGAGPU_SCALE=full $(BIN)/pytest -m e2e $(PYTEST_ARGS)
+
+bench-devcluster: binaries
+	$(BIN)/python benchmarks/devcluster.py
+
+bench-sim: $(STAMP)
+	$(BIN)/python benchmarks/sim_speed.py
+	$(BIN)/python benchmarks/sim_quality.py
+
+bench: bench-devcluster bench-sim
+
+dev-up: binaries
+	$(BIN)/megagpu dev up
+
+dev-down: $(STAMP)
+	$(BIN)/megagpu dev down
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis .ruff_cache

@@ -1,0 +1,289 @@
+"""The ``megagpu`` command: the only composition root (plots and progress bars live here)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+PLANNED = {
+    "operator": ("4/5", "run the GpuWorkload operator (kopf): pods, status, retries, learning"),
+    "extender": ("4", "serve the scheduler extender (filter, prioritize, bind) with the Q-policy"),
+    "probe": ("6", "probe CUDA, Vulkan, Metal and CPU devices and export DCGM-style metrics"),
+    "tui": ("7", "open the terminal dashboard: GPUs, workloads and the learning agent"),
+    "policy": ("5", "show, reset, export, import or roll back the learned Q-state"),
+    "explain": ("5", "explain why a GpuWorkload went where it went"),
+    "exec": ("5", "run a command with CUDA_VISIBLE_DEVICES and friends set from the assignment"),
+    "uninstall": ("8", "clear megagpu finalizers and remove the Helm release"),
+}
+CONVERTERS = ("gavel-trace", "gavel-throughputs", "philly", "openb", "azure", "llamacpp")
+
+
+class UsageError(Exception):
+    """A user mistake: printed as one line, exit code 2."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="megagpu",
+        description="Run AI workloads on mixed accelerators with a scheduler that learns.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sim = sub.add_parser("sim", help="simulate schedulers on real measured data and compare them")
+    sim.add_argument("--preset", help="a named scenario (see --list-presets)")
+    sim.add_argument("--list-presets", action="store_true", help="list the presets and exit")
+    sim.add_argument("--cluster", type=Path, help="cluster spec YAML (DESIGN 9.5)")
+    sim.add_argument("--throughputs", type=Path, help="throughput table CSV")
+    sim.add_argument("--trace", type=Path, help="trace CSV")
+    sim.add_argument("--drop-oversized", action="store_true",
+                     help="drop trace rows larger than the largest node (and count them)")
+    sim.add_argument("--policies", default="all", help="comma list or 'all'")
+    sim.add_argument("--seeds", type=int, default=1, help="run seeds 0..N-1 (default 1)")
+    sim.add_argument("--json", type=Path, help="write the report (DESIGN 9.6) here")
+    sim.add_argument("--plot", type=Path, help="write a PNG of JCT over time per policy")
+    simsub = sim.add_subparsers(dest="sim_command", metavar="convert")
+    conv = simsub.add_parser("convert", help="convert upstream data to megagpu's formats")
+    conv.add_argument("kind", choices=CONVERTERS)
+    conv.add_argument("input", type=Path)
+    conv.add_argument("-o", "--output", type=Path, required=True)
+    conv.add_argument("--load", type=float, default=0.5, help="philly: offered load")
+    conv.add_argument("--jobs", type=int, default=2000, help="philly: number of jobs")
+    conv.add_argument("--seed", type=int, default=0, help="philly: random seed")
+    conv.add_argument("--cluster", type=Path, help="philly: cluster spec (for the capacity)")
+    conv.add_argument("--throughputs", type=Path, help="philly: throughput table")
+    conv.add_argument("--scale", type=float, default=0.02, help="openb: share of nodes kept")
+
+    dev = sub.add_parser("dev", help="a real local Kubernetes control plane with fake GPU nodes")
+    devsub = dev.add_subparsers(dest="dev_command", metavar="ACTION", required=True)
+    up = devsub.add_parser("up", help="start it (build the binaries once); exits when ready")
+    up.add_argument("--cluster-spec", type=Path, help="fake nodes (default examples/clusters/dev.yaml)")
+    up.add_argument("--no-components", action="store_true", help="start the control plane alone")
+    up.add_argument("--extender-url", default="http://127.0.0.1:8888")
+    up.add_argument("--extender-timeout", type=float, default=2.0, help="seconds")
+    up.add_argument("--extender-not-ignorable", action="store_true",
+                    help="fail scheduling while the extender is down (default: ignorable)")
+    up.add_argument("--apiserver-port", type=int, default=0, help="default: a free port")
+    devsub.add_parser("down", help="stop every process it started and delete the cluster")
+    devsub.add_parser("status", help="exit 0 when the cluster is up and ready, 1 otherwise")
+    devsub.add_parser("kubeconfig", help="print the kubeconfig path (exit 1 without a cluster)")
+    devsub.add_parser("build", help="build the cluster binaries into the cache (once)")
+
+    for name, (issue, what) in PLANNED.items():
+        planned = sub.add_parser(name, help=f"{what} (planned: issue {issue})")
+        planned.add_argument("args", nargs=argparse.REMAINDER)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit code."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    args.command_line = "megagpu " + " ".join(sys.argv[1:] if argv is None else argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    if args.command in PLANNED:
+        issue, what = PLANNED[args.command]
+        print(f"megagpu {args.command}: not built yet; it will {what} (issue {issue})",
+              file=sys.stderr)
+        return 2
+    handlers: dict[str, Callable[[argparse.Namespace], int]] = {"sim": _sim, "dev": _dev}
+    try:
+        return handlers[args.command](args)
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - user-facing errors become one line, never a traceback
+        from megagpu.devcluster.errors import DevClusterError
+        from megagpu.io.errors import InputError
+
+        if isinstance(e, DevClusterError | InputError | ValueError | KeyError):
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+        raise
+
+
+# --- sim ---------------------------------------------------------------------------------
+def _sim(args: argparse.Namespace) -> int:
+    from megagpu.io import presets
+
+    if args.sim_command == "convert":
+        return _convert(args)
+    if args.list_presets:
+        for preset in presets.PRESETS.values():
+            print(f"{preset.name:12} {preset.description}")
+        return 0
+    build, preset_name, load = _scenario(args)
+    from megagpu.sim import evaluation, runner
+
+    policies = runner.parse_policies(args.policies)
+    if args.seeds < 1:
+        raise UsageError("--seeds must be at least 1")
+    seeds = list(range(args.seeds))
+    runs = _run_with_progress(runner, build, policies, seeds)
+    doc = evaluation.report(command=args.command_line, preset=preset_name, load=load, seeds=seeds,
+                            runs=runs)
+    _print_table(doc)
+    if args.json:
+        args.json.write_text(json.dumps(doc, indent=2))
+        print(f"report: {args.json}")
+    if args.plot:
+        _plot(build, policies, args.plot)
+        print(f"plot: {args.plot}")
+    return 0
+
+
+def _scenario(args: argparse.Namespace) -> tuple[Any, str | None, float | None]:
+    from megagpu.io import cluster_spec, presets, tables
+    from megagpu.sim import simulator
+
+    if args.preset:
+        if args.cluster or args.trace or args.throughputs:
+            raise UsageError("give either --preset or --cluster/--throughputs/--trace, not both")
+        try:
+            preset = presets.get(args.preset)
+        except KeyError as e:
+            raise UsageError(e.args[0]) from e
+        return preset.build, preset.name, preset.load
+    if not (args.cluster and args.throughputs and args.trace):
+        raise UsageError("give --preset NAME, or all of --cluster, --throughputs and --trace")
+    nodes = cluster_spec.load(args.cluster)
+    table = tables.load_throughputs(args.throughputs)
+    jobs, dropped = tables.load_trace(args.trace, table, max(n.slots for n in nodes),
+                                      drop_oversized=args.drop_oversized)
+    if dropped:
+        print(f"dropped {dropped} trace rows larger than the largest node")
+    scenario = simulator.Scenario(tuple(nodes), tuple(jobs), table)
+    return (lambda _seed: scenario), None, None
+
+
+def _run_with_progress(runner: Any, build: Any, policies: list[str],
+                       seeds: list[int]) -> list[tuple[str, int, dict[str, Any]]]:
+    from rich.progress import Progress
+
+    with Progress(transient=True) as progress:
+        task = progress.add_task("simulating", total=len(policies) * len(seeds))
+
+        def step(name: str, seed: int) -> None:
+            progress.update(task, advance=1, description=f"{name} seed {seed}")
+
+        return list(runner.run(build, policies, seeds, progress=step))
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.3f}" if value < 10 else f"{value:,.0f}"
+    return str(value)
+
+
+def _print_table(doc: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"megagpu sim: {doc['preset'] or 'files'}, seeds {doc['seeds']}")
+    columns = ("avg_jct_s", "median_jct_s", "p95_jct_s", "p99_jct_s", "makespan_s",
+               "p95_queue_s", "utilization", "deadline_attainment", "decisions_to_within_10pct")
+    table.add_column("policy")
+    for column in columns:
+        table.add_column(column.replace("_s", " s").replace("_", " "), justify="right")
+    table.add_column("avg JCT 95% CI", justify="right")
+    for policy, row in doc["summary"].items():
+        lo, hi = row["ci95_avg_jct_s"]
+        table.add_row(policy, *(_fmt(row[c]) for c in columns), f"{lo:,.0f}-{hi:,.0f}")
+    Console().print(table)
+
+
+def _plot(build: Any, policies: list[str], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from megagpu.sim import runner, simulator
+
+    scenario = build(0)
+    fig, ax = plt.subplots(figsize=(9, 5))
+    for name in policies:
+        result = simulator.simulate(scenario, runner.factory(name), 0)
+        records = sorted(result.records, key=lambda r: r.finish_s)
+        jct = np.asarray([r.finish_s - r.arrival_s for r in records])
+        window = max(1, min(100, len(jct) // 10))
+        smooth = np.convolve(jct, np.ones(window) / window, mode="valid")
+        ax.plot([r.finish_s / 3600 for r in records][window - 1:], smooth / 3600, label=name)
+    ax.set_xlabel("simulated time (h)")
+    ax.set_ylabel(f"JCT, moving mean of {window} jobs (h)")
+    ax.set_yscale("log")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def _convert(args: argparse.Namespace) -> int:
+    from megagpu.io import cluster_spec, converters, presets, tables
+
+    trace_header = tables.TRACE_COLUMNS
+    table_header = (*tables.THROUGHPUT_COLUMNS, "source")
+    if args.kind == "gavel-trace":
+        tables.write_csv(args.output, trace_header, converters.gavel_trace(args.input))
+    elif args.kind == "gavel-throughputs":
+        tables.write_csv(args.output, table_header, converters.gavel_throughputs(args.input))
+    elif args.kind == "llamacpp":
+        tables.write_csv(args.output, table_header, converters.llamacpp_throughputs(args.input))
+    elif args.kind == "azure":
+        tables.write_csv(args.output, trace_header, converters.azure_trace(args.input))
+    elif args.kind == "openb":
+        converters.write_yaml(args.output, converters.openb_cluster(args.input, scale=args.scale))
+    else:
+        if not (args.cluster and args.throughputs):
+            raise UsageError("philly needs --cluster and --throughputs (to size the load)")
+        nodes = [n for n in cluster_spec.load(args.cluster) if n.devices]
+        table = tables.load_throughputs(args.throughputs)
+        rows = [(r.model, r.device, r.backend, r.gpus, r.throughput, r.source) for r in table.rows]
+        trace = converters.philly_trace(args.input, rows, jobs=args.jobs, load=args.load,
+                                        capacity=presets.v100_capacity(nodes, table),
+                                        seed=args.seed)
+        tables.write_csv(args.output, trace_header, trace)
+    print(f"wrote {args.output}")
+    return 0
+
+
+# --- dev ---------------------------------------------------------------------------------
+def _dev(args: argparse.Namespace) -> int:
+    from megagpu.devcluster import binaries, cluster, scheduler
+
+    def out(line: str) -> None:
+        print(line, flush=True)
+
+    if args.dev_command == "up":
+        extender = scheduler.ExtenderOptions(url=args.extender_url,
+                                             timeout_s=args.extender_timeout,
+                                             ignorable=not args.extender_not_ignorable)
+        cluster.up(args.cluster_spec or cluster.DEFAULT_SPEC, extender,
+                   components=not args.no_components, apiserver_port=args.apiserver_port,
+                   out=out)
+        return 0
+    if args.dev_command == "down":
+        cluster.down(out=out)
+        return 0
+    if args.dev_command == "build":
+        spent = binaries.ensure(out)
+        out(f"binaries in {binaries.bin_dir()} ({'built in %.0fs' % spent if spent else 'cached'})")
+        return 0
+    if args.dev_command == "status":
+        problems = cluster.problems(cluster.paths())
+        for line in problems:
+            out(line)
+        if not problems:
+            out(f"dev cluster is up and ready; kubeconfig: {cluster.paths().kubeconfig}")
+        return 1 if problems else 0
+    print(cluster.kubeconfig())
+    return 0

@@ -1,0 +1,255 @@
+"""``megagpu dev up | down | status | kubeconfig``: a real control plane on this machine.
+
+kwokctl (binary runtime) runs etcd, kube-apiserver, kube-controller-manager, the stock
+kube-scheduler and the kwok controller, all on 127.0.0.1 with RBAC on. ``up`` then installs the
+CRDs, PriorityClasses and the default GpuSchedulingPolicy, creates fake GPU nodes from a cluster
+spec, and starts the second kube-scheduler (profile ``megagpu-scheduler``) and the megagpu
+components as local processes whose logs sit with kwok's (DESIGN section 6).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import ssl
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from megagpu.core import model
+from megagpu.devcluster import binaries, kubectl, processes, scheduler
+from megagpu.devcluster.errors import DevClusterError
+from megagpu.io import cluster_spec
+from megagpu.io.errors import InputError
+from megagpu.kube import convert, names
+
+NAME = "megagpu"
+CRDS = Path(__file__).resolve().parents[2] / "crds"
+BOOTSTRAP = Path(__file__).with_name("bootstrap.yaml")
+STAGES = Path(__file__).with_name("stages.yaml")
+DEFAULT_SPEC = Path(__file__).resolve().parents[2] / "examples" / "clusters" / "dev.yaml"
+READY_TIMEOUT_S = 120.0
+Output = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Where one dev cluster keeps its files."""
+
+    workdir: Path
+    """KWOK_WORKDIR, in the version-keyed cache."""
+
+    @property
+    def cluster(self) -> Path:
+        """kwokctl's directory of the cluster."""
+        return self.workdir / "clusters" / NAME
+
+    @property
+    def kubeconfig(self) -> Path:
+        """Admin kubeconfig written by kwokctl."""
+        return self.cluster / "kubeconfig.yaml"
+
+    @property
+    def logs(self) -> Path:
+        """Logs of every process, kwok's and megagpu's."""
+        return self.cluster / "logs"
+
+    @property
+    def pids(self) -> Path:
+        """Pid files of the processes megagpu started."""
+        return self.cluster / "megagpu-pids"
+
+    @property
+    def scheduler_config(self) -> Path:
+        """Configuration of the megagpu-scheduler."""
+        return self.cluster / "megagpu-scheduler.yaml"
+
+
+def paths() -> Paths:
+    """Paths of the dev cluster of the pinned version."""
+    return Paths(binaries.version_dir() / "kwok")
+
+
+def _kwokctl(p: Paths, args: list[str], timeout_s: float = 180.0) -> str:
+    env = {**os.environ, "KWOK_WORKDIR": str(p.workdir)}
+    try:
+        done = subprocess.run([str(binaries.binary("kwokctl")), *args], env=env,
+                              capture_output=True, text=True, timeout=timeout_s, check=False)
+    except subprocess.TimeoutExpired as e:
+        raise DevClusterError(f"kwokctl {args[0]} did not finish in {timeout_s:.0f}s") from e
+    if done.returncode != 0:
+        tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
+        raise DevClusterError(f"kwokctl {' '.join(args[:2])} failed: {' | '.join(tail)}; logs: "
+                              f"{p.logs}")
+    return done.stdout
+
+
+def api_ready(p: Paths) -> bool:
+    """Whether the API server answers /readyz with ok."""
+    if not p.kubeconfig.exists() or not binaries.binary("kubectl").exists():
+        return False
+    try:
+        done = kubectl.run(p.kubeconfig, ["get", "--raw", "/readyz"], timeout_s=10, check=False)
+    except DevClusterError:
+        return False
+    return done.returncode == 0 and done.stdout.strip() == "ok"
+
+
+def _healthy(port: int) -> bool:
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    try:
+        with urllib.request.urlopen(f"https://127.0.0.1:{port}/healthz", context=context,
+                                    timeout=2) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def problems(p: Paths) -> list[str]:
+    """What is not up and ready (empty when everything is)."""
+    if not p.cluster.exists():
+        return ["no dev cluster exists (run `megagpu dev up`)"]
+    found = [] if api_ready(p) else ["the API server is not ready"]
+    for name, pid in processes.pids(p.pids).items():
+        if not processes.alive(pid):
+            found.append(f"{name} (pid {pid}) is not running; see {p.logs / (name + '.log')}")
+    return found
+
+
+def up(
+    spec: Path = DEFAULT_SPEC,
+    extender: scheduler.ExtenderOptions | None = None,
+    *,
+    components: bool = True,
+    apiserver_port: int = 0,
+    out: Output = print,
+) -> None:
+    """Bring the cluster up (a no-op when it already is); leaves no half-started processes."""
+    p = paths()
+    try:
+        nodes = cluster_spec.load(spec)
+    except InputError as e:
+        raise DevClusterError(f"the cluster spec is malformed: {e}") from e
+    if p.cluster.exists() and not problems(p):
+        out(f"the dev cluster is already up; kubeconfig: {p.kubeconfig}")
+        return
+    if p.cluster.exists():
+        out("found a stale dev cluster from an earlier run; removing it first")
+        down(out=lambda _: None)
+    if apiserver_port and processes.port_in_use(apiserver_port):
+        raise DevClusterError(
+            f"port {apiserver_port} on 127.0.0.1 is already in use: stop what listens there "
+            f"(`ss -ltnp | grep :{apiserver_port}`) or pass another --apiserver-port"
+        )
+    spent = binaries.ensure(out)
+    if spent:
+        out(f"cold build finished in {spent:.0f}s; binaries in {binaries.bin_dir()}")
+    start = time.monotonic()
+    try:
+        _create(p, apiserver_port, out)
+        _bootstrap(p, nodes, out)
+        _start_scheduler(p, extender or scheduler.ExtenderOptions(), out)
+        if components:
+            out("no megagpu components exist yet beyond the control plane (see the issues)")
+        _wait(p)
+    except BaseException:
+        with contextlib.suppress(DevClusterError):
+            down(out=lambda _: None)
+        raise
+    out(f"dev cluster ready in {time.monotonic() - start:.1f}s: {len(nodes)} fake nodes; "
+        f"logs in {p.logs}")
+    out(f"kubeconfig: {p.kubeconfig}")
+
+
+def _create(p: Paths, apiserver_port: int, out: Output) -> None:
+    out("starting etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok")
+    p.workdir.mkdir(parents=True, exist_ok=True)
+    config = p.workdir / "kwokctl.yaml"
+    header = {
+        "apiVersion": "config.kwok.x-k8s.io/v1alpha1",
+        "kind": "KwokctlConfiguration",
+        "options": {"bindAddress": "127.0.0.1",
+                    "kubectlBinary": str(binaries.binary("kubectl"))},
+    }
+    config.write_text(yaml.safe_dump(header) + "---\n" + STAGES.read_text())
+    b = binaries.binary
+    args = [
+        "-c", str(config), "create", "cluster", "--name", NAME, "--runtime", "binary",
+        "--etcd-binary", str(b("etcd")), "--kube-apiserver-binary", str(b("kube-apiserver")),
+        "--kube-controller-manager-binary", str(b("kube-controller-manager")),
+        "--kube-scheduler-binary", str(b("kube-scheduler")),
+        "--kwok-controller-binary", str(b("kwok")), "--kube-authorization",
+        "--kubeconfig=", "--timeout", "3m",
+    ]
+    if apiserver_port:
+        args += ["--kube-apiserver-port", str(apiserver_port)]
+    _kwokctl(p, args)
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while not api_ready(p):
+        if time.monotonic() > deadline:
+            raise DevClusterError(f"the API server was not ready in {READY_TIMEOUT_S:.0f}s; "
+                                  f"see {p.logs / 'kube-apiserver.log'}")
+        time.sleep(0.5)
+
+
+def _bootstrap(p: Paths, nodes: list[model.Node], out: Output) -> None:
+    out(f"installing CRDs, PriorityClasses, the default policy and {len(nodes)} fake nodes")
+    if not CRDS.is_dir():
+        raise DevClusterError(f"CRD directory {CRDS} is missing: run from a megagpu checkout")
+    kubectl.run(p.kubeconfig, ["apply", "--server-side", "--force-conflicts", "-f", str(CRDS)])
+    kubectl.run(p.kubeconfig, ["wait", "--for", "condition=Established", "--timeout", "60s",
+                               "crd", "-l", "app.kubernetes.io/part-of=megagpu"])
+    kubectl.run(p.kubeconfig, ["apply", "--server-side", "-f", str(BOOTSTRAP)])
+    manifests = [convert.fake_node(n) for n in nodes]
+    kubectl.run(p.kubeconfig, ["apply", "--server-side", "-f", "-"],
+                stdin=yaml.safe_dump_all(manifests))
+
+
+def _start_scheduler(p: Paths, extender: scheduler.ExtenderOptions, out: Output) -> None:
+    port = processes.free_port()
+    config = scheduler.write(p.scheduler_config, scheduler.config(p.kubeconfig, extender))
+    argv = scheduler.argv(binaries.binary("kube-scheduler"), config, port)
+    processes.start(names.SCHEDULER_NAME, argv, p.logs, p.pids)
+    (p.pids / f"{names.SCHEDULER_NAME}.port").write_text(str(port))
+    out(f"started {names.SCHEDULER_NAME} (extender {extender.url}, "
+        f"ignorable={extender.ignorable}, timeout {extender.timeout_s:g}s)")
+
+
+def _wait(p: Paths) -> None:
+    port_file = p.pids / f"{names.SCHEDULER_NAME}.port"
+    port = int(port_file.read_text())
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while not _healthy(port):
+        pid = processes.pids(p.pids).get(names.SCHEDULER_NAME, 0)
+        if not processes.alive(pid) or time.monotonic() > deadline:
+            raise DevClusterError(f"{names.SCHEDULER_NAME} did not become healthy; see "
+                                  f"{p.logs / (names.SCHEDULER_NAME + '.log')}")
+        time.sleep(0.3)
+
+
+def down(out: Output = print) -> None:
+    """Stop every process ``up`` started and delete the cluster."""
+    p = paths()
+    stopped = processes.stop_all(p.pids)
+    if p.cluster.exists():
+        if binaries.binary("kwokctl").exists():
+            _kwokctl(p, ["delete", "cluster", "--name", NAME])
+        out(f"dev cluster deleted (stopped {', '.join(stopped) or 'no megagpu processes'})")
+    else:
+        out("no dev cluster to delete")
+
+
+def kubeconfig() -> Path:
+    """The kubeconfig path; raises when no cluster exists."""
+    p = paths()
+    if not p.kubeconfig.exists():
+        raise DevClusterError("no dev cluster exists: run `megagpu dev up` first")
+    return p.kubeconfig
