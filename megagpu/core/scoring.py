@@ -25,6 +25,7 @@ def node_scores(values: Mapping[str, float], chosen: str) -> dict[str, int]:
         elif hi == lo:
             scores[node] = MAX_SCORE - 1
         else:
-            scaled = round((MAX_SCORE - 1) * (value - lo) / (hi - lo))
+            # halves keep the differences finite even for values near the float maximum
+            scaled = round((MAX_SCORE - 1) * ((value / 2 - lo / 2) / (hi / 2 - lo / 2)))
             scores[node] = min(max(int(scaled), 0), MAX_SCORE - 1)
     return scores

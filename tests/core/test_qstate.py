@@ -1,0 +1,70 @@
+import json
+import random
+
+import pytest
+
+from megagpu.core import qpolicy, qstate
+from tests.core.test_qpolicy import FAST, SLOW, outcome
+from tests.helpers import node, view, workload
+
+
+def trained() -> qpolicy.QPolicy:
+    policy = qpolicy.QPolicy()
+    rng = random.Random(0)
+    w = workload(work=100.0)
+    v = view([SLOW, FAST], w)
+    for i in range(30):
+        row = policy.choose(w, v, rng).row
+        policy.observe(outcome(f"u{i}", w, [SLOW, FAST][row], 5.0 if row == 0 else 7.0))
+    return policy
+
+
+def test_round_trip_keeps_values_and_counters():
+    policy = trained()
+    again = qstate.loads(qstate.dumps(policy))
+    w = workload(work=100.0)
+    v = view([SLOW, FAST], w)
+    assert list(again.values(w, v)) == pytest.approx(list(policy.values(w, v)), abs=1e-5)
+    assert (again.version, again.updates, again.decisions) == (policy.version, policy.updates,
+                                                               policy.decisions)
+    assert again.params == policy.params
+    assert list(again.learned_uids) == list(policy.learned_uids)
+    assert not again.observe(outcome("u3", w, SLOW, 5.0))
+
+
+def test_tampering_is_detected():
+    doc = qstate.to_document(trained())
+    doc["q"]["workloads"] = {k: [9.0, 1, 1.0] for k in doc["q"]["workloads"]}
+    with pytest.raises(qstate.ChecksumError, match="checksum"):
+        qstate.from_document(doc)
+
+
+@pytest.mark.parametrize("doc", [{"schema": "megagpu.q-state/v2"}, {}, [], "text"])
+def test_wrong_schema_is_a_typed_error(doc):
+    with pytest.raises(qstate.SchemaError, match="schema"):
+        qstate.from_document(doc)
+
+
+def test_not_json_is_a_schema_error():
+    with pytest.raises(qstate.SchemaError, match="not JSON"):
+        qstate.loads("{nope")
+
+
+def test_size_for_1000_nodes_and_50_model_classes():
+    policy = qpolicy.QPolicy(qpolicy.Params(replay_batch=1))
+    nodes = [node(f"n{i}", f"dev{i % 10}", devices=8, fp16=10.0 + i % 10,
+                  backends=("cuda", "vulkan")) for i in range(1000)]
+    rng = random.Random(0)
+    count = 0
+    for m in range(50):
+        for gpus in (1, 2, 4, 8):
+            w = workload(model_name=f"model-{m}", gpus=gpus, work=100.0)
+            v = view(nodes, w)
+            for _ in range(3):
+                row = policy.choose(w, v, rng).row
+                n = v.node_of(row)
+                policy.observe(outcome(f"uid-{count:032d}", w, n, 1.0 + rng.random()))
+                count += 1
+    text = qstate.dumps(policy)
+    assert len(text.encode()) < 512 * 1024
+    assert len(json.loads(text)["learned_uids"]) == min(count, qpolicy.LEARNED_UIDS)
