@@ -38,8 +38,11 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--cluster", type=Path, help="cluster spec YAML (DESIGN 9.5)")
     sim.add_argument("--throughputs", type=Path, help="throughput table CSV")
     sim.add_argument("--trace", type=Path, help="trace CSV")
-    sim.add_argument("--drop-oversized", action="store_true",
-                     help="drop trace rows larger than the largest node (and count them)")
+    sim.add_argument(
+        "--drop-oversized",
+        action="store_true",
+        help="drop trace rows larger than the largest node (and count them)",
+    )
     sim.add_argument("--policies", default="all", help="comma list or 'all'")
     sim.add_argument("--seeds", type=int, default=1, help="run seeds 0..N-1 (default 1)")
     sim.add_argument("--json", type=Path, help="write the report (DESIGN 9.6) here")
@@ -59,12 +62,17 @@ def _parser() -> argparse.ArgumentParser:
     dev = sub.add_parser("dev", help="a real local Kubernetes control plane with fake GPU nodes")
     devsub = dev.add_subparsers(dest="dev_command", metavar="ACTION", required=True)
     up = devsub.add_parser("up", help="start it (build the binaries once); exits when ready")
-    up.add_argument("--cluster-spec", type=Path, help="fake nodes (default examples/clusters/dev.yaml)")
+    up.add_argument(
+        "--cluster-spec", type=Path, help="fake nodes (default examples/clusters/dev.yaml)"
+    )
     up.add_argument("--no-components", action="store_true", help="start the control plane alone")
     up.add_argument("--extender-url", default="http://127.0.0.1:8888")
     up.add_argument("--extender-timeout", type=float, default=2.0, help="seconds")
-    up.add_argument("--extender-not-ignorable", action="store_true",
-                    help="fail scheduling while the extender is down (default: ignorable)")
+    up.add_argument(
+        "--extender-not-ignorable",
+        action="store_true",
+        help="fail scheduling while the extender is down (default: ignorable)",
+    )
     up.add_argument("--apiserver-port", type=int, default=0, help="default: a free port")
     devsub.add_parser("down", help="stop every process it started and delete the cluster")
     devsub.add_parser("status", help="exit 0 when the cluster is up and ready, 1 otherwise")
@@ -87,8 +95,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if args.command in PLANNED:
         issue, what = PLANNED[args.command]
-        print(f"megagpu {args.command}: not built yet; it will {what} (issue {issue})",
-              file=sys.stderr)
+        print(
+            f"megagpu {args.command}: not built yet; it will {what} (issue {issue})",
+            file=sys.stderr,
+        )
         return 2
     handlers: dict[str, Callable[[argparse.Namespace], int]] = {"sim": _sim, "dev": _dev}
     try:
@@ -127,8 +137,9 @@ def _sim(args: argparse.Namespace) -> int:
         raise UsageError("--seeds must be at least 1")
     seeds = list(range(args.seeds))
     runs = _run_with_progress(runner, build, policies, seeds)
-    doc = evaluation.report(command=args.command_line, preset=preset_name, load=load, seeds=seeds,
-                            runs=runs)
+    doc = evaluation.report(
+        command=args.command_line, preset=preset_name, load=load, seeds=seeds, runs=runs
+    )
     _print_table(doc)
     if args.json:
         args.json.write_text(json.dumps(doc, indent=2))
@@ -155,16 +166,18 @@ def _scenario(args: argparse.Namespace) -> tuple[Any, str | None, float | None]:
         raise UsageError("give --preset NAME, or all of --cluster, --throughputs and --trace")
     nodes = cluster_spec.load(args.cluster)
     table = tables.load_throughputs(args.throughputs)
-    jobs, dropped = tables.load_trace(args.trace, table, max(n.slots for n in nodes),
-                                      drop_oversized=args.drop_oversized)
+    jobs, dropped = tables.load_trace(
+        args.trace, table, max(n.slots for n in nodes), drop_oversized=args.drop_oversized
+    )
     if dropped:
         print(f"dropped {dropped} trace rows larger than the largest node")
     scenario = simulator.Scenario(tuple(nodes), tuple(jobs), table)
     return (lambda _seed: scenario), None, None
 
 
-def _run_with_progress(runner: Any, build: Any, policies: list[str],
-                       seeds: list[int]) -> list[tuple[str, int, dict[str, Any]]]:
+def _run_with_progress(
+    runner: Any, build: Any, policies: list[str], seeds: list[int]
+) -> list[tuple[str, int, dict[str, Any]]]:
     from rich.progress import Progress
 
     with Progress(transient=True) as progress:
@@ -189,8 +202,17 @@ def _print_table(doc: dict[str, Any]) -> None:
     from rich.table import Table
 
     table = Table(title=f"megagpu sim: {doc['preset'] or 'files'}, seeds {doc['seeds']}")
-    columns = ("avg_jct_s", "median_jct_s", "p95_jct_s", "p99_jct_s", "makespan_s",
-               "p95_queue_s", "utilization", "deadline_attainment", "decisions_to_within_10pct")
+    columns = (
+        "avg_jct_s",
+        "median_jct_s",
+        "p95_jct_s",
+        "p99_jct_s",
+        "makespan_s",
+        "p95_queue_s",
+        "utilization",
+        "deadline_attainment",
+        "decisions_to_within_10pct",
+    )
     table.add_column("policy")
     for column in columns:
         table.add_column(column.replace("_s", " s").replace("_", " "), justify="right")
@@ -198,7 +220,7 @@ def _print_table(doc: dict[str, Any]) -> None:
     for policy, row in doc["summary"].items():
         lo, hi = row["ci95_avg_jct_s"]
         table.add_row(policy, *(_fmt(row[c]) for c in columns), f"{lo:,.0f}-{hi:,.0f}")
-    Console().print(table)
+    Console(width=None if sys.stdout.isatty() else 200).print(table)
 
 
 def _plot(build: Any, policies: list[str], path: Path) -> None:
@@ -218,7 +240,7 @@ def _plot(build: Any, policies: list[str], path: Path) -> None:
         jct = np.asarray([r.finish_s - r.arrival_s for r in records])
         window = max(1, min(100, len(jct) // 10))
         smooth = np.convolve(jct, np.ones(window) / window, mode="valid")
-        ax.plot([r.finish_s / 3600 for r in records][window - 1:], smooth / 3600, label=name)
+        ax.plot([r.finish_s / 3600 for r in records][window - 1 :], smooth / 3600, label=name)
     ax.set_xlabel("simulated time (h)")
     ax.set_ylabel(f"JCT, moving mean of {window} jobs (h)")
     ax.set_yscale("log")
@@ -248,9 +270,14 @@ def _convert(args: argparse.Namespace) -> int:
         nodes = [n for n in cluster_spec.load(args.cluster) if n.devices]
         table = tables.load_throughputs(args.throughputs)
         rows = [(r.model, r.device, r.backend, r.gpus, r.throughput, r.source) for r in table.rows]
-        trace = converters.philly_trace(args.input, rows, jobs=args.jobs, load=args.load,
-                                        capacity=presets.v100_capacity(nodes, table),
-                                        seed=args.seed)
+        trace = converters.philly_trace(
+            args.input,
+            rows,
+            jobs=args.jobs,
+            load=args.load,
+            capacity=presets.v100_capacity(nodes, table),
+            seed=args.seed,
+        )
         tables.write_csv(args.output, trace_header, trace)
     print(f"wrote {args.output}")
     return 0
@@ -264,19 +291,26 @@ def _dev(args: argparse.Namespace) -> int:
         print(line, flush=True)
 
     if args.dev_command == "up":
-        extender = scheduler.ExtenderOptions(url=args.extender_url,
-                                             timeout_s=args.extender_timeout,
-                                             ignorable=not args.extender_not_ignorable)
-        cluster.up(args.cluster_spec or cluster.DEFAULT_SPEC, extender,
-                   components=not args.no_components, apiserver_port=args.apiserver_port,
-                   out=out)
+        extender = scheduler.ExtenderOptions(
+            url=args.extender_url,
+            timeout_s=args.extender_timeout,
+            ignorable=not args.extender_not_ignorable,
+        )
+        cluster.up(
+            args.cluster_spec or cluster.DEFAULT_SPEC,
+            extender,
+            components=not args.no_components,
+            apiserver_port=args.apiserver_port,
+            out=out,
+        )
         return 0
     if args.dev_command == "down":
         cluster.down(out=out)
         return 0
     if args.dev_command == "build":
         spent = binaries.ensure(out)
-        out(f"binaries in {binaries.bin_dir()} ({'built in %.0fs' % spent if spent else 'cached'})")
+        state = f"built in {spent:.0f}s" if spent else "cached"
+        out(f"binaries in {binaries.bin_dir()} ({state})")
         return 0
     if args.dev_command == "status":
         problems = cluster.problems(cluster.paths())

@@ -27,7 +27,9 @@ class RandomPolicy:
 
     name = "random"
 
-    def choose(self, workload: model.Workload, view: fleet.View, rng: random.Random) -> ports.Choice:
+    def choose(
+        self, workload: model.Workload, view: fleet.View, rng: random.Random
+    ) -> ports.Choice:
         """Pick uniformly at random."""
         values = np.zeros(len(view.rows))
         if len(view.rows):
@@ -47,7 +49,9 @@ class RoundRobinPolicy:
     def __init__(self) -> None:
         self._last = -1
 
-    def choose(self, workload: model.Workload, view: fleet.View, rng: random.Random) -> ports.Choice:
+    def choose(
+        self, workload: model.Workload, view: fleet.View, rng: random.Random
+    ) -> ports.Choice:
         """Pick the first node after the last one chosen, wrapping around."""
         nodes = view.fleet.row_node[view.rows]
         distance = (nodes - self._last - 1) % max(len(view.fleet.nodes), 1)
@@ -65,7 +69,9 @@ class LeastAllocatedPolicy:
 
     name = "least_allocated"
 
-    def choose(self, workload: model.Workload, view: fleet.View, rng: random.Random) -> ports.Choice:
+    def choose(
+        self, workload: model.Workload, view: fleet.View, rng: random.Random
+    ) -> ports.Choice:
         """Pick the emptiest node."""
         return _pick(view.free_share(), view)
 
@@ -79,7 +85,9 @@ class MostAllocatedPolicy:
 
     name = "most_allocated"
 
-    def choose(self, workload: model.Workload, view: fleet.View, rng: random.Random) -> ports.Choice:
+    def choose(
+        self, workload: model.Workload, view: fleet.View, rng: random.Random
+    ) -> ports.Choice:
         """Pick the fullest node."""
         return _pick(-view.free_share(), view)
 
@@ -107,7 +115,9 @@ class FastestDevicePolicy:
 
     name = "fastest_device"
 
-    def choose(self, workload: model.Workload, view: fleet.View, rng: random.Random) -> ports.Choice:
+    def choose(
+        self, workload: model.Workload, view: fleet.View, rng: random.Random
+    ) -> ports.Choice:
         """Pick the fastest device by benchmarks."""
         speed = benchmark_speed(workload, view)
         return _pick(speed + 1e-9 * view.free_share(), view)
@@ -125,7 +135,9 @@ class OracleGreedyPolicy:
     def __init__(self, throughput: ThroughputFn) -> None:
         self._throughput = throughput
 
-    def choose(self, workload: model.Workload, view: fleet.View, rng: random.Random) -> ports.Choice:
+    def choose(
+        self, workload: model.Workload, view: fleet.View, rng: random.Random
+    ) -> ports.Choice:
         """Pick the truly fastest feasible device, ties to the fullest node (best fit)."""
         true = np.asarray([self._throughput(workload, int(r)) for r in view.rows], dtype=float)
         return _pick(true * (1.0 - 1e-6 * view.free_share()), view)

@@ -60,13 +60,21 @@ class Params:
         if self.mode not in MODES:
             raise model.ValidationError(f"mode must be one of {MODES}, got {self.mode!r}")
         model.check_finite("explore_margin", self.explore_margin)
-        for name in ("learning_rate", "epsilon_start", "epsilon_min", "context_rate",
-                     "throughput_ema", "discount"):
+        for name in (
+            "learning_rate",
+            "epsilon_start",
+            "epsilon_min",
+            "context_rate",
+            "throughput_ema",
+            "discount",
+        ):
             value = model.check_finite(name, getattr(self, name))
             if value > 1:
                 raise model.ValidationError(f"{name} must be in [0, 1], got {value}")
         if not 0 < self.epsilon_decay <= 1:
-            raise model.ValidationError(f"epsilon_decay must be in (0, 1], got {self.epsilon_decay}")
+            raise model.ValidationError(
+                f"epsilon_decay must be in (0, 1], got {self.epsilon_decay}"
+            )
         model.check_finite("ucb_bonus", self.ucb_bonus)
         if self.replay_capacity < 1 or self.replay_batch < 0:
             raise model.ValidationError("replay capacity must be >= 1 and batch >= 0")
@@ -89,9 +97,7 @@ class QPolicy:
 
     name = "learned"
 
-    def __init__(
-        self, params: Params | None = None, baseline: ports.Policy | None = None
-    ) -> None:
+    def __init__(self, params: Params | None = None, baseline: ports.Policy | None = None) -> None:
         self.params = params or Params()
         self.baseline = baseline
         """Decides in shadow mode."""
@@ -197,7 +203,7 @@ class QPolicy:
             )
 
     def values(self, workload: model.Workload, view: fleet.View) -> np.ndarray:
-        """Q of every candidate row (with the context term, a UCB bonus and a best-fit tie-break)."""
+        """Q of every candidate row, with the context term, UCB bonus and best-fit tie-break."""
         self._know_fleet(view.fleet)
         wkey, mkey = self.keys(workload)
         aids = view.fleet.row_action_id[view.rows]
@@ -215,7 +221,9 @@ class QPolicy:
         return per_action[aids] + np.asarray(self.theta)[ctx] - 1e-4 * share
 
     # --- deciding ----------------------------------------------------------------------
-    def choose(self, workload: model.Workload, view: fleet.View, rng: random.Random) -> ports.Choice:
+    def choose(
+        self, workload: model.Workload, view: fleet.View, rng: random.Random
+    ) -> ports.Choice:
         """Pick a row: epsilon-greedy over device classes, best fit within the class."""
         if len(view.rows) == 0:
             raise ports.NoCandidatesError(f"no feasible node for {workload.uid}")
@@ -260,7 +268,12 @@ class QPolicy:
                     else (1 - rate) * cell.throughput + rate * outcome.throughput
                 )
         item = replay.Transition(
-            wkey, mkey, akey, outcome.context, outcome.throughput, outcome.succeeded,
+            wkey,
+            mkey,
+            akey,
+            outcome.context,
+            outcome.throughput,
+            outcome.succeeded,
             outcome.deadline_missed,
         )
         self.replay.add(item)

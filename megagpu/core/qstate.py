@@ -66,8 +66,15 @@ def to_document(policy: qpolicy.QPolicy) -> dict[str, Any]:
             "recent_rewards": [round(x, 4) for x in policy.recent_rewards],
         },
         "replay": [
-            [t.workload_key, t.model_key, t.action_key, t.context, round(t.throughput, 6),
-             int(t.succeeded), int(t.deadline_missed)]
+            [
+                t.workload_key,
+                t.model_key,
+                t.action_key,
+                t.context,
+                round(t.throughput, 6),
+                int(t.succeeded),
+                int(t.deadline_missed),
+            ]
             for t in policy.replay.items()
         ],
         "learned_uids": list(policy.learned_uids),
@@ -117,8 +124,9 @@ def _restore(body: dict[str, Any]) -> qpolicy.QPolicy:
     policy.theta = [float(x) for x in q["context"]]
     policy.classes = [str(c) for c in q["classes"]]
     policy.profiles = {k: (str(a), float(b), str(c)) for k, (a, b, c) in q["profiles"].items()}
-    policy.benchmarks = {k: (float(a), float(b), float(c), float(d)) for k, (a, b, c, d) in
-                         q["benchmarks"].items()}
+    policy.benchmarks = {
+        k: (float(a), float(b), float(c), float(d)) for k, (a, b, c, d) in q["benchmarks"].items()
+    }
     policy.decisions, policy.updates = int(q["decisions"]), int(q["updates"])
     policy.reward_ema = float(q["reward_ema"])
     policy.recent_rewards.extend(float(x) for x in q["recent_rewards"])

@@ -15,8 +15,15 @@ K8S_VERSION = "1.36.3"
 ETCD_VERSION = "3.6.13"
 KWOK_VERSION = "v0.8.0"
 VERSION_KEY = f"k8s-{K8S_VERSION}_etcd-{ETCD_VERSION}_kwok-{KWOK_VERSION.lstrip('v')}"
-NAMES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl",
-         "kwok", "kwokctl")
+NAMES = (
+    "etcd",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kubectl",
+    "kwok",
+    "kwokctl",
+)
 BUILD_SCRIPT = Path(__file__).with_name("build-binaries.sh")
 BUILD_DISK_GIB = 6.0
 """Free disk the cold build needs: Go module and build caches (~5 GiB) plus ~0.5 GiB binaries."""

@@ -47,7 +47,7 @@ class Paths:
 
     @property
     def cluster(self) -> Path:
-        """kwokctl's directory of the cluster."""
+        """Kwokctl's directory of the cluster."""
         return self.workdir / "clusters" / NAME
 
     @property
@@ -79,14 +79,21 @@ def paths() -> Paths:
 def _kwokctl(p: Paths, args: list[str], timeout_s: float = 180.0) -> str:
     env = {**os.environ, "KWOK_WORKDIR": str(p.workdir)}
     try:
-        done = subprocess.run([str(binaries.binary("kwokctl")), *args], env=env,
-                              capture_output=True, text=True, timeout=timeout_s, check=False)
+        done = subprocess.run(
+            [str(binaries.binary("kwokctl")), *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            check=False,
+        )
     except subprocess.TimeoutExpired as e:
         raise DevClusterError(f"kwokctl {args[0]} did not finish in {timeout_s:.0f}s") from e
     if done.returncode != 0:
         tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
-        raise DevClusterError(f"kwokctl {' '.join(args[:2])} failed: {' | '.join(tail)}; logs: "
-                              f"{p.logs}")
+        raise DevClusterError(
+            f"kwokctl {' '.join(args[:2])} failed: {' | '.join(tail)}; logs: {p.logs}"
+        )
     return done.stdout
 
 
@@ -106,8 +113,9 @@ def _healthy(port: int) -> bool:
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
     try:
-        with urllib.request.urlopen(f"https://127.0.0.1:{port}/healthz", context=context,
-                                    timeout=2) as response:
+        with urllib.request.urlopen(
+            f"https://127.0.0.1:{port}/healthz", context=context, timeout=2
+        ) as response:
             return bool(response.status == 200)
     except (urllib.error.URLError, OSError):
         return False
@@ -164,8 +172,10 @@ def up(
         with contextlib.suppress(DevClusterError):
             down(out=lambda _: None)
         raise
-    out(f"dev cluster ready in {time.monotonic() - start:.1f}s: {len(nodes)} fake nodes; "
-        f"logs in {p.logs}")
+    out(
+        f"dev cluster ready in {time.monotonic() - start:.1f}s: {len(nodes)} fake nodes; "
+        f"logs in {p.logs}"
+    )
     out(f"kubeconfig: {p.kubeconfig}")
 
 
@@ -176,18 +186,33 @@ def _create(p: Paths, apiserver_port: int, out: Output) -> None:
     header = {
         "apiVersion": "config.kwok.x-k8s.io/v1alpha1",
         "kind": "KwokctlConfiguration",
-        "options": {"bindAddress": "127.0.0.1",
-                    "kubectlBinary": str(binaries.binary("kubectl"))},
+        "options": {"bindAddress": "127.0.0.1", "kubectlBinary": str(binaries.binary("kubectl"))},
     }
     config.write_text(yaml.safe_dump(header) + "---\n" + STAGES.read_text())
     b = binaries.binary
     args = [
-        "-c", str(config), "create", "cluster", "--name", NAME, "--runtime", "binary",
-        "--etcd-binary", str(b("etcd")), "--kube-apiserver-binary", str(b("kube-apiserver")),
-        "--kube-controller-manager-binary", str(b("kube-controller-manager")),
-        "--kube-scheduler-binary", str(b("kube-scheduler")),
-        "--kwok-controller-binary", str(b("kwok")), "--kube-authorization",
-        "--kubeconfig=", "--timeout", "3m",
+        "-c",
+        str(config),
+        "create",
+        "cluster",
+        "--name",
+        NAME,
+        "--runtime",
+        "binary",
+        "--etcd-binary",
+        str(b("etcd")),
+        "--kube-apiserver-binary",
+        str(b("kube-apiserver")),
+        "--kube-controller-manager-binary",
+        str(b("kube-controller-manager")),
+        "--kube-scheduler-binary",
+        str(b("kube-scheduler")),
+        "--kwok-controller-binary",
+        str(b("kwok")),
+        "--kube-authorization",
+        "--kubeconfig=",
+        "--timeout",
+        "3m",
     ]
     if apiserver_port:
         args += ["--kube-apiserver-port", str(apiserver_port)]
@@ -195,8 +220,10 @@ def _create(p: Paths, apiserver_port: int, out: Output) -> None:
     deadline = time.monotonic() + READY_TIMEOUT_S
     while not api_ready(p):
         if time.monotonic() > deadline:
-            raise DevClusterError(f"the API server was not ready in {READY_TIMEOUT_S:.0f}s; "
-                                  f"see {p.logs / 'kube-apiserver.log'}")
+            raise DevClusterError(
+                f"the API server was not ready in {READY_TIMEOUT_S:.0f}s; "
+                f"see {p.logs / 'kube-apiserver.log'}"
+            )
         time.sleep(0.5)
 
 
@@ -205,12 +232,24 @@ def _bootstrap(p: Paths, nodes: list[model.Node], out: Output) -> None:
     if not CRDS.is_dir():
         raise DevClusterError(f"CRD directory {CRDS} is missing: run from a megagpu checkout")
     kubectl.run(p.kubeconfig, ["apply", "--server-side", "--force-conflicts", "-f", str(CRDS)])
-    kubectl.run(p.kubeconfig, ["wait", "--for", "condition=Established", "--timeout", "60s",
-                               "crd", "-l", "app.kubernetes.io/part-of=megagpu"])
+    kubectl.run(
+        p.kubeconfig,
+        [
+            "wait",
+            "--for",
+            "condition=Established",
+            "--timeout",
+            "60s",
+            "crd",
+            "-l",
+            "app.kubernetes.io/part-of=megagpu",
+        ],
+    )
     kubectl.run(p.kubeconfig, ["apply", "--server-side", "-f", str(BOOTSTRAP)])
     manifests = [convert.fake_node(n) for n in nodes]
-    kubectl.run(p.kubeconfig, ["apply", "--server-side", "-f", "-"],
-                stdin=yaml.safe_dump_all(manifests))
+    kubectl.run(
+        p.kubeconfig, ["apply", "--server-side", "-f", "-"], stdin=yaml.safe_dump_all(manifests)
+    )
 
 
 def _start_scheduler(p: Paths, extender: scheduler.ExtenderOptions, out: Output) -> None:
@@ -219,8 +258,10 @@ def _start_scheduler(p: Paths, extender: scheduler.ExtenderOptions, out: Output)
     argv = scheduler.argv(binaries.binary("kube-scheduler"), config, port)
     processes.start(names.SCHEDULER_NAME, argv, p.logs, p.pids)
     (p.pids / f"{names.SCHEDULER_NAME}.port").write_text(str(port))
-    out(f"started {names.SCHEDULER_NAME} (extender {extender.url}, "
-        f"ignorable={extender.ignorable}, timeout {extender.timeout_s:g}s)")
+    out(
+        f"started {names.SCHEDULER_NAME} (extender {extender.url}, "
+        f"ignorable={extender.ignorable}, timeout {extender.timeout_s:g}s)"
+    )
 
 
 def _wait(p: Paths) -> None:
@@ -230,8 +271,10 @@ def _wait(p: Paths) -> None:
     while not _healthy(port):
         pid = processes.pids(p.pids).get(names.SCHEDULER_NAME, 0)
         if not processes.alive(pid) or time.monotonic() > deadline:
-            raise DevClusterError(f"{names.SCHEDULER_NAME} did not become healthy; see "
-                                  f"{p.logs / (names.SCHEDULER_NAME + '.log')}")
+            raise DevClusterError(
+                f"{names.SCHEDULER_NAME} did not become healthy; see "
+                f"{p.logs / (names.SCHEDULER_NAME + '.log')}"
+            )
         time.sleep(0.3)
 
 

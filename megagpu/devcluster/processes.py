@@ -26,15 +26,20 @@ def port_in_use(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-def start(name: str, argv: Sequence[str], log_dir: Path, pid_dir: Path,
-          env: dict[str, str] | None = None) -> int:
+def start(
+    name: str, argv: Sequence[str], log_dir: Path, pid_dir: Path, env: dict[str, str] | None = None
+) -> int:
     """Start ``argv`` in its own session, output to ``<log_dir>/<name>.log``; returns its pid."""
     log_dir.mkdir(parents=True, exist_ok=True)
     pid_dir.mkdir(parents=True, exist_ok=True)
     with open(log_dir / f"{name}.log", "ab") as log:
         proc = subprocess.Popen(
-            list(argv), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True, env={**os.environ, **(env or {})},
+            list(argv),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            env={**os.environ, **(env or {})},
         )
     (pid_dir / f"{name}.pid").write_text(str(proc.pid))
     return proc.pid

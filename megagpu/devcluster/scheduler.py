@@ -23,8 +23,9 @@ class ExtenderOptions:
     """When the extender is down, kube-scheduler places pods without it."""
 
 
-def config(kubeconfig: Path, extender: ExtenderOptions,
-           scheduler_name: str = names.SCHEDULER_NAME) -> dict[str, Any]:
+def config(
+    kubeconfig: Path, extender: ExtenderOptions, scheduler_name: str = names.SCHEDULER_NAME
+) -> dict[str, Any]:
     """KubeSchedulerConfiguration: one profile, score plugins off, the extender stanza."""
     return {
         "apiVersion": "kubescheduler.config.k8s.io/v1",
@@ -32,27 +33,36 @@ def config(kubeconfig: Path, extender: ExtenderOptions,
         "clientConnection": {"kubeconfig": str(kubeconfig)},
         "leaderElection": {"leaderElect": False},
         "percentageOfNodesToScore": 100,
-        "profiles": [{
-            "schedulerName": scheduler_name,
-            "plugins": {"score": {"disabled": [{"name": "*"}]}},
-        }],
-        "extenders": [{
-            "urlPrefix": extender.url,
-            "filterVerb": "filter",
-            "prioritizeVerb": "prioritize",
-            "bindVerb": "bind",
-            "weight": 1,
-            "nodeCacheCapable": True,
-            "ignorable": extender.ignorable,
-            "httpTimeout": f"{extender.timeout_s:g}s",
-        }],
+        "profiles": [
+            {
+                "schedulerName": scheduler_name,
+                "plugins": {"score": {"disabled": [{"name": "*"}]}},
+            }
+        ],
+        "extenders": [
+            {
+                "urlPrefix": extender.url,
+                "filterVerb": "filter",
+                "prioritizeVerb": "prioritize",
+                "bindVerb": "bind",
+                "weight": 1,
+                "nodeCacheCapable": True,
+                "ignorable": extender.ignorable,
+                "httpTimeout": f"{extender.timeout_s:g}s",
+            }
+        ],
     }
 
 
 def argv(binary: Path, config_path: Path, port: int) -> list[str]:
     """Command line of a kube-scheduler serving health on 127.0.0.1:``port``."""
-    return [str(binary), f"--config={config_path}", f"--secure-port={port}",
-            "--bind-address=127.0.0.1", "--v=2"]
+    return [
+        str(binary),
+        f"--config={config_path}",
+        f"--secure-port={port}",
+        "--bind-address=127.0.0.1",
+        "--v=2",
+    ]
 
 
 def write(path: Path, doc: dict[str, Any]) -> Path:

@@ -10,8 +10,15 @@ import yaml
 from megagpu.core import model
 from megagpu.io.errors import InputError
 
-GROUP_KEYS = {"name_prefix", "count", "device", "devices_per_node", "memory_mib_per_device",
-              "backends", "benchmarks"}
+GROUP_KEYS = {
+    "name_prefix",
+    "count",
+    "device",
+    "devices_per_node",
+    "memory_mib_per_device",
+    "backends",
+    "benchmarks",
+}
 REQUIRED = GROUP_KEYS - {"benchmarks"}
 BENCHMARK_KEYS = {"fp32_tflops", "fp16_tflops", "mem_gbps"}
 
@@ -25,8 +32,9 @@ def load(path: str | Path) -> list[model.Node]:
         mark = getattr(e, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
         column = mark.column + 1 if mark is not None else None
-        raise InputError(str(path), f"malformed YAML: {getattr(e, 'problem', e)}", line,
-                         column) from e
+        raise InputError(
+            str(path), f"malformed YAML: {getattr(e, 'problem', e)}", line, column
+        ) from e
     return parse(doc, str(path))
 
 
@@ -71,12 +79,16 @@ def _group(group: Any, where: str) -> list[model.Node]:
         backends = group["backends"]
         if not isinstance(backends, list) or not all(isinstance(b, str) for b in backends):
             raise model.ValidationError("backends must be a list such as [cuda, vulkan]")
-        benchmarks = model.Benchmarks(**{k: _number(v, f"benchmarks.{k}") for k, v in
-                                         bench.items()})
+        benchmarks = model.Benchmarks(
+            **{k: _number(v, f"benchmarks.{k}") for k, v in bench.items()}
+        )
         return [
             model.Node(
-                name=f"{group['name_prefix']}-{index}", device_class=str(group["device"]),
-                backends=tuple(backends), devices=devices, memory_mib_per_device=memory,
+                name=f"{group['name_prefix']}-{index}",
+                device_class=str(group["device"]),
+                backends=tuple(backends),
+                devices=devices,
+                memory_mib_per_device=memory,
                 benchmarks=benchmarks,
             )
             for index in range(count)

@@ -18,10 +18,19 @@ from megagpu.io.errors import InputError
 TRAINING_DEVICES = ("t4", "a10", "a100", "h100", "l40s", "rtx4090", "mi210", "g2", "g3")
 """Devices without Gavel measurements: their training rows are derived."""
 GAVEL_MEASURED = {"k80": "k80_steps_per_s", "p100": "p100_steps_per_s", "v100": "v100_steps_per_s"}
-LLAMA_DEVICES = {"H100 PCIe 80GB": "h100", "A100 PCIe 80GB": "a100", "L40S 48GB": "l40s",
-                 "4090 24GB": "rtx4090", "M2 Ultra 76-Core GPU 192GB": "m2-ultra"}
-LLAMA_MODELS = {"8B_Q4_K_M": "llama3-8b-q4", "8B_F16": "llama3-8b-f16",
-                "70B_Q4_K_M": "llama3-70b-q4", "70B_F16": "llama3-70b-f16"}
+LLAMA_DEVICES = {
+    "H100 PCIe 80GB": "h100",
+    "A100 PCIe 80GB": "a100",
+    "L40S 48GB": "l40s",
+    "4090 24GB": "rtx4090",
+    "M2 Ultra 76-Core GPU 192GB": "m2-ultra",
+}
+LLAMA_MODELS = {
+    "8B_Q4_K_M": "llama3-8b-q4",
+    "8B_F16": "llama3-8b-f16",
+    "70B_Q4_K_M": "llama3-70b-q4",
+    "70B_F16": "llama3-70b-f16",
+}
 LLM_DERIVED = ("t4", "v100", "a10", "mi210")
 Row = tuple[Any, ...]
 
@@ -53,8 +62,14 @@ def gavel_throughputs(path: str | Path) -> list[Row]:
             rows.append((name, device, "cuda", gpus, round(value, 4), "measured"))
         for device in TRAINING_DEVICES:
             for backend in devices.DEVICES[device].backends:
-                value = devices.derive(measured["v100"], "v100", device, backend, "training",
-                                       devices.TRAINING_INTENSITY)
+                value = devices.derive(
+                    measured["v100"],
+                    "v100",
+                    device,
+                    backend,
+                    "training",
+                    devices.TRAINING_INTENSITY,
+                )
                 rows.append((name, device, backend, gpus, round(value, 4), "derived"))
     return rows
 
@@ -69,8 +84,9 @@ def gavel_trace(path: str | Path) -> list[Row]:
     for number, text in enumerate(lines, 1):
         fields = text.split("\t")
         if len(fields) != 7:
-            raise InputError(str(path), f"expected 7 tab-separated fields, found {len(fields)}",
-                             number)
+            raise InputError(
+                str(path), f"expected 7 tab-separated fields, found {len(fields)}", number
+            )
         try:
             steps, arrival, scale = int(fields[4]), float(fields[5]), int(fields[6])
         except ValueError as e:
@@ -100,10 +116,17 @@ def llamacpp_throughputs(path: str | Path) -> list[Row]:
                     spec = devices.DEVICES[other]
                     if spec.memory_mib < _model_mib(model_name):
                         continue
-                    derived = devices.derive(value, "h100", other, spec.backends[0],
-                                             "inference", devices.INFERENCE_INTENSITY)
-                    rows.append((model_name, other, spec.backends[0], 1, round(derived, 3),
-                                 "derived"))
+                    derived = devices.derive(
+                        value,
+                        "h100",
+                        other,
+                        spec.backends[0],
+                        "inference",
+                        devices.INFERENCE_INTENSITY,
+                    )
+                    rows.append(
+                        (model_name, other, spec.backends[0], 1, round(derived, 3), "derived")
+                    )
     return rows
 
 
@@ -159,8 +182,15 @@ def openb_cluster(path: str | Path, *, scale: float = 0.05) -> dict[str, Any]:
 
 
 def _openb_device(product: str) -> str:
-    mapping = {"A10": "a10", "P100": "p100", "T4": "t4", "V100M16": "v100", "V100M32": "v100",
-               "G2": "g2", "G3": "g3"}
+    mapping = {
+        "A10": "a10",
+        "P100": "p100",
+        "T4": "t4",
+        "V100M16": "v100",
+        "V100M32": "v100",
+        "G2": "g2",
+        "G3": "g3",
+    }
     return mapping.get(product, "t4")
 
 

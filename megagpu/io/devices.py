@@ -49,12 +49,26 @@ INFERENCE_INTENSITY = 0.2
 def speed(device: str, backend: str, workload_type: str, intensity: float) -> float:
     """Relative speed of a device class by the prior's rule (fp16 figures, DESIGN 5)."""
     spec = DEVICES[device]
-    return float(prior.relative_speed(workload_type, intensity, prior.efficiency(backend),
-                                      spec.fp16_tflops, spec.fp32_tflops, spec.mem_gbps))
+    return float(
+        prior.relative_speed(
+            workload_type,
+            intensity,
+            prior.efficiency(backend),
+            spec.fp16_tflops,
+            spec.fp32_tflops,
+            spec.mem_gbps,
+        )
+    )
 
 
-def derive(throughput: float, source_device: str, device: str, backend: str,
-           workload_type: str, intensity: float) -> float:
+def derive(
+    throughput: float,
+    source_device: str,
+    device: str,
+    backend: str,
+    workload_type: str,
+    intensity: float,
+) -> float:
     """Throughput on ``device``/``backend`` derived from a native-backend measurement."""
     ratio = speed(device, backend, workload_type, intensity) / speed(
         source_device, DEVICES[source_device].backends[0], workload_type, intensity
@@ -66,9 +80,15 @@ def group(prefix: str, count: int, device: str, devices_per_node: int) -> dict[s
     """A cluster-spec node group for a known device class."""
     spec = DEVICES[device]
     return {
-        "name_prefix": prefix, "count": count, "device": device,
+        "name_prefix": prefix,
+        "count": count,
+        "device": device,
         "devices_per_node": 0 if device == "cpu" else devices_per_node,
-        "memory_mib_per_device": spec.memory_mib, "backends": list(spec.backends),
-        "benchmarks": {"fp32_tflops": spec.fp32_tflops, "fp16_tflops": spec.fp16_tflops,
-                       "mem_gbps": spec.mem_gbps},
+        "memory_mib_per_device": spec.memory_mib,
+        "backends": list(spec.backends),
+        "benchmarks": {
+            "fp32_tflops": spec.fp32_tflops,
+            "fp16_tflops": spec.fp16_tflops,
+            "mem_gbps": spec.mem_gbps,
+        },
     }

@@ -61,13 +61,26 @@ def philly_jobs(
     """Synthetic Philly arrivals at ``load`` for the cluster ``nodes`` (Gavel's jobs are fp32)."""
     rows = [(r.model, r.device, r.backend, r.gpus, r.throughput, r.source) for r in table.rows]
     trace = converters.philly_trace(
-        DATA / "philly_job_distribution.csv", rows, jobs=jobs, load=load,
-        capacity=v100_capacity(nodes, table), seed=seed,
+        DATA / "philly_job_distribution.csv",
+        rows,
+        jobs=jobs,
+        load=load,
+        capacity=v100_capacity(nodes, table),
+        seed=seed,
     )
     return [
-        simulator.Job(arrival, model.Workload(
-            uid=f"job-{i}", workload_type=kind, model=name, gpus=gpus, work=work,
-            precision="fp32", backends=("cuda", "vulkan")))
+        simulator.Job(
+            arrival,
+            model.Workload(
+                uid=f"job-{i}",
+                workload_type=kind,
+                model=name,
+                gpus=gpus,
+                work=work,
+                precision="fp32",
+                backends=("cuda", "vulkan"),
+            ),
+        )
         for i, (arrival, kind, name, gpus, work) in enumerate(trace)
     ]
 
@@ -75,8 +88,9 @@ def philly_jobs(
 def _gavel(load: float) -> Callable[[int], simulator.Scenario]:
     def build(seed: int) -> simulator.Scenario:
         nodes, table = gavel_nodes(), training_table()
-        return simulator.Scenario(tuple(nodes), tuple(philly_jobs(nodes, table, load, seed, JOBS)),
-                                  table)
+        return simulator.Scenario(
+            tuple(nodes), tuple(philly_jobs(nodes, table, load, seed, JOBS)), table
+        )
 
     return build
 
@@ -102,7 +116,9 @@ def _stress(seed: int) -> simulator.Scenario:
     joining = gavel_nodes((("a100", 2),))
     middle = sorted(j.arrival_s for j in base.jobs)[len(base.jobs) // 2]
     return simulator.Scenario(
-        base.nodes + tuple(joining), base.jobs, base.table,
+        base.nodes + tuple(joining),
+        base.jobs,
+        base.table,
         slowdowns=(simulator.Slowdown(middle, "v100", 0.5),),
         joins={n.name: middle for n in joining},
     )
@@ -115,8 +131,9 @@ PRESETS = {
         Preset("gavel-0.5", "Gavel V100:P100:K80 mix, Philly jobs at load 0.5", 0.5, _gavel(0.5)),
         Preset("gavel-0.7", "Gavel V100:P100:K80 mix, Philly jobs at load 0.7", 0.7, _gavel(0.7)),
         Preset("openb", "Alibaba openb node mix (scaled), Philly jobs at load 0.5", 0.5, _openb),
-        Preset("llm-serving", "Azure LLM inference windows on CUDA, Vulkan and Metal nodes",
-               None, _llm),
+        Preset(
+            "llm-serving", "Azure LLM inference windows on CUDA, Vulkan and Metal nodes", None, _llm
+        ),
         Preset("stress", "Gavel mix at 0.5; V100 halves and A100s join midway", 0.5, _stress),
     )
 }

@@ -35,8 +35,12 @@ def _rows(
     header = [h.strip() for h in header]
     for column, title in enumerate(header, 1):
         if title not in required and title not in optional:
-            raise InputError(name, f"unknown column {title!r}; expected "
-                             f"{','.join(required)}[,{','.join(optional)}]", 1, column)
+            raise InputError(
+                name,
+                f"unknown column {title!r}; expected {','.join(required)}[,{','.join(optional)}]",
+                1,
+                column,
+            )
     missing = [c for c in required if c not in header]
     if missing:
         raise InputError(name, f"missing column(s) {missing} in the header", 1)
@@ -48,8 +52,9 @@ def _rows(
             raise InputError(name, f"expected {len(header)} fields, found {len(values)}", line)
         row = dict(zip(header, (v.strip() for v in values), strict=True))
 
-        def get(key: str, convert: Callable[[str], Any], _row: dict[str, str] = row,
-                _line: int = line) -> Any:
+        def get(
+            key: str, convert: Callable[[str], Any], _row: dict[str, str] = row, _line: int = line
+        ) -> Any:
             try:
                 value = convert(_row[key])
             except (ValueError, model.ValidationError) as e:
@@ -85,11 +90,16 @@ def load_throughputs(path: str | Path) -> hardware.ThroughputTable:
     """Parse a throughput table."""
     rows = []
     for _, get, raw in _rows(path, THROUGHPUT_COLUMNS, THROUGHPUT_OPTIONAL):
-        rows.append(hardware.ThroughputRow(
-            model=get("model", str), device=get("device", str), backend=get("backend", _backend),
-            gpus=get("gpus", count), throughput=get("throughput", finite()),
-            source=get("source", _source) if raw.get("source") else "measured",
-        ))
+        rows.append(
+            hardware.ThroughputRow(
+                model=get("model", str),
+                device=get("device", str),
+                backend=get("backend", _backend),
+                gpus=get("gpus", count),
+                throughput=get("throughput", finite()),
+                source=get("source", _source) if raw.get("source") else "measured",
+            )
+        )
     if not rows:
         raise InputError(str(path), "the throughput table has no rows")
     return hardware.ThroughputTable(rows)
@@ -131,22 +141,36 @@ def load_trace(
     for line, get, raw in _rows(path, TRACE_COLUMNS, TRACE_OPTIONAL):
         name = get("model", str)
         if name not in known:
-            raise InputError(str(path), f"model {name!r} is not in the throughput table; known "
-                             f"models: {', '.join(sorted(known))}", line)
+            raise InputError(
+                str(path),
+                f"model {name!r} is not in the throughput table; known "
+                f"models: {', '.join(sorted(known))}",
+                line,
+            )
         gpus = get("gpus", count)
         if gpus > max_gpus:
             if drop_oversized:
                 dropped += 1
                 continue
-            raise InputError(str(path), f"row needs {gpus} GPUs but the largest node has "
-                             f"{max_gpus}; use --drop-oversized to skip such rows", line)
+            raise InputError(
+                str(path),
+                f"row needs {gpus} GPUs but the largest node has "
+                f"{max_gpus}; use --drop-oversized to skip such rows",
+                line,
+            )
         deadline = get("deadline_s", finite()) if raw.get("deadline_s") else None
         workload = model.Workload(
-            uid=f"job-{line}", workload_type=get("workload_type", _choice(model.WORKLOAD_TYPES)),
-            model=name, gpus=gpus, work=get("work", finite()),
-            priority=get("priority", _choice(model.PRIORITIES)) if raw.get("priority") else "normal",
+            uid=f"job-{line}",
+            workload_type=get("workload_type", _choice(model.WORKLOAD_TYPES)),
+            model=name,
+            gpus=gpus,
+            work=get("work", finite()),
+            priority=get("priority", _choice(model.PRIORITIES))
+            if raw.get("priority")
+            else "normal",
             memory_mib=get("memory_mib", count) if raw.get("memory_mib") else 0,
-            deadline_s=deadline, backends=backends,
+            deadline_s=deadline,
+            backends=backends,
         )
         jobs.append(simulator.Job(get("arrival_s", finite()), workload))
     if not jobs:

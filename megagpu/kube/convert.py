@@ -15,22 +15,28 @@ NODE_PODS = "110"
 def node_labels(node: model.Node) -> dict[str, str]:
     """The labels of DESIGN 9.3 for a node."""
     labels = {names.LABEL_BACKEND.format(backend=b): "true" for b in node.backends}
-    labels.update({
-        names.LABEL_GPU_PRODUCT: names.label_value(node.device_class),
-        names.LABEL_GPU_COUNT: str(node.devices),
-        names.LABEL_GPU_MEMORY: str(node.memory_mib_per_device),
-        "kubernetes.io/hostname": node.name,
-        "kubernetes.io/os": "linux",
-        "kubernetes.io/arch": "amd64",
-        "type": "kwok",
-    })
+    labels.update(
+        {
+            names.LABEL_GPU_PRODUCT: names.label_value(node.device_class),
+            names.LABEL_GPU_COUNT: str(node.devices),
+            names.LABEL_GPU_MEMORY: str(node.memory_mib_per_device),
+            "kubernetes.io/hostname": node.name,
+            "kubernetes.io/os": "linux",
+            "kubernetes.io/arch": "amd64",
+            "type": "kwok",
+        }
+    )
     return labels
 
 
 def fake_node(node: model.Node) -> dict[str, Any]:
     """A kwok fake Node with megagpu's labels, benchmarks and ``megagpu.io/gpu`` resources."""
-    resources = {"cpu": NODE_CPU, "memory": NODE_MEMORY, "pods": NODE_PODS,
-                 names.RESOURCE_GPU: str(node.devices)}
+    resources = {
+        "cpu": NODE_CPU,
+        "memory": NODE_MEMORY,
+        "pods": NODE_PODS,
+        names.RESOURCE_GPU: str(node.devices),
+    }
     return {
         "apiVersion": "v1",
         "kind": "Node",

@@ -14,8 +14,18 @@ SCHEMA = "megagpu.sim.report/v1"
 WINDOW = 100
 HOLD = 500
 WITHIN = 1.1
-METRICS = ("avg_jct_s", "median_jct_s", "p95_jct_s", "p99_jct_s", "makespan_s", "p95_queue_s",
-           "utilization", "deadline_attainment", "decisions_to_within_10pct", "n_jobs")
+METRICS = (
+    "avg_jct_s",
+    "median_jct_s",
+    "p95_jct_s",
+    "p99_jct_s",
+    "makespan_s",
+    "p95_queue_s",
+    "utilization",
+    "deadline_attainment",
+    "decisions_to_within_10pct",
+    "n_jobs",
+)
 
 
 def _in_order(run: simulator.RunResult) -> list[simulator.JobRecord]:
@@ -25,8 +35,9 @@ def _in_order(run: simulator.RunResult) -> list[simulator.JobRecord]:
 def decisions_to_within(
     run: simulator.RunResult, oracle: simulator.RunResult, *, ratio: float = WITHIN
 ) -> int | None:
-    """First decision count after which the mean JCT of the last 100 jobs stays within
-    ``ratio`` x the oracle's JCT on the same jobs for the next 500 decisions (or to the end).
+    """Decisions until the last 100 jobs' mean JCT holds within ``ratio`` x the oracle's.
+
+    The window must stay within for the next 500 decisions (or to the end of the run).
     """
     oracle_jct = {r.uid: r.finish_s - r.arrival_s for r in oracle.records}
     ordered = [r for r in _in_order(run) if r.uid in oracle_jct]
@@ -62,7 +73,8 @@ def metrics(run: simulator.RunResult, oracle: simulator.RunResult | None) -> dic
         "makespan_s": float(max(r.finish_s for r in run.records) - first),
         "p95_queue_s": float(np.percentile(queue, 95)),
         "utilization": float(min(busy / run.available_slot_seconds, 1.0))
-        if run.available_slot_seconds > 0 else 0.0,
+        if run.available_slot_seconds > 0
+        else 0.0,
         "deadline_attainment": _attainment(deadlines),
         "decisions_to_within_10pct": decisions_to_within(run, oracle) if oracle else None,
         "n_jobs": len(run.records),

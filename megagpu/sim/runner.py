@@ -43,8 +43,11 @@ def run(
         scenario = build(seed)
         oracle = simulator.simulate(scenario, factory("oracle_greedy"), seed)
         for name in policies:
-            result = oracle if name == "oracle_greedy" else simulator.simulate(
-                scenario, factory(name), seed)
+            result = (
+                oracle
+                if name == "oracle_greedy"
+                else simulator.simulate(scenario, factory(name), seed)
+            )
             results.append((name, seed, evaluation.metrics(result, oracle)))
             if progress is not None:
                 progress(name, seed)

@@ -145,15 +145,29 @@ def simulate(
         deadline = job.workload.deadline_s
         missed = None if deadline is None else item.finish_s > job.arrival_s + deadline
         records[item.job] = JobRecord(
-            job.workload.uid, job.arrival_s, start, item.finish_s, node.name,
-            f.row_backend[row], node.device_class, mode, derived, order_of[item.job], missed,
+            job.workload.uid,
+            job.arrival_s,
+            start,
+            item.finish_s,
+            node.name,
+            f.row_backend[row],
+            node.device_class,
+            mode,
+            derived,
+            order_of[item.job],
+            missed,
             item.slots,
         )
         policy.observe(
             model.Outcome(
-                uid=job.workload.uid, workload=job.workload, node=node.name,
-                backend=f.row_backend[row], device_class=node.device_class,
-                duration_s=item.finish_s - start, succeeded=True, deadline_missed=bool(missed),
+                uid=job.workload.uid,
+                workload=job.workload,
+                node=node.name,
+                backend=f.row_backend[row],
+                device_class=node.device_class,
+                duration_s=item.finish_s - start,
+                succeeded=True,
+                deadline_missed=bool(missed),
                 context=contexts.pop(item.job),
             )
         )

@@ -13,8 +13,14 @@ SLOW = node("slow-0", "p100", fp16=100.0, gbps=1000.0)
 
 
 def outcome(uid: str, w: model.Workload, n: model.Node, throughput: float) -> model.Outcome:
-    return model.Outcome(uid=uid, workload=w, node=n.name, backend="cuda",
-                         device_class=n.device_class, duration_s=w.work / throughput)
+    return model.Outcome(
+        uid=uid,
+        workload=w,
+        node=n.name,
+        backend="cuda",
+        device_class=n.device_class,
+        duration_s=w.work / throughput,
+    )
 
 
 def no_replay(**kw: object) -> qpolicy.QPolicy:
@@ -78,8 +84,10 @@ def test_frozen_neither_explores_nor_learns():
 
 
 def test_shadow_follows_the_baseline_and_reports_regret():
-    policy = qpolicy.QPolicy(qpolicy.Params(mode="shadow", epsilon_start=0.0, epsilon_min=0.0),
-                             baseline=baselines.LeastAllocatedPolicy())
+    policy = qpolicy.QPolicy(
+        qpolicy.Params(mode="shadow", epsilon_start=0.0, epsilon_min=0.0),
+        baseline=baselines.LeastAllocatedPolicy(),
+    )
     w = workload(work=100.0)
     v = view([SLOW, FAST], w, free=[4, 1])
     choice = policy.choose(w, v, random.Random(0))
@@ -89,8 +97,7 @@ def test_shadow_follows_the_baseline_and_reports_regret():
 
 
 def test_epsilon_decays_to_its_floor():
-    policy = qpolicy.QPolicy(qpolicy.Params(epsilon_start=0.5, epsilon_min=0.05,
-                                            epsilon_decay=0.9))
+    policy = qpolicy.QPolicy(qpolicy.Params(epsilon_start=0.5, epsilon_min=0.05, epsilon_decay=0.9))
     w = workload()
     v = view([SLOW, FAST], w)
     seen = []
@@ -119,9 +126,16 @@ def test_one_candidate_is_forced_and_none_is_an_error():
         policy.choose(w, empty, random.Random(0))
 
 
-@pytest.mark.parametrize("bad", [dict(mode="greedy"), dict(learning_rate=1.5),
-                                 dict(epsilon_start=float("nan")), dict(epsilon_decay=0.0),
-                                 dict(replay_capacity=0)])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        dict(mode="greedy"),
+        dict(learning_rate=1.5),
+        dict(epsilon_start=float("nan")),
+        dict(epsilon_decay=0.0),
+        dict(replay_capacity=0),
+    ],
+)
 def test_bad_params_are_rejected_with_the_field_named(bad):
     with pytest.raises(model.ValidationError) as err:
         qpolicy.Params(**bad)

@@ -25,8 +25,11 @@ def test_round_trip_keeps_values_and_counters():
     w = workload(work=100.0)
     v = view([SLOW, FAST], w)
     assert list(again.values(w, v)) == pytest.approx(list(policy.values(w, v)), abs=1e-5)
-    assert (again.version, again.updates, again.decisions) == (policy.version, policy.updates,
-                                                               policy.decisions)
+    assert (again.version, again.updates, again.decisions) == (
+        policy.version,
+        policy.updates,
+        policy.decisions,
+    )
     assert again.params == policy.params
     assert list(again.learned_uids) == list(policy.learned_uids)
     assert not again.observe(outcome("u3", w, SLOW, 5.0))
@@ -52,8 +55,10 @@ def test_not_json_is_a_schema_error():
 
 def test_size_for_1000_nodes_and_50_model_classes():
     policy = qpolicy.QPolicy(qpolicy.Params(replay_batch=1))
-    nodes = [node(f"n{i}", f"dev{i % 10}", devices=8, fp16=10.0 + i % 10,
-                  backends=("cuda", "vulkan")) for i in range(1000)]
+    nodes = [
+        node(f"n{i}", f"dev{i % 10}", devices=8, fp16=10.0 + i % 10, backends=("cuda", "vulkan"))
+        for i in range(1000)
+    ]
     rng = random.Random(0)
     count = 0
     for m in range(50):

@@ -6,8 +6,12 @@ from hypothesis import strategies as st
 
 from megagpu.core import scoring
 
-values = st.dictionaries(st.text(min_size=1, max_size=5),
-                         st.floats(allow_nan=True, allow_infinity=True), min_size=1, max_size=30)
+values = st.dictionaries(
+    st.text(min_size=1, max_size=5),
+    st.floats(allow_nan=True, allow_infinity=True),
+    min_size=1,
+    max_size=30,
+)
 
 
 @given(values, st.data())
@@ -30,8 +34,10 @@ def test_scores_are_monotone_in_value(vals, data):
                 assert s1 <= s2
 
 
-@given(st.lists(st.text(min_size=1, max_size=4), min_size=2, max_size=20, unique=True),
-       st.floats(-5, 5))
+@given(
+    st.lists(st.text(min_size=1, max_size=4), min_size=2, max_size=20, unique=True),
+    st.floats(-5, 5),
+)
 def test_equal_values_give_equal_scores(nodes, value):
     scores = scoring.node_scores({n: value for n in nodes}, nodes[0])
     assert {scores[n] for n in nodes[1:]} == {9}

@@ -11,17 +11,24 @@ from tests.helpers import node
 
 def tiny(jobs: int = 40) -> simulator.Scenario:
     nodes = (node("fast-0", "fast", devices=2), node("slow-0", "slow", devices=2))
-    table = hardware.ThroughputTable([
-        hardware.ThroughputRow("m", "fast", "cuda", 1, 10.0),
-        hardware.ThroughputRow("m", "slow", "cuda", 1, 2.0),
-        hardware.ThroughputRow("m", "fast", "cuda", 2, 18.0),
-    ])
+    table = hardware.ThroughputTable(
+        [
+            hardware.ThroughputRow("m", "fast", "cuda", 1, 10.0),
+            hardware.ThroughputRow("m", "slow", "cuda", 1, 2.0),
+            hardware.ThroughputRow("m", "fast", "cuda", 2, 18.0),
+        ]
+    )
     rng = np.random.default_rng(0)
     arrivals = np.cumsum(rng.exponential(5.0, jobs))
-    js = tuple(simulator.Job(float(t), model.Workload(uid=f"j{i}", workload_type="training",
-                                                      model="m", gpus=1 + (i % 5 == 0),
-                                                      work=100.0))
-               for i, t in enumerate(arrivals))
+    js = tuple(
+        simulator.Job(
+            float(t),
+            model.Workload(
+                uid=f"j{i}", workload_type="training", model="m", gpus=1 + (i % 5 == 0), work=100.0
+            ),
+        )
+        for i, t in enumerate(arrivals)
+    )
     return simulator.Scenario(nodes, js, table)
 
 
@@ -37,9 +44,11 @@ def test_every_job_runs_once_and_capacity_is_respected():
     result = simulator.simulate(sc, runner.factory("random"), 0)
     assert sorted(r.uid for r in result.records) == sorted(j.workload.uid for j in sc.jobs)
     for name in ("fast-0", "slow-0"):
-        events = sorted([(r.start_s, r.slots) for r in result.records if r.node == name]
-                        + [(r.finish_s, -r.slots) for r in result.records if r.node == name],
-                        key=lambda e: (e[0], e[1]))
+        events = sorted(
+            [(r.start_s, r.slots) for r in result.records if r.node == name]
+            + [(r.finish_s, -r.slots) for r in result.records if r.node == name],
+            key=lambda e: (e[0], e[1]),
+        )
         assert max(np.cumsum([e[1] for e in events])) <= 2
 
 
@@ -59,11 +68,21 @@ def test_durations_follow_the_hardware_model():
 def test_priority_then_arrival_order():
     nodes = (node("only-0", "fast", devices=1),)
     table = hardware.ThroughputTable([hardware.ThroughputRow("m", "fast", "cuda", 1, 1.0)])
-    jobs = tuple(simulator.Job(0.0 if i == 0 else 1.0, model.Workload(
-        uid=f"j{i}", workload_type="training", model="m", gpus=1, work=10.0,
-        priority=("normal", "low", "critical")[i])) for i in range(3))
-    result = simulator.simulate(simulator.Scenario(nodes, jobs, table),
-                                runner.factory("random"), 0)
+    jobs = tuple(
+        simulator.Job(
+            0.0 if i == 0 else 1.0,
+            model.Workload(
+                uid=f"j{i}",
+                workload_type="training",
+                model="m",
+                gpus=1,
+                work=10.0,
+                priority=("normal", "low", "critical")[i],
+            ),
+        )
+        for i in range(3)
+    )
+    result = simulator.simulate(simulator.Scenario(nodes, jobs, table), runner.factory("random"), 0)
     order = [r.uid for r in sorted(result.records, key=lambda r: r.start_s)]
     assert order == ["j0", "j2", "j1"]
 
@@ -72,16 +91,22 @@ def test_slowdown_and_join_change_the_cluster_midway():
     base = tiny(80)
     middle = base.jobs[40].arrival_s
     newcomer = node("new-0", "new", devices=2)
-    table = hardware.ThroughputTable([*base.table.rows,
-                                      hardware.ThroughputRow("m", "new", "cuda", 1, 50.0)])
-    sc = dataclasses.replace(base, nodes=(*base.nodes, newcomer), table=table,
-                             slowdowns=(simulator.Slowdown(middle, "fast", 0.5),),
-                             joins={"new-0": middle})
+    table = hardware.ThroughputTable(
+        [*base.table.rows, hardware.ThroughputRow("m", "new", "cuda", 1, 50.0)]
+    )
+    sc = dataclasses.replace(
+        base,
+        nodes=(*base.nodes, newcomer),
+        table=table,
+        slowdowns=(simulator.Slowdown(middle, "fast", 0.5),),
+        joins={"new-0": middle},
+    )
     result = simulator.simulate(sc, runner.factory("oracle_greedy"), 0)
     assert all(r.start_s >= middle for r in result.records if r.node == "new-0")
     assert any(r.node == "new-0" for r in result.records)
-    late_fast = [r for r in result.records if r.node == "fast-0" and r.slots == 1
-                 and r.start_s >= middle]
+    late_fast = [
+        r for r in result.records if r.node == "fast-0" and r.slots == 1 and r.start_s >= middle
+    ]
     assert all(r.finish_s - r.start_s == pytest.approx(20.0) for r in late_fast)
 
 
