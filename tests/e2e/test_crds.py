@@ -1,0 +1,93 @@
+"""CRDs in the real API server: apply, printer columns, explain, category, validation."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import ROOT, kubectl
+
+INVALID = sorted((ROOT / "examples" / "invalid").glob("*.yaml"))
+
+
+def test_examples_apply_and_show_printer_columns(kubeconfig: Path, namespace: str):
+    out = kubectl(kubeconfig, "apply", "-n", namespace, "-f", str(ROOT / "examples/workloads"))
+    assert out.returncode == 0, out.stderr
+    listed = kubectl(kubeconfig, "get", "gw", "-A")
+    header = listed.stdout.splitlines()[0].split()
+    assert header == [
+        "NAMESPACE",
+        "NAME",
+        "TYPE",
+        "PHASE",
+        "BACKEND",
+        "NODE",
+        "MODE",
+        "REWARD",
+        "AGE",
+    ]
+    mine = [line for line in listed.stdout.splitlines() if line.startswith(namespace)]
+    assert len(mine) == len(list((ROOT / "examples/workloads").glob("*.yaml")))
+
+
+def test_explain_prints_the_field_description(kubeconfig: Path):
+    out = kubectl(kubeconfig, "explain", "gpuworkload.spec.backends")
+    assert out.returncode == 0, out.stderr
+    assert "Acceptable backends in order of preference" in out.stdout
+
+
+def test_category_lists_all_three_kinds(kubeconfig: Path, namespace: str):
+    kubectl(
+        kubeconfig,
+        "apply",
+        "-n",
+        namespace,
+        "-f",
+        str(ROOT / "examples/workloads/llama-inference.yaml"),
+    )
+    node = f"e2e-{uuid.uuid4().hex[:6]}"
+    made = kubectl(
+        kubeconfig,
+        "apply",
+        "-f",
+        "-",
+        stdin=f"apiVersion: megagpu.io/v1alpha1\nkind: GpuNode\nmetadata: {{name: {node}}}\n",
+    )
+    assert made.returncode == 0, made.stderr
+    try:
+        out = kubectl(kubeconfig, "get", "megagpu", "-A")
+        assert out.returncode == 0, out.stderr
+        for kind in (
+            "gpuworkload.megagpu.io/",
+            "gpunode.megagpu.io/",
+            "gpuschedulingpolicy.megagpu.io/default",
+        ):
+            assert kind in out.stdout
+    finally:
+        kubectl(kubeconfig, "delete", "gpunode", node)
+
+
+@pytest.mark.parametrize("path", INVALID, ids=[p.stem for p in INVALID])
+def test_invalid_examples_are_rejected_naming_the_field(
+    kubeconfig: Path, namespace: str, path: Path
+):
+    mistake = re.search(r"(spec\.[A-Za-z]+)", path.read_text().splitlines()[0])
+    assert mistake, f"{path} must name the field in its first comment line"
+    out = kubectl(kubeconfig, "apply", "-n", namespace, "-f", str(path))
+    assert out.returncode != 0
+    assert mistake.group(1) in out.stderr, out.stderr
+
+
+def test_crds_are_applied_server_side(kubeconfig: Path):
+    out = kubectl(
+        kubeconfig,
+        "get",
+        "crd",
+        "gpuworkloads.megagpu.io",
+        "-o",
+        "jsonpath={.metadata.managedFields[*].operation}",
+    )
+    assert "Apply" in out.stdout.split()
