@@ -23,7 +23,7 @@ binaries: $(STAMP)
 	ln -sf "$$($(BIN)/python -c 'from megagpu.devcluster import binaries; print(binaries.binary("kubectl"))')" $(BIN)/kubectl
 
 demo: binaries
-	$(BIN)/python -m megagpu.demo
+	$(BIN)/megagpu demo
 
 lint: $(STAMP)
 	$(BIN)/lint-imports
@@ -36,7 +36,10 @@ e2e: binaries
 	$(BIN)/pytest -m e2e $(PYTEST_ARGS)
 
 test: binaries lint
-	$(BIN)/pytest $(PYTEST_ARGS)
+	@start=$$SECONDS; $(BIN)/pytest -m "not e2e" $(PYTEST_ARGS); rc=$$?; \
+	  echo "phase unit tests: $$((SECONDS - start))s"; exit $$rc
+	@start=$$SECONDS; $(BIN)/pytest -m e2e $(PYTEST_ARGS); rc=$$?; \
+	  echo "phase e2e tests: $$((SECONDS - start))s"; exit $$rc
 
 e2e-scale: binaries
 	MEGAGPU_SCALE=full $(BIN)/pytest -m e2e $(PYTEST_ARGS)

@@ -137,7 +137,7 @@ def _model_mib(model_name: str) -> int:
     return int(params * bytes_per / 2**20)
 
 
-def azure_trace(path: str | Path, *, window_s: float = 30.0, speedup: float = 1.0) -> list[Row]:
+def azure_trace(path: str | Path, *, window_s: float = 5.0, speedup: float = 1.0) -> list[Row]:
     """Azure LLM inference requests batched into serving jobs, one per ``window_s``.
 
     Each job generates the tokens of the requests that arrived in its window (work = tokens);

@@ -5,6 +5,7 @@ Presets were fixed before any result of ``learned`` was looked at (see benchmark
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,24 +104,51 @@ def _openb(seed: int) -> simulator.Scenario:
     return simulator.Scenario(tuple(nodes), tuple(jobs), table)
 
 
+LLM_LOAD = 0.5
+
+
 def _llm(seed: int) -> simulator.Scenario:
+    """Azure windows with arrivals compressed so the offered load is ``LLM_LOAD``.
+
+    Load = (sum of work / the model's mean single-GPU throughput) over (span x GPUs).
+    """
     nodes = cluster_spec.load(DATA / "llm_cluster.yaml")
     table = tables.load_throughputs(DATA / "llm_throughputs.csv")
     jobs, _ = tables.load_trace(DATA / "azure_llm_trace.csv", table, 8)
-    return simulator.Scenario(tuple(nodes), tuple(jobs), table)
+    mean_rate: dict[str, float] = {}
+    for name in table.models():
+        rates = [r.throughput for r in table.rows if r.model == name and r.gpus == 1]
+        mean_rate[name] = sum(rates) / len(rates)
+    busy = sum(j.workload.work / mean_rate[j.workload.model] for j in jobs)
+    span = max(j.arrival_s for j in jobs) - min(j.arrival_s for j in jobs)
+    devices = sum(n.devices for n in nodes)
+    squeeze = busy / (LLM_LOAD * devices * span)
+    rng = random.Random(seed)
+    jitter = span / len(jobs)
+    compressed = [
+        simulator.Job(j.arrival_s * squeeze + rng.uniform(0, jitter * squeeze), j.workload)
+        for j in jobs
+    ]
+    return simulator.Scenario(tuple(nodes), tuple(compressed), table)
+
+
+def stress_changes(scenario: simulator.Scenario) -> tuple[float, float]:
+    """(slowdown time, join time) of a stress scenario: a third and two thirds of the arrivals."""
+    arrivals = sorted(j.arrival_s for j in scenario.jobs)
+    return arrivals[len(arrivals) // 3], arrivals[2 * len(arrivals) // 3]
 
 
 def _stress(seed: int) -> simulator.Scenario:
-    """Gavel mix at load 0.5; V100s silently halve midway and A100 nodes join midway."""
+    """Gavel mix at load 0.5; V100s silently halve, later A100 nodes join."""
     base = _gavel(0.5)(seed)
     joining = gavel_nodes((("a100", 2),))
-    middle = sorted(j.arrival_s for j in base.jobs)[len(base.jobs) // 2]
+    slow_at, join_at = stress_changes(base)
     return simulator.Scenario(
         base.nodes + tuple(joining),
         base.jobs,
         base.table,
-        slowdowns=(simulator.Slowdown(middle, "v100", 0.5),),
-        joins={n.name: middle for n in joining},
+        slowdowns=(simulator.Slowdown(slow_at, "v100", 0.5),),
+        joins={n.name: join_at for n in joining},
     )
 
 
@@ -132,9 +160,14 @@ PRESETS = {
         Preset("gavel-0.7", "Gavel V100:P100:K80 mix, Philly jobs at load 0.7", 0.7, _gavel(0.7)),
         Preset("openb", "Alibaba openb node mix (scaled), Philly jobs at load 0.5", 0.5, _openb),
         Preset(
-            "llm-serving", "Azure LLM inference windows on CUDA, Vulkan and Metal nodes", None, _llm
+            "llm-serving",
+            "Azure LLM inference windows on CUDA, Vulkan and Metal nodes",
+            LLM_LOAD,
+            _llm,
         ),
-        Preset("stress", "Gavel mix at 0.5; V100 halves and A100s join midway", 0.5, _stress),
+        Preset(
+            "stress", "Gavel mix at 0.5; V100s halve at 1/3, A100 nodes join at 2/3", 0.5, _stress
+        ),
     )
 }
 

@@ -72,6 +72,8 @@ class JobRecord(NamedTuple):
     deadline_missed: bool | None
     """None when the job had no deadline."""
     slots: int
+    placement_ratio: float
+    """Run time on the chosen device over run time on the fastest free one at that moment (>= 1)."""
 
 
 class RunResult(NamedTuple):
@@ -85,6 +87,16 @@ class RunResult(NamedTuple):
 
 
 Progress = Callable[[int, int], None]
+
+
+class _Placement(NamedTuple):
+    row: int
+    start_s: float
+    mode: str
+    derived: bool
+    order: int
+    context: int
+    ratio: float
 
 
 class _Running(NamedTuple):
@@ -126,7 +138,8 @@ def simulate(
     queue: list[tuple[int, float, int]] = []
     running: list[_Running] = []
     records: list[JobRecord | None] = [None] * len(scenario.jobs)
-    placed: dict[int, tuple[int, float, str, bool]] = {}
+    placed: dict[int, _Placement] = {}
+    row_device = np.asarray([scenario.nodes[i].device_class for i in f.row_node])
     seq = order = next_arrival = 0
     now = 0.0
 
@@ -137,9 +150,16 @@ def simulate(
                 factor *= s.factor
         return factor
 
+    def row_factors(t: float) -> np.ndarray:
+        factors = np.ones(len(row_device))
+        for s in scenario.slowdowns:
+            if t >= s.at_s:
+                factors[row_device == s.device_class] *= s.factor
+        return factors
+
     def finish(item: _Running) -> None:
         free[item.node] += item.slots
-        row, start, mode, derived = placed.pop(item.job)
+        p = placed.pop(item.job)
         job = scenario.jobs[item.job]
         node = scenario.nodes[item.node]
         deadline = job.workload.deadline_s
@@ -147,33 +167,31 @@ def simulate(
         records[item.job] = JobRecord(
             job.workload.uid,
             job.arrival_s,
-            start,
+            p.start_s,
             item.finish_s,
             node.name,
-            f.row_backend[row],
+            f.row_backend[p.row],
             node.device_class,
-            mode,
-            derived,
-            order_of[item.job],
+            p.mode,
+            p.derived,
+            p.order,
             missed,
             item.slots,
+            p.ratio,
         )
         policy.observe(
             model.Outcome(
                 uid=job.workload.uid,
                 workload=job.workload,
                 node=node.name,
-                backend=f.row_backend[row],
+                backend=f.row_backend[p.row],
                 device_class=node.device_class,
-                duration_s=item.finish_s - start,
+                duration_s=item.finish_s - p.start_s,
                 succeeded=True,
                 deadline_missed=bool(missed),
-                context=contexts.pop(item.job),
+                context=p.context,
             )
         )
-
-    order_of: dict[int, int] = {}
-    contexts: dict[int, int] = {}
 
     def schedule() -> None:
         nonlocal seq, order
@@ -198,14 +216,22 @@ def simulate(
             choice = policy.choose(workload, view, rng)
             node_index = int(f.row_node[choice.row])
             share = free[node_index] / max(slots[node_index], 1)
-            contexts[index] = int(features.context_buckets(np.asarray([share]), len(queue) - 1)[0])
+            context = int(features.context_buckets(np.asarray([share]), len(queue) - 1)[0])
             free[node_index] -= need
             max_free = int(free.max())
-            device = scenario.nodes[node_index].device_class
-            rate = thr[choice.row] * speed_factor(device, now)
+            factors = row_factors(now)
+            rates = thr[rows] * factors[rows]
+            rate = thr[choice.row] * factors[choice.row]
             duration = workload.work / rate
-            placed[index] = (choice.row, now, choice.mode, bool(derived[choice.row]))
-            order_of[index] = order
+            placed[index] = _Placement(
+                choice.row,
+                now,
+                choice.mode,
+                bool(derived[choice.row]),
+                order,
+                context,
+                float(rates.max() / rate),
+            )
             order += 1
             heapq.heappush(running, _Running(now + duration, seq, node_index, need, index))
             seq += 1
