@@ -97,8 +97,15 @@ class QPolicy:
 
     name = "learned"
 
-    def __init__(self, params: Params | None = None, baseline: ports.Policy | None = None) -> None:
+    def __init__(
+        self,
+        params: Params | None = None,
+        baseline: ports.Policy | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
         self.params = params or Params()
+        self._rng = rng or random.Random(0)
+        """Draws the replay minibatches (decisions use the rng passed to ``choose``)."""
         self.baseline = baseline
         """Decides in shadow mode."""
         self.workloads: Table = {}
@@ -277,11 +284,13 @@ class QPolicy:
             outcome.deadline_missed,
         )
         self.replay.add(item)
-        value = self._learn(item)
+        # best known throughput per workload key; fixed while this outcome is learned
+        references: dict[str, float] = {}
+        value = self._learn(item, references)
         self.recent_rewards.append(value)
         self.reward_ema = value if self.updates == 0 else 0.95 * self.reward_ema + 0.05 * value
-        for sample in self.replay.sample(self.params.replay_batch, self._replay_rng()):
-            self._learn(sample)
+        for sample in self.replay.sample(self.params.replay_batch, self._rng):
+            self._learn(sample, references)
         self.updates += 1
         self.version += 1
         return True
@@ -294,21 +303,20 @@ class QPolicy:
             self.learned_uids.append(uid)
             self._learned_set.add(uid)
 
-    def _replay_rng(self) -> random.Random:
-        return random.Random(self.updates)
-
     def _cell(self, table: Table, key: str, wkey: str, mkey: str, akey: str) -> Cell:
         row = table.setdefault(key, {})
         if akey not in row:
             row[akey] = Cell(self.value(wkey, mkey, akey))
         return row[akey]
 
-    def _learn(self, t: replay.Transition) -> float:
+    def _learn(self, t: replay.Transition, references: dict[str, float]) -> float:
         """One TD step on both tables and the context weights; returns the reward."""
         p = self.params
+        if t.workload_key not in references:
+            references[t.workload_key] = self.reference(t.workload_key, t.model_key)
         r = reward.reward(
             t.throughput,
-            self.reference(t.workload_key, t.model_key),
+            references[t.workload_key],
             succeeded=t.succeeded,
             deadline_missed=t.deadline_missed,
             weights=p.rewards,

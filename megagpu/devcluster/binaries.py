@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -76,7 +77,8 @@ def ensure(out: Output) -> float:
             f"{BUILD_DISK_GIB:.0f} GiB: free some space, or point XDG_CACHE_HOME (and GOCACHE, "
             "GOMODCACHE) at a larger disk"
         )
-    out(f"building {', '.join(missing())} from Go module releases (once; about 8-30 min)")
+    missing_before = missing()
+    out(f"building {', '.join(missing_before)} from Go module releases (once; about 8-30 min)")
     start = time.monotonic()
     argv = ["bash", str(BUILD_SCRIPT), str(bin_dir()), K8S_VERSION, ETCD_VERSION, KWOK_VERSION]
     modules = 0
@@ -94,4 +96,14 @@ def ensure(out: Output) -> float:
             f"the build failed (exit {p.returncode}); the lines above say which module or "
             f"package; binaries still missing: {', '.join(missing()) or 'none'}"
         )
-    return time.monotonic() - start
+    spent = time.monotonic() - start
+    record = {"seconds": round(spent, 1), "built": missing_before,
+              "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    (version_dir() / "build.json").write_text(json.dumps(record))
+    return spent
+
+
+def last_build() -> dict[str, object] | None:
+    """Time and date of the last build in this cache, if one was recorded."""
+    path = version_dir() / "build.json"
+    return json.loads(path.read_text()) if path.exists() else None
