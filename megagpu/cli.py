@@ -11,7 +11,6 @@ from typing import Any
 
 PLANNED = {
     "operator": ("4/5", "run the GpuWorkload operator (kopf): pods, status, retries, learning"),
-    "extender": ("4", "serve the scheduler extender (filter, prioritize, bind) with the Q-policy"),
     "probe": ("6", "probe CUDA, Vulkan, Metal and CPU devices and export DCGM-style metrics"),
     "tui": ("7", "open the terminal dashboard: GPUs, workloads and the learning agent"),
     "policy": ("5", "show, reset, export, import or roll back the learned Q-state"),
@@ -79,6 +78,29 @@ def _parser() -> argparse.ArgumentParser:
     devsub.add_parser("kubeconfig", help="print the kubeconfig path (exit 1 without a cluster)")
     devsub.add_parser("build", help="build the cluster binaries into the cache (once)")
 
+    ext = sub.add_parser(
+        "extender",
+        help="serve the scheduler extender (filter, prioritize, bind) with the learned Q-policy",
+    )
+    source = ext.add_mutually_exclusive_group(required=True)
+    source.add_argument("--kubeconfig", type=Path, help="serve a cluster (watches its state)")
+    source.add_argument("--snapshot", type=Path, help="serve a cluster spec with no API server")
+    ext.add_argument(
+        "--namespace", default="megagpu-system", help="release namespace (Q-state ConfigMap)"
+    )
+    ext.add_argument("--policy-state", type=Path, help="Q-state JSON document to start from")
+    ext.add_argument(
+        "--mode",
+        choices=("frozen", "active"),
+        default="active",
+        help="snapshot mode: frozen never explores",
+    )
+    ext.add_argument("--seed", type=int, default=0, help="exploration seed")
+    ext.add_argument("--host", default="127.0.0.1")
+    ext.add_argument("--port", type=int, default=8888)
+    ext.add_argument("--metrics-port", type=int, default=8889)
+    ext.add_argument("--tls-cert", type=Path)
+    ext.add_argument("--tls-key", type=Path)
     demo = sub.add_parser("demo", help="the main job end to end on the embedded dev cluster")
     demo.add_argument("--preset", default="gavel-0.3", help="simulation shown for learning")
     for name, (issue, what) in PLANNED.items():
@@ -106,6 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "sim": _sim,
         "dev": _dev,
         "demo": _demo,
+        "extender": _extender,
     }
     try:
         return handlers[args.command](args)
@@ -388,3 +411,61 @@ def _reward_trend(scenario: Any) -> None:
     for done, mean, epsilon, version in marks:
         bar = "#" * max(0, int(40 + 40 * mean))
         print(f"{done:>10} {mean:>24.3f} {epsilon:>8.3f} {version:>15}  {bar}")
+
+
+# --- extender ----------------------------------------------------------------------------
+def _load_policy(path: Path | None, mode: str | None = None) -> Any:
+    from megagpu.core import qpolicy, qstate
+
+    if path is None:
+        return qpolicy.QPolicy(qpolicy.Params(mode=mode or "active"))
+    try:
+        policy = qstate.loads(path.read_text())
+    except OSError as e:
+        raise UsageError(f"cannot read the Q-state {path}: {e.strerror}") from e
+    except qstate.StateError as e:
+        raise UsageError(f"{path}: {e}") from e
+    if mode is not None:
+        import dataclasses
+
+        policy.params = dataclasses.replace(policy.params, mode=mode)
+    return policy
+
+
+def _extender(args: argparse.Namespace) -> int:
+    import asyncio
+    import logging
+
+    from megagpu.extender import metrics, server
+    from megagpu.io import cluster_spec
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise UsageError("--tls-cert and --tls-key go together")
+    listen = server.Listen(args.host, args.port, args.metrics_port, args.tls_cert, args.tls_key)
+    m = metrics.Metrics()
+    if args.snapshot:
+        nodes = cluster_spec.load(args.snapshot)
+        placement = server.snapshot_placement(
+            nodes, _load_policy(args.policy_state, args.mode), m, args.seed
+        )
+
+        def started() -> None:
+            print(
+                f"extender (snapshot of {len(nodes)} nodes) on {args.host}:{args.port}, "
+                f"metrics on :{args.metrics_port}",
+                flush=True,
+            )
+
+        asyncio.run(
+            server.serve(placement, m, listen, lambda: True, snapshot=True, on_started=started)
+        )
+        return 0
+    from megagpu.extender import cluster
+
+    asyncio.run(
+        cluster.run(
+            args.kubeconfig, args.namespace, listen, m, _load_policy(args.policy_state), args.seed
+        )
+    )
+    return 0

@@ -54,3 +54,123 @@ def fake_node(node: model.Node) -> dict[str, Any]:
         "spec": {},
         "status": {"capacity": resources, "allocatable": dict(resources)},
     }
+
+
+class ConvertError(ValueError):
+    """A Kubernetes object lacks or garbles what megagpu needs; the message names the field."""
+
+
+def _annotation(pod: dict[str, Any], key: str, default: str | None = None) -> str:
+    value = ((pod.get("metadata") or {}).get("annotations") or {}).get(key, default)
+    if value is None:
+        raise ConvertError(f"pod annotation {key} is missing")
+    return str(value)
+
+
+def _int_annotation(pod: dict[str, Any], key: str, default: str) -> int:
+    text = _annotation(pod, key, default)
+    try:
+        return int(text)
+    except ValueError as e:
+        raise ConvertError(f"pod annotation {key} must be an integer, got {text!r}") from e
+
+
+def is_megagpu_pod(pod: dict[str, Any]) -> bool:
+    """Whether the pod opted in with the ``megagpu.io/workload`` label."""
+    return names.LABEL_WORKLOAD in ((pod.get("metadata") or {}).get("labels") or {})
+
+
+def workload_from_pod(pod: dict[str, Any]) -> model.Workload:
+    """The workload a megagpu pod carries in its annotations (DESIGN 9.2)."""
+    meta = pod.get("metadata") or {}
+    backends = tuple(
+        b.strip()
+        for b in _annotation(pod, names.ANN_BACKENDS, ",".join(model.BACKENDS)).split(",")
+        if b.strip()
+    )
+    gpus = _int_annotation(pod, names.ANN_GPUS, "1")
+    if gpus > 1:
+        backends = tuple(b for b in backends if b != "metal") or backends
+    try:
+        return model.Workload(
+            uid=str(meta.get("uid") or meta.get("name") or "?"),
+            workload_type=_annotation(pod, names.ANN_WORKLOAD_TYPE, "inference"),
+            model=_annotation(pod, names.ANN_MODEL, "unknown"),
+            gpus=gpus,
+            memory_mib=_int_annotation(pod, names.ANN_MEMORY, "0"),
+            precision=_annotation(pod, names.ANN_PRECISION, "fp16"),
+            backends=backends,
+            priority=_annotation(pod, names.ANN_PRIORITY, "normal"),
+        )
+    except model.ValidationError as e:
+        raise ConvertError(f"pod annotations describe an invalid workload: {e}") from e
+
+
+def _benchmarks(node: dict[str, Any], gpunode: dict[str, Any] | None) -> model.Benchmarks:
+    best: dict[str, float] = {}
+    for backend in ((gpunode or {}).get("status") or {}).get("backends", {}).values():
+        bench = backend.get("benchmarks") or {}
+        for ours, theirs in (
+            ("fp32_tflops", "fp32Tflops"),
+            ("fp16_tflops", "fp16Tflops"),
+            ("mem_gbps", "memGBps"),
+        ):
+            if isinstance(bench.get(theirs), int | float):
+                best[ours] = max(best.get(ours, 0.0), float(bench[theirs]))
+    if not best:
+        text = ((node.get("metadata") or {}).get("annotations") or {}).get(
+            "megagpu.io/benchmarks", ""
+        )
+        pairs = dict(p.split("=", 1) for p in text.split(",") if "=" in p)
+        keys = {"fp32": "fp32_tflops", "fp16": "fp16_tflops", "gbps": "mem_gbps"}
+        try:
+            best = {keys[k]: float(v) for k, v in pairs.items() if k in keys}
+        except ValueError:
+            best = {}
+    try:
+        return model.Benchmarks(**best)
+    except model.ValidationError:
+        return model.Benchmarks()
+
+
+def node_from_k8s(node: dict[str, Any], gpunode: dict[str, Any] | None = None) -> model.Node:
+    """A schedulable node from a Node (labels of DESIGN 9.3) and its GpuNode, if any."""
+    meta, status = node.get("metadata") or {}, node.get("status") or {}
+    labels = meta.get("labels") or {}
+    backends = tuple(
+        b for b in model.BACKENDS if labels.get(names.LABEL_BACKEND.format(backend=b)) == "true"
+    )
+    try:
+        devices = int((status.get("allocatable") or {}).get(names.RESOURCE_GPU, "0"))
+        memory = int(labels.get(names.LABEL_GPU_MEMORY, "0"))
+    except ValueError:
+        devices, memory = 0, 0
+    ready = any(
+        c.get("type") == "Ready" and c.get("status") == "True"
+        for c in status.get("conditions") or []
+    )
+    healthy = ready and not (node.get("spec") or {}).get("unschedulable", False)
+    return model.Node(
+        name=str(meta.get("name")),
+        device_class=labels.get(names.LABEL_GPU_PRODUCT, "cpu" if devices == 0 else "unknown"),
+        backends=backends or ("cpu",),
+        devices=devices,
+        memory_mib_per_device=memory,
+        benchmarks=_benchmarks(node, gpunode),
+        healthy=healthy,
+    )
+
+
+def assigned_devices(pod: dict[str, Any]) -> tuple[str, tuple[int, ...]] | None:
+    """(node, device indices) a live megagpu pod holds, or None when it holds none."""
+    phase = (pod.get("status") or {}).get("phase")
+    node = (pod.get("spec") or {}).get("nodeName")
+    if not node or phase in ("Succeeded", "Failed"):
+        return None
+    text = ((pod.get("metadata") or {}).get("annotations") or {}).get(
+        names.ANN_ASSIGNED_DEVICES, ""
+    )
+    try:
+        return str(node), tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        return None

@@ -1,0 +1,134 @@
+"""Which devices of which node are held, by whom: the one source of free-device counts.
+
+Holders are pods seen by the informer (with their assigned devices) and reservations made by
+bind before the informer sees the pod. Thread-safe: informer threads and the event loop share it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from megagpu.core import fleet, model
+
+RESERVATION_TTL_S = 60.0
+"""A tentative hold from prioritize lapses after this long if no bind confirms it."""
+
+
+class Ledger:
+    """Free devices per node, as a numpy array aligned with the fleet's node order."""
+
+    def __init__(
+        self, nodes: Sequence[model.Node] = (), clock: Callable[[], float] = time.monotonic
+    ):
+        self._lock = threading.Lock()
+        self._clock = clock
+        self._holders: dict[str, dict[str, tuple[int, ...]]] = {}
+        self._tentative: dict[str, tuple[str, int, float]] = {}
+        self.set_nodes(nodes)
+
+    def set_nodes(self, nodes: Sequence[model.Node]) -> None:
+        """Replace the node set (rare: nodes joined, left or changed)."""
+        with self._lock:
+            self.fleet = fleet.Fleet.build(list(nodes))
+            self._index = {n.name: i for i, n in enumerate(self.fleet.nodes)}
+            self._recount()
+
+    def _recount(self) -> None:
+        self.free = np.asarray([n.slots for n in self.fleet.nodes], dtype=np.int64)
+        for node in set(self._holders) | {n for n, _, _ in self._tentative.values()}:
+            self._recount_node(node)
+
+    def _recount_node(self, node: str) -> None:
+        index = self._index.get(node)
+        if index is None:
+            return
+        tentative = sum(c for n, c, _ in self._tentative.values() if n == node)
+        held = self._held_count(self._holders.get(node, {}))
+        self.free[index] = self.fleet.nodes[index].slots - held - tentative
+
+    def free_counts(self) -> np.ndarray:
+        """Free slots per node (fleet order), after lapsing expired tentative holds."""
+        with self._lock:
+            now = self._clock()
+            lapsed = [uid for uid, (_, _, expires) in self._tentative.items() if expires < now]
+            for uid in lapsed:
+                node = self._tentative.pop(uid)[0]
+                self._recount_node(node)
+            return self.free.copy()
+
+    @staticmethod
+    def _held_count(holders: dict[str, tuple[int, ...]]) -> int:
+        return sum(max(len(devices), 1) for devices in holders.values())
+
+    def node(self, name: str) -> model.Node | None:
+        """The node called ``name``, if known."""
+        index = self._index.get(name)
+        return None if index is None else self.fleet.nodes[index]
+
+    def index(self, name: str) -> int | None:
+        """Position of a node in the fleet."""
+        return self._index.get(name)
+
+    def hold(self, uid: str, node: str, devices: tuple[int, ...]) -> None:
+        """Record that pod ``uid`` holds ``devices`` on ``node`` (replacing what it held)."""
+        with self._lock:
+            touched = self._release(uid)
+            self._holders.setdefault(node, {})[uid] = devices
+            for name in touched | {node}:
+                self._recount_node(name)
+
+    def tentative(self, uid: str, node: str, count: int) -> None:
+        """Count ``count`` devices of ``node`` as taken until bind confirms or the TTL ends."""
+        with self._lock:
+            touched = self._release(uid)
+            self._tentative[uid] = (node, count, self._clock() + RESERVATION_TTL_S)
+            for name in touched | {node}:
+                self._recount_node(name)
+
+    def release(self, uid: str) -> None:
+        """Forget everything pod ``uid`` held."""
+        with self._lock:
+            for name in self._release(uid):
+                self._recount_node(name)
+
+    def _release(self, uid: str) -> set[str]:
+        """Drop ``uid``'s holds; returns the nodes whose counts changed (not recounted yet)."""
+        touched = set()
+        if uid in self._tentative:
+            touched.add(self._tentative.pop(uid)[0])
+        for node, holders in self._holders.items():
+            if holders.pop(uid, None) is not None:
+                touched.add(node)
+        return touched
+
+    def take(self, uid: str, node: str, count: int) -> tuple[int, ...] | None:
+        """Atomically assign ``count`` free device indices of ``node`` to ``uid`` (None: too few).
+
+        A pod that already holds devices on this node keeps them (bind is idempotent).
+        """
+        with self._lock:
+            mine = self._holders.get(node, {}).get(uid)
+            if mine is not None and len(mine) == count:
+                return mine
+            known = self.node(node)
+            if known is None:
+                return None
+            others = {d for u, ds in self._holders.get(node, {}).items() if u != uid for d in ds}
+            free = [d for d in range(known.devices) if d not in others]
+            if count > 0 and len(free) < count:
+                return None
+            devices = tuple(free[:count])
+            touched = self._release(uid)
+            self._holders.setdefault(node, {})[uid] = devices
+            for name in touched | {node}:
+                self._recount_node(name)
+            return devices
+
+    def holders(self, node: str) -> dict[str, tuple[int, ...]]:
+        """Pods holding devices of ``node``."""
+        with self._lock:
+            return dict(self._holders.get(node, {}))

@@ -1,0 +1,294 @@
+"""The extender's decisions: filter, prioritize and bind with the Q-policy (DESIGN 4, 9.1, 9.2).
+
+Filter and prioritize have no side effects on the cluster; prioritize remembers its choice and
+holds the devices tentatively, so that filters of other pods count them. Bind makes one write
+(a Binding whose annotations carry the decision and the devices) through an injected binder.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from megagpu.core import fleet, model, qpolicy, scoring
+from megagpu.extender import ledger as ledger_mod
+from megagpu.extender import protocol
+from megagpu.kube import convert, names
+
+REMEMBERED = 10_000
+TOP = 5
+DECISION_MAX_BYTES = 8 * 1024
+
+
+class BindConflict(Exception):
+    """The pod is already bound; ``node`` says where."""
+
+    def __init__(self, node: str) -> None:
+        super().__init__(f"pod is already bound to {node}")
+        self.node = node
+
+
+Binder = Callable[[protocol.BindingArgs, dict[str, str]], Awaitable[None]]
+"""Writes the Binding with these annotations; raises BindConflict when already bound."""
+
+
+class PolicySource(Protocol):
+    """The Q-policy currently loaded (one consistent version per request)."""
+
+    def current(self) -> qpolicy.QPolicy:
+        """The policy to decide with."""
+        ...
+
+
+@dataclass(frozen=True)
+class Remembered:
+    """What prioritize chose for a pod, for bind to compare against."""
+
+    node: str
+    backend: str
+    mode: str
+    values: dict[str, float]
+    scores: dict[str, int]
+    version: int
+    workload: model.Workload
+
+
+class Placement:
+    """Decides where megagpu pods go; one per extender process."""
+
+    def __init__(
+        self,
+        ledger: ledger_mod.Ledger,
+        policies: PolicySource,
+        binder: Binder,
+        rng: random.Random | None = None,
+        pod_lookup: Callable[[str], dict[str, Any] | None] = lambda uid: None,
+        on_decision: Callable[[str, str], None] = lambda mode, backend: None,
+    ) -> None:
+        self.ledger = ledger
+        self.policies = policies
+        self.binder = binder
+        self.rng = rng or random.Random()
+        self.pod_lookup = pod_lookup
+        """Finds a pod by UID in the informer cache (bind after a restart)."""
+        self.remembered: OrderedDict[str, Remembered] = OrderedDict()
+        self.workloads: OrderedDict[str, model.Workload] = OrderedDict()
+        self.on_decision = on_decision
+        """Called with (mode, backend) for every megagpu pod bound."""
+
+    # --- filter ------------------------------------------------------------------------
+    def filter(self, args: protocol.ExtenderArgs) -> dict[str, Any]:
+        """Keep every feasible node; give a reason for every other one."""
+        if not convert.is_megagpu_pod(args.pod):
+            return protocol.filter_result(list(args.node_names), {}, {})
+        try:
+            workload = self._remember_workload(args.pod)
+        except convert.ConvertError as e:
+            return protocol.filter_result([], {}, {}, error=str(e))
+        free = self.ledger.free_counts()
+        passed, failed, never = [], {}, {}
+        for name in args.node_names:
+            reason, permanent = self._reject(workload, name, free)
+            if reason is None:
+                passed.append(name)
+            elif permanent:
+                never[name] = reason
+            else:
+                failed[name] = reason
+        return protocol.filter_result(passed, failed, never)
+
+    def _remember_workload(self, pod: dict[str, Any]) -> model.Workload:
+        workload = convert.workload_from_pod(pod)
+        self.workloads[workload.uid] = workload
+        self.workloads.move_to_end(workload.uid)
+        while len(self.workloads) > REMEMBERED:
+            self.workloads.popitem(last=False)
+        return workload
+
+    def _reject(self, w: model.Workload, name: str, free: np.ndarray) -> tuple[str | None, bool]:
+        """(reason, permanent) for a node that cannot take ``w`` now, or (None, False)."""
+        node = self.ledger.node(name)
+        if node is None:
+            return "unknown node", False
+        usable = acceptable_backends(w, node)
+        if not usable:
+            return (
+                f"no acceptable backend: workload accepts {','.join(w.backends)}"
+                f"{' (GPU)' if w.gpus else ''}; node offers {','.join(node.backends)}",
+                True,
+            )
+        if w.gpus > node.devices:
+            return f"needs {w.gpus} devices; node has {node.devices}", True
+        if w.gpus and w.memory_mib > node.memory_mib_per_device:
+            return (
+                f"needs {w.memory_mib} MiB per device; node's devices have "
+                f"{node.memory_mib_per_device} MiB",
+                True,
+            )
+        if not node.healthy:
+            return "node is not ready or its devices are unhealthy", False
+        index = self.ledger.index(name)
+        available = int(free[index]) if index is not None else 0
+        if available < max(w.gpus, 1):
+            return f"devices busy: {available} free, needs {max(w.gpus, 1)}", False
+        return None, False
+
+    # --- prioritize --------------------------------------------------------------------
+    def prioritize(self, args: protocol.ExtenderArgs) -> list[dict[str, Any]]:
+        """Score feasible nodes: the policy's choice 10, the rest 0-9 by value."""
+        if not convert.is_megagpu_pod(args.pod):
+            return []
+        try:
+            workload = self._remember_workload(args.pod)
+        except convert.ConvertError:
+            return []
+        free = self.ledger.free_counts()
+        names_ok = [n for n in args.node_names if self._reject(workload, n, free)[0] is None]
+        if not names_ok:
+            return protocol.host_priorities({n: 0 for n in args.node_names})
+        policy = self.policies.current()
+        f = self.ledger.fleet
+        wanted = np.zeros(len(f.nodes), dtype=bool)
+        wanted[[self.ledger.index(n) for n in names_ok]] = True
+        rows = f.feasible_rows(workload, free)
+        rows = rows[wanted[f.row_node[rows]]]
+        if len(rows) == 0:
+            return protocol.host_priorities({n: 0 for n in args.node_names})
+        view = fleet.View(f, rows, free, queue_length=0)
+        choice = policy.choose(workload, view, self.rng)
+        per_node: dict[str, float] = {}
+        for row, value in zip(rows, choice.values, strict=True):
+            name = f.nodes[int(f.row_node[row])].name
+            per_node[name] = max(per_node.get(name, -math.inf), float(value))
+        chosen = f.nodes[int(f.row_node[choice.row])].name
+        node_scores = scoring.node_scores(per_node, chosen)
+        self._remember(
+            workload,
+            Remembered(
+                chosen,
+                f.row_backend[choice.row],
+                choice.mode,
+                per_node,
+                node_scores,
+                policy.version,
+                workload,
+            ),
+        )
+        self.ledger.tentative(workload.uid, chosen, max(workload.gpus, 1))
+        out = {n: node_scores.get(n, 0) for n in args.node_names}
+        return protocol.host_priorities(out)
+
+    def _remember(self, workload: model.Workload, remembered: Remembered) -> None:
+        self.remembered[workload.uid] = remembered
+        self.remembered.move_to_end(workload.uid)
+        while len(self.remembered) > REMEMBERED:
+            self.remembered.popitem(last=False)
+
+    # --- bind --------------------------------------------------------------------------
+    async def bind(self, args: protocol.BindingArgs) -> dict[str, str]:
+        """One Binding carrying the decision and devices; already bound there is success."""
+        workload = self.workloads.get(args.pod_uid)
+        if workload is None:
+            pod = self.pod_lookup(args.pod_uid)
+            if pod is None or not convert.is_megagpu_pod(pod):
+                return await self._bind_plain(args)
+            try:
+                workload = convert.workload_from_pod(pod)
+            except convert.ConvertError as e:
+                return protocol.binding_result(str(e))
+        node = self.ledger.node(args.node)
+        if node is None:
+            return protocol.binding_result(f"unknown node {args.node}")
+        devices = self.ledger.take(args.pod_uid, args.node, workload.gpus)
+        if devices is None:
+            devices = ()  # filter already guarded capacity; bind is no capacity guard
+        annotations = self.annotations(workload, node, devices)
+        try:
+            await self.binder(args, annotations)
+        except BindConflict as e:
+            if e.node != args.node:
+                self.ledger.release(args.pod_uid)
+                return protocol.binding_result(str(e))
+        mode = json.loads(annotations[names.ANN_DECISION])["mode"]
+        self.on_decision(mode, annotations[names.ANN_ASSIGNED_BACKEND])
+        return protocol.binding_result()
+
+    async def _bind_plain(self, args: protocol.BindingArgs) -> dict[str, str]:
+        try:
+            await self.binder(args, {})
+        except BindConflict as e:
+            if e.node != args.node:
+                return protocol.binding_result(str(e))
+        return protocol.binding_result()
+
+    def annotations(
+        self, workload: model.Workload, node: model.Node, devices: tuple[int, ...]
+    ) -> dict[str, str]:
+        """The annotations of DESIGN 9.2 written by bind."""
+        seen = self.remembered.get(workload.uid)
+        if seen is None:
+            mode, backend, version = "forced", acceptable_backends(workload, node)[0], 0
+            values, node_scores, reason = {}, {node.name: 10}, "only feasible node (no prioritize)"
+        elif seen.node == node.name:
+            mode, backend, version = seen.mode, seen.backend, seen.version
+            values, node_scores = seen.values, seen.scores
+            reason = f"{mode}: highest value for {workload.model} on {backend}/{node.device_class}"
+        else:
+            mode, backend, version = (
+                "overridden",
+                acceptable_backends(workload, node)[0],
+                seen.version,
+            )
+            values, node_scores = seen.values, seen.scores
+            reason = f"kube-scheduler chose {node.name}; the policy chose {seen.node}"
+        decision = decision_record(mode, node.name, values, node_scores, version, reason)
+        return {
+            names.ANN_DECISION: decision,
+            names.ANN_ASSIGNED_BACKEND: backend,
+            names.ANN_ASSIGNED_DEVICES: ",".join(str(d) for d in devices),
+            names.ANN_POLICY_VERSION: str(version),
+        }
+
+
+def acceptable_backends(workload: model.Workload, node: model.Node) -> list[str]:
+    """Backends of ``node`` the workload accepts, in the workload's order of preference."""
+    if workload.gpus == 0:
+        return ["cpu"] if "cpu" in workload.backends and "cpu" in node.backends else []
+    return [b for b in workload.backends if b != "cpu" and b in node.backends]
+
+
+def decision_record(
+    mode: str,
+    node: str,
+    values: dict[str, float],
+    node_scores: dict[str, int],
+    version: int,
+    reason: str,
+) -> str:
+    """The decision JSON (keys of ``status.decision``), at most 8 KiB."""
+    ranked = sorted((n for n in values if n != node), key=lambda n: -values[n])[:TOP]
+    q_values = {n: round(values[n], 4) for n in [node, *ranked] if n in values}
+    record = {
+        "mode": mode,
+        "score": int(node_scores.get(node, 10)),
+        "qValues": q_values,
+        "alternatives": [
+            {"node": n, "score": int(node_scores.get(n, 0)), "qValue": round(values[n], 4)}
+            for n in ranked
+        ],
+        "policyVersion": version,
+        "reason": reason[:256],
+        "predictedSeconds": None,
+    }
+    text = json.dumps(record, separators=(",", ":"), allow_nan=False)
+    if len(text.encode()) > DECISION_MAX_BYTES:
+        record["alternatives"], record["qValues"] = [], {}
+        text = json.dumps(record, separators=(",", ":"), allow_nan=False)
+    return text
