@@ -97,8 +97,11 @@ def ensure(out: Output) -> float:
             f"package; binaries still missing: {', '.join(missing()) or 'none'}"
         )
     spent = time.monotonic() - start
-    record = {"seconds": round(spent, 1), "built": missing_before,
-              "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    record = {
+        "seconds": round(spent, 1),
+        "built": missing_before,
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
     (version_dir() / "build.json").write_text(json.dumps(record))
     return spent
 

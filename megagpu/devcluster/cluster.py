@@ -23,7 +23,7 @@ from pathlib import Path
 import yaml
 
 from megagpu.core import model
-from megagpu.devcluster import binaries, kubectl, processes, scheduler
+from megagpu.devcluster import binaries, components, kubectl, processes, scheduler
 from megagpu.devcluster.errors import DevClusterError
 from megagpu.io import cluster_spec
 from megagpu.io.errors import InputError
@@ -165,9 +165,9 @@ def up(
         _create(p, apiserver_port, out)
         _bootstrap(p, nodes, out)
         _start_scheduler(p, extender or scheduler.ExtenderOptions(), out)
-        if components:
-            out("no megagpu components exist yet beyond the control plane (see the issues)")
         _wait(p)
+        if components:
+            _start_components(p, out)
     except BaseException:
         with contextlib.suppress(DevClusterError):
             down(out=lambda _: None)
@@ -262,6 +262,15 @@ def _start_scheduler(p: Paths, extender: scheduler.ExtenderOptions, out: Output)
         f"started {names.SCHEDULER_NAME} (extender {extender.url}, "
         f"ignorable={extender.ignorable}, timeout {extender.timeout_s:g}s)"
     )
+
+
+def _start_components(p: Paths, out: Output) -> None:
+    started = [components.extender(p.kubeconfig)]
+    for component in started:
+        components.start(component, p.logs, p.pids)
+    for component in started:
+        components.wait_ready(component, p.logs, processes.pids(p.pids)[component.name])
+        out(f"started {component.name} ({' '.join(component.args[:1])}; ready)")
 
 
 def _wait(p: Paths) -> None:

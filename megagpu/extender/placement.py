@@ -25,6 +25,7 @@ from megagpu.kube import convert, names
 REMEMBERED = 10_000
 TOP = 5
 DECISION_MAX_BYTES = 8 * 1024
+NOT_READY = "extender caches are not synced yet"
 
 
 class BindConflict(Exception):
@@ -71,6 +72,7 @@ class Placement:
         rng: random.Random | None = None,
         pod_lookup: Callable[[str], dict[str, Any] | None] = lambda uid: None,
         on_decision: Callable[[str, str], None] = lambda mode, backend: None,
+        ready: Callable[[], bool] = lambda: True,
     ) -> None:
         self.ledger = ledger
         self.policies = policies
@@ -82,12 +84,16 @@ class Placement:
         self.workloads: OrderedDict[str, model.Workload] = OrderedDict()
         self.on_decision = on_decision
         """Called with (mode, backend) for every megagpu pod bound."""
+        self.ready = ready
+        """Whether the caches have synced; until then megagpu pods get an Error (fallback)."""
 
     # --- filter ------------------------------------------------------------------------
     def filter(self, args: protocol.ExtenderArgs) -> dict[str, Any]:
         """Keep every feasible node; give a reason for every other one."""
         if not convert.is_megagpu_pod(args.pod):
             return protocol.filter_result(list(args.node_names), {}, {})
+        if not self.ready():
+            return protocol.filter_result([], {}, {}, error=NOT_READY)
         try:
             workload = self._remember_workload(args.pod)
         except convert.ConvertError as e:
@@ -143,7 +149,7 @@ class Placement:
     # --- prioritize --------------------------------------------------------------------
     def prioritize(self, args: protocol.ExtenderArgs) -> list[dict[str, Any]]:
         """Score feasible nodes: the policy's choice 10, the rest 0-9 by value."""
-        if not convert.is_megagpu_pod(args.pod):
+        if not convert.is_megagpu_pod(args.pod) or not self.ready():
             return []
         try:
             workload = self._remember_workload(args.pod)
@@ -194,6 +200,8 @@ class Placement:
     # --- bind --------------------------------------------------------------------------
     async def bind(self, args: protocol.BindingArgs) -> dict[str, str]:
         """One Binding carrying the decision and devices; already bound there is success."""
+        if not self.ready():
+            return protocol.binding_result(NOT_READY)
         workload = self.workloads.get(args.pod_uid)
         if workload is None:
             pod = self.pod_lookup(args.pod_uid)
@@ -216,6 +224,9 @@ class Placement:
             if e.node != args.node:
                 self.ledger.release(args.pod_uid)
                 return protocol.binding_result(str(e))
+        except Exception as e:  # noqa: BLE001 - reported to kube-scheduler, which falls back
+            self.ledger.release(args.pod_uid)
+            return protocol.binding_result(f"binding failed: {e}")
         mode = json.loads(annotations[names.ANN_DECISION])["mode"]
         self.on_decision(mode, annotations[names.ANN_ASSIGNED_BACKEND])
         return protocol.binding_result()

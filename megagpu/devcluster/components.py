@@ -1,0 +1,76 @@
+"""megagpu components that ``megagpu dev up`` runs as local processes (logs beside kwok's)."""
+
+from __future__ import annotations
+
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from megagpu.devcluster import processes
+from megagpu.devcluster.errors import DevClusterError
+
+NAMESPACE = "megagpu-system"
+READY_TIMEOUT_S = 60.0
+
+
+@dataclass(frozen=True)
+class Component:
+    """A megagpu process: its command line, the ports it needs and its readiness URL."""
+
+    name: str
+    args: tuple[str, ...]
+    ports: tuple[int, ...]
+    ready_url: str
+
+
+def extender(kubeconfig: Path, port: int = 8888, metrics_port: int = 8889) -> Component:
+    """The scheduler extender, watching the dev cluster."""
+    return Component(
+        "extender",
+        (
+            "extender",
+            "--kubeconfig",
+            str(kubeconfig),
+            "--namespace",
+            NAMESPACE,
+            "--port",
+            str(port),
+            "--metrics-port",
+            str(metrics_port),
+        ),
+        (port, metrics_port),
+        f"http://127.0.0.1:{metrics_port}/readyz",
+    )
+
+
+def start(component: Component, log_dir: Path, pid_dir: Path) -> None:
+    """Start a component, failing fast when one of its ports is taken."""
+    for port in component.ports:
+        if processes.port_in_use(port):
+            raise DevClusterError(
+                f"{component.name} needs port {port} on 127.0.0.1, which is already in use: "
+                f"stop what listens there (`ss -ltnp | grep :{port}`) or use --no-components"
+            )
+    argv = [sys.executable, "-m", "megagpu", *component.args]
+    processes.start(component.name, argv, log_dir, pid_dir, env={"PYTHONUNBUFFERED": "1"})
+
+
+def wait_ready(component: Component, log_dir: Path, pid: int) -> None:
+    """Wait until the component's readiness URL answers 200."""
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if not processes.alive(pid):
+            break
+        try:
+            with urllib.request.urlopen(component.ready_url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.3)
+    raise DevClusterError(
+        f"{component.name} did not become ready; see {log_dir / (component.name + '.log')}"
+    )

@@ -1,0 +1,41 @@
+"""Bind a pod with one write: a Binding whose annotations land on the pod with the node name."""
+
+from __future__ import annotations
+
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+
+class AlreadyBound(Exception):
+    """The pod was bound before; ``node`` is where (empty when unknown)."""
+
+    def __init__(self, node: str) -> None:
+        super().__init__(f"pod is already bound to {node or 'another node'}")
+        self.node = node
+
+
+def bind(
+    core: client.CoreV1Api,
+    namespace: str,
+    name: str,
+    uid: str,
+    node: str,
+    annotations: dict[str, str],
+) -> None:
+    """Create the Binding; raises AlreadyBound on a 409, ApiException otherwise."""
+    body = client.V1Binding(
+        metadata=client.V1ObjectMeta(
+            name=name, namespace=namespace, uid=uid, annotations=annotations or None
+        ),
+        target=client.V1ObjectReference(kind="Node", api_version="v1", name=node),
+    )
+    try:
+        core.create_namespaced_binding(namespace, body, _preload_content=False)
+    except ApiException as e:
+        if e.status != 409:
+            raise
+        try:
+            current = core.read_namespaced_pod(name, namespace).spec.node_name or ""
+        except ApiException:
+            current = ""
+        raise AlreadyBound(current) from e
