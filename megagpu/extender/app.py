@@ -32,6 +32,8 @@ async def _body(request: web.Request) -> Any:
         raise protocol.ProtocolError("the body is not UTF-8") from e
     except json.JSONDecodeError as e:
         raise protocol.ProtocolError(f"the body is not JSON: {e.msg} at {e.pos}") from e
+    except RecursionError as e:
+        raise protocol.ProtocolError("the body nests too deeply") from e
 
 
 def _verb(name: str, decide: Callable[[web.Request, Any], Awaitable[Any]]) -> Handler:

@@ -1,0 +1,141 @@
+import asyncio
+import json
+
+import pytest
+
+from megagpu.extender import placement
+from tests.extender.helpers import NAMES, args, binding, make, pod
+
+
+def test_filter_gives_a_reason_for_every_rejected_node():
+    p, _ = make()
+    result = p.filter(args(pod("a", gpus=2, backends="cuda,vulkan"), [*NAMES, "ghost"]))
+    assert result["NodeNames"] == ["h100-0", "t4-0", "mi-0"]
+    assert set(result["FailedAndUnresolvableNodes"]) == {"mac-0", "cpu-0"}
+    assert "no acceptable backend" in result["FailedAndUnresolvableNodes"]["cpu-0"]
+    assert result["FailedNodes"] == {"ghost": "unknown node"}
+    assert set(result) == {
+        "Nodes",
+        "NodeNames",
+        "FailedNodes",
+        "FailedAndUnresolvableNodes",
+        "Error",
+    }
+
+
+def test_too_big_or_too_much_memory_can_never_fit():
+    p, _ = make()
+    never = p.filter(args(pod("a", gpus=6, memory=20000)))["FailedAndUnresolvableNodes"]
+    assert "needs 6 devices; node has 4" in never["t4-0"]
+    assert (
+        "MiB per device"
+        in p.filter(args(pod("b", gpus=1, memory=10**6)))["FailedAndUnresolvableNodes"]["h100-0"]
+    )
+
+
+def test_busy_devices_may_fit_later():
+    p, _ = make()
+    p.ledger.hold("other", "t4-0", (0, 1, 2))
+    result = p.filter(args(pod("a", gpus=2), ["t4-0"]))
+    assert result["NodeNames"] == [] and "devices busy: 1 free" in result["FailedNodes"]["t4-0"]
+
+
+def test_unlabelled_pods_pass_through():
+    p, _ = make()
+    plain = pod("a", labelled=False)
+    assert p.filter(args(plain))["NodeNames"] == NAMES
+    assert p.prioritize(args(plain)) == []
+
+
+def test_filter_has_no_side_effects():
+    p, _ = make()
+    before = p.ledger.free_counts().tolist()
+    p.filter(args(pod("a", gpus=4)))
+    assert p.ledger.free_counts().tolist() == before
+
+
+def test_prioritize_scores_the_choice_10_and_others_0_to_9():
+    p, _ = make()
+    scores = {
+        h["Host"]: h["Score"] for h in p.prioritize(args(pod("a"), ["h100-0", "t4-0", "mi-0"]))
+    }
+    assert scores["h100-0"] == 10
+    assert all(0 <= s <= 9 for n, s in scores.items() if n != "h100-0")
+
+
+def test_bind_writes_decision_and_devices_once():
+    p, rec = make()
+    p.filter(args(pod("a", gpus=2)))
+    p.prioritize(args(pod("a", gpus=2), ["h100-0", "t4-0"]))
+    assert asyncio.run(p.bind(binding("a", "h100-0"))) == {"Error": ""}
+    ((call, annotations),) = rec.calls
+    decision = json.loads(annotations["megagpu.io/decision"])
+    assert decision["mode"] == "exploit" and decision["score"] == 10
+    assert set(decision) == {
+        "mode",
+        "score",
+        "qValues",
+        "alternatives",
+        "policyVersion",
+        "reason",
+        "predictedSeconds",
+    }
+    assert annotations["megagpu.io/assigned-devices"] == "0,1"
+    assert annotations["megagpu.io/assigned-backend"] == "cuda"
+    assert len(annotations["megagpu.io/decision"]) <= placement.DECISION_MAX_BYTES
+    # idempotent: the same bind again is success and keeps the devices
+    assert asyncio.run(p.bind(binding("a", "h100-0"))) == {"Error": ""}
+    assert p.ledger.holders("h100-0")["a"] == (0, 1)
+
+
+def test_bind_modes_forced_and_overridden():
+    p, rec = make()
+    p.filter(args(pod("f")))
+    asyncio.run(p.bind(binding("f", "t4-0")))
+    assert json.loads(rec.calls[-1][1]["megagpu.io/decision"])["mode"] == "forced"
+    p.prioritize(args(pod("o"), ["h100-0", "t4-0"]))
+    asyncio.run(p.bind(binding("o", "t4-0")))
+    assert json.loads(rec.calls[-1][1]["megagpu.io/decision"])["mode"] == "overridden"
+
+
+def test_already_bound_elsewhere_is_an_error():
+    p, rec = make()
+    p.filter(args(pod("a")))
+    rec.bound["a"] = "t4-0"
+    assert "already bound" in asyncio.run(p.bind(binding("a", "h100-0")))["Error"]
+    assert "a" not in p.ledger.holders("h100-0")
+
+
+def test_concurrent_binds_never_share_a_device():
+    p, rec = make()
+
+    async def slow_binder(a, annotations):
+        await asyncio.sleep(0.001)
+        await rec(a, annotations)
+
+    p.binder = slow_binder
+    uids = [f"u{i}" for i in range(4)]
+    for uid in uids:
+        p.filter(args(pod(uid, gpus=2), ["h100-0"]))
+
+    async def all_binds():
+        return await asyncio.gather(*(p.bind(binding(u, "h100-0")) for u in uids))
+
+    asyncio.run(all_binds())
+    devices = [d for _, ann in rec.calls for d in ann["megagpu.io/assigned-devices"].split(",")]
+    assert sorted(devices) == [str(i) for i in range(8)]
+
+
+def test_not_ready_means_error_so_the_scheduler_falls_back():
+    p, _ = make()
+    p.ready = lambda: False
+    assert p.filter(args(pod("a")))["Error"] == placement.NOT_READY
+    assert p.prioritize(args(pod("a"))) == []
+    assert asyncio.run(p.bind(binding("a", "h100-0")))["Error"] == placement.NOT_READY
+
+
+@pytest.mark.parametrize("bad", [{"megagpu.io/gpus": "two"}, {"megagpu.io/workload-type": "x"}])
+def test_garbled_annotations_are_domain_errors(bad):
+    p, _ = make()
+    result = p.filter(args(pod("a", **bad)))
+    assert result["Error"] and result["NodeNames"] == []
