@@ -25,8 +25,14 @@ RESULTS = Path(__file__).parent / "results"
 
 
 def dev(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "megagpu", "dev", *args], env=env, text=True,
-                          capture_output=True, check=False, timeout=3600)
+    return subprocess.run(
+        [sys.executable, "-m", "megagpu", "dev", *args],
+        env=env,
+        text=True,
+        capture_output=True,
+        check=False,
+        timeout=3600,
+    )
 
 
 def rss_mib_under(path: Path) -> tuple[float, list[str]]:
@@ -40,8 +46,9 @@ def rss_mib_under(path: Path) -> tuple[float, list[str]]:
         except OSError:
             continue
         if str(path) in cmdline:
-            rss = next(int(line.split()[1]) for line in status.splitlines()
-                       if line.startswith("VmRSS:"))
+            rss = next(
+                int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")
+            )
             total += rss / 1024
             names.append(Path(cmdline.split()[0]).name)
     return total, names
@@ -75,14 +82,23 @@ def main() -> None:
                 raise SystemExit(up.stdout + up.stderr)
             time.sleep(10)
             rss, names = rss_mib_under(home)
-            samples.append({"start_to_ready_s": round(ready, 2), "rss_mib": round(rss, 1),
-                            "processes": sorted(names)})
+            samples.append(
+                {
+                    "start_to_ready_s": round(ready, 2),
+                    "rss_mib": round(rss, 1),
+                    "processes": sorted(names),
+                }
+            )
             dev(env, "down")
-    result = {**common.header(), "versions": binaries.VERSION_KEY, "cold_build": build,
-              "warm_start": samples,
-              "warm_start_to_ready_s_max": max(s["start_to_ready_s"] for s in samples),
-              "control_plane_rss_mib_max": max(s["rss_mib"] for s in samples),
-              "goals": {"warm_start_to_ready_s": 60, "rss_mib": 2048}}
+    result = {
+        **common.header(),
+        "versions": binaries.VERSION_KEY,
+        "cold_build": build,
+        "warm_start": samples,
+        "warm_start_to_ready_s_max": max(s["start_to_ready_s"] for s in samples),
+        "control_plane_rss_mib_max": max(s["rss_mib"] for s in samples),
+        "goals": {"warm_start_to_ready_s": 60, "rss_mib": 2048},
+    }
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "devcluster.json").write_text(json.dumps(result, indent=1))
     print(json.dumps(result, indent=1))

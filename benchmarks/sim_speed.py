@@ -66,11 +66,20 @@ def update_64() -> dict[str, float]:
     rng = random.Random(0)
     outcomes = []
     for i in range(5000):
-        w = model.Workload(uid=f"u{i}", workload_type="training", model=f"m{i % 20}",
-                           gpus=1 + i % 4, work=100.0)
+        w = model.Workload(
+            uid=f"u{i}", workload_type="training", model=f"m{i % 20}", gpus=1 + i % 4, work=100.0
+        )
         dev = ("v100", "p100", "k80")[i % 3]
-        outcomes.append(model.Outcome(uid=w.uid, workload=w, node="n", backend="cuda",
-                                      device_class=dev, duration_s=10 + rng.random() * 10))
+        outcomes.append(
+            model.Outcome(
+                uid=w.uid,
+                workload=w,
+                node="n",
+                backend="cuda",
+                device_class=dev,
+                duration_s=10 + rng.random() * 10,
+            )
+        )
     for o in outcomes[:4096]:
         policy.observe(o)
     it = iter(outcomes[4096:])

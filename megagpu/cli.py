@@ -141,8 +141,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as e:  # noqa: BLE001 - user-facing errors become one line, never a traceback
         from megagpu.devcluster.errors import DevClusterError
         from megagpu.io.errors import InputError
+        from megagpu.kube.client import ClusterUnreachable
 
-        if isinstance(e, DevClusterError | InputError | ValueError | KeyError):
+        if isinstance(e, DevClusterError | InputError | ClusterUnreachable | ValueError | KeyError):
             print(f"error: {e}", file=sys.stderr)
             return 1
         raise

@@ -34,6 +34,11 @@ class Fleet:
     """Backend efficiency of each row (``core.prior.efficiency``)."""
     row_slots: np.ndarray
     row_memory_mib: np.ndarray
+    node_devices: np.ndarray
+    node_memory_mib: np.ndarray
+    node_healthy: np.ndarray
+    node_backends: np.ndarray
+    """Boolean matrix: node x ``model.BACKENDS``, True where the node offers the backend."""
 
     @classmethod
     def build(cls, nodes: Sequence[model.Node]) -> Fleet:
@@ -51,6 +56,9 @@ class Fleet:
                 slots.append(node.slots)
                 mem.append(node.memory_mib_per_device)
         actions = list(dict.fromkeys(row_action))
+        offers = np.zeros((len(nodes), len(model.BACKENDS)), dtype=bool)
+        for index, node in enumerate(nodes):
+            offers[index, [model.BACKENDS.index(b) for b in node.backends]] = True
         return cls(
             nodes=tuple(nodes),
             row_node=np.asarray(row_node, dtype=np.int64),
@@ -64,6 +72,10 @@ class Fleet:
             row_efficiency=np.asarray([prior.efficiency(b) for b in row_backend], dtype=float),
             row_slots=np.asarray(slots, dtype=np.int64),
             row_memory_mib=np.asarray(mem, dtype=np.int64),
+            node_devices=np.asarray([n.devices for n in nodes], dtype=np.int64),
+            node_memory_mib=np.asarray([n.memory_mib_per_device for n in nodes], dtype=np.int64),
+            node_healthy=np.asarray([n.healthy for n in nodes], dtype=bool),
+            node_backends=offers,
         )
 
     @property

@@ -98,6 +98,12 @@ class Workload:
             )
         if not 0 <= self.gpus <= 8:
             raise ValidationError(f"workload {self.uid}: gpus must be 0..8, got {self.gpus}")
+        unknown = [b for b in self.backends if b not in BACKENDS]
+        if unknown or not self.backends:
+            raise ValidationError(
+                f"workload {self.uid}: backends must be a non-empty list of {BACKENDS}, "
+                f"got {list(self.backends)}"
+            )
         if self.priority not in PRIORITIES:
             raise ValidationError(f"workload {self.uid}: priority must be one of {PRIORITIES}")
         check_finite(f"workload {self.uid}: work", self.work)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import functools
 import logging
 import random
@@ -21,6 +22,8 @@ from megagpu.kube import binding, convert, informers, names, qstore
 from megagpu.kube import client as kube_client
 
 LOG = logging.getLogger("megagpu.extender")
+BIND_CONCURRENCY = 32
+"""Binding writes in flight at once (kube-scheduler binds asynchronously, many at a time)."""
 
 
 class ClusterState:
@@ -114,8 +117,9 @@ async def run(
     seed: int,
 ) -> None:
     """Serve the extender for the cluster of ``kubeconfig`` until SIGTERM."""
-    api = kube_client.api_client(kubeconfig)
+    api = kube_client.api_client(kubeconfig, pool=BIND_CONCURRENCY)
     core = client.CoreV1Api(api)
+    binds = concurrent.futures.ThreadPoolExecutor(BIND_CONCURRENCY, "bind")
     ledger = ledger_mod.Ledger()
     policies = server.ReloadingPolicy(policy, metrics.policy_version.set)
     metrics.policy_version.set(policy.version)
@@ -133,7 +137,7 @@ async def run(
             annotations,
         )
         try:
-            await loop.run_in_executor(None, call)
+            await loop.run_in_executor(binds, call)
         except binding.AlreadyBound as e:
             raise placement_mod.BindConflict(e.node) from e
 

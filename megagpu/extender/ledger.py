@@ -35,6 +35,8 @@ class Ledger:
         with self._lock:
             self.fleet = fleet.Fleet.build(list(nodes))
             self._index = {n.name: i for i, n in enumerate(self.fleet.nodes)}
+            self.positions = self._index
+            """Node name -> fleet index (read-only for callers)."""
             self._recount()
 
     def _recount(self) -> None:

@@ -8,7 +8,6 @@ holds the devices tentatively, so that filters of other pods count them. Bind ma
 from __future__ import annotations
 
 import json
-import math
 import random
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -26,6 +25,9 @@ REMEMBERED = 10_000
 TOP = 5
 DECISION_MAX_BYTES = 8 * 1024
 NOT_READY = "extender caches are not synced yet"
+PASS, UNKNOWN, NO_BACKEND, TOO_FEW, LOW_MEMORY, UNHEALTHY, BUSY = range(7)
+PERMANENT = (NO_BACKEND, TOO_FEW, LOW_MEMORY)
+"""Codes that go to FailedAndUnresolvableNodes: waiting cannot fix them."""
 
 
 class BindConflict(Exception):
@@ -99,15 +101,14 @@ class Placement:
         except convert.ConvertError as e:
             return protocol.filter_result([], {}, {}, error=str(e))
         free = self.ledger.free_counts()
-        passed, failed, never = [], {}, {}
-        for name in args.node_names:
-            reason, permanent = self._reject(workload, name, free)
-            if reason is None:
-                passed.append(name)
-            elif permanent:
-                never[name] = reason
-            else:
-                failed[name] = reason
+        index, codes = self._check(workload, args.node_names, free)
+        names_ = args.node_names
+        passed = [names_[i] for i in np.flatnonzero(codes == PASS).tolist()]
+        failed, never = {}, {}
+        for i in np.flatnonzero(codes != PASS).tolist():
+            code = int(codes[i])
+            target = never if code in PERMANENT else failed
+            target[names_[i]] = self._reason(code, workload, int(index[i]), free)
         return protocol.filter_result(passed, failed, never)
 
     def _remember_workload(self, pod: dict[str, Any]) -> model.Workload:
@@ -118,33 +119,52 @@ class Placement:
             self.workloads.popitem(last=False)
         return workload
 
-    def _reject(self, w: model.Workload, name: str, free: np.ndarray) -> tuple[str | None, bool]:
-        """(reason, permanent) for a node that cannot take ``w`` now, or (None, False)."""
-        node = self.ledger.node(name)
-        if node is None:
-            return "unknown node", False
-        usable = acceptable_backends(w, node)
-        if not usable:
+    def _check(
+        self, w: model.Workload, node_names: tuple[str, ...], free: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(fleet index or -1, check code) for every requested node, vectorized."""
+        f = self.ledger.fleet
+        positions = self.ledger.positions
+        index = np.asarray([positions.get(n, -1) for n in node_names], dtype=np.int64)
+        codes = np.full(len(node_names), UNKNOWN, dtype=np.int64)
+        known = index >= 0
+        at = index[known]
+        ids = [model.BACKENDS.index(b) for b in acceptable(w)]
+        checks = (
+            (
+                NO_BACKEND,
+                ~f.node_backends[at][:, ids].any(axis=1) if ids else np.ones(len(at), bool),
+            ),
+            (TOO_FEW, f.node_devices[at] < w.gpus),
+            (LOW_MEMORY, (f.node_memory_mib[at] < w.memory_mib) & (w.gpus > 0)),
+            (UNHEALTHY, ~f.node_healthy[at]),
+            (BUSY, free[at] < max(w.gpus, 1)),
+        )
+        result = np.full(len(at), PASS, dtype=np.int64)
+        for code, failing in reversed(checks):
+            result[failing] = code
+        codes[known] = result
+        return index, codes
+
+    def _reason(self, code: int, w: model.Workload, position: int, free: np.ndarray) -> str:
+        if code == UNKNOWN:
+            return "unknown node"
+        node = self.ledger.fleet.nodes[position]
+        if code == NO_BACKEND:
             return (
                 f"no acceptable backend: workload accepts {','.join(w.backends)}"
-                f"{' (GPU)' if w.gpus else ''}; node offers {','.join(node.backends)}",
-                True,
+                f"{' (GPU)' if w.gpus else ''}; node offers {','.join(node.backends)}"
             )
-        if w.gpus > node.devices:
-            return f"needs {w.gpus} devices; node has {node.devices}", True
-        if w.gpus and w.memory_mib > node.memory_mib_per_device:
+        if code == TOO_FEW:
+            return f"needs {w.gpus} devices; node has {node.devices}"
+        if code == LOW_MEMORY:
             return (
                 f"needs {w.memory_mib} MiB per device; node's devices have "
-                f"{node.memory_mib_per_device} MiB",
-                True,
+                f"{node.memory_mib_per_device} MiB"
             )
-        if not node.healthy:
-            return "node is not ready or its devices are unhealthy", False
-        index = self.ledger.index(name)
-        available = int(free[index]) if index is not None else 0
-        if available < max(w.gpus, 1):
-            return f"devices busy: {available} free, needs {max(w.gpus, 1)}", False
-        return None, False
+        if code == UNHEALTHY:
+            return "node is not ready or its devices are unhealthy"
+        return f"devices busy: {int(free[position])} free, needs {max(w.gpus, 1)}"
 
     # --- prioritize --------------------------------------------------------------------
     def prioritize(self, args: protocol.ExtenderArgs) -> list[dict[str, Any]]:
@@ -156,40 +176,43 @@ class Placement:
         except convert.ConvertError:
             return []
         free = self.ledger.free_counts()
-        names_ok = [n for n in args.node_names if self._reject(workload, n, free)[0] is None]
-        if not names_ok:
-            return protocol.host_priorities({n: 0 for n in args.node_names})
-        policy = self.policies.current()
+        index, codes = self._check(workload, args.node_names, free)
         f = self.ledger.fleet
         wanted = np.zeros(len(f.nodes), dtype=bool)
-        wanted[[self.ledger.index(n) for n in names_ok]] = True
+        wanted[index[codes == PASS]] = True
         rows = f.feasible_rows(workload, free)
         rows = rows[wanted[f.row_node[rows]]]
         if len(rows) == 0:
-            return protocol.host_priorities({n: 0 for n in args.node_names})
-        view = fleet.View(f, rows, free, queue_length=0)
-        choice = policy.choose(workload, view, self.rng)
-        per_node: dict[str, float] = {}
-        for row, value in zip(rows, choice.values, strict=True):
-            name = f.nodes[int(f.row_node[row])].name
-            per_node[name] = max(per_node.get(name, -math.inf), float(value))
-        chosen = f.nodes[int(f.row_node[choice.row])].name
-        node_scores = scoring.node_scores(per_node, chosen)
+            return [{"Host": n, "Score": 0} for n in args.node_names]
+        policy = self.policies.current()
+        choice = policy.choose(workload, fleet.View(f, rows, free, queue_length=0), self.rng)
+        node_values = np.full(len(f.nodes), -np.inf)
+        np.maximum.at(node_values, f.row_node[rows], choice.values)
+        chosen_index = int(f.row_node[choice.row])
+        requested = np.where(index >= 0, node_values[np.maximum(index, 0)], -np.inf)
+        position = int(np.flatnonzero(index == chosen_index)[0])
+        node_scores = scoring.scores(requested, position)
+        top = np.argsort(-requested)[: TOP + 1]
+        values = {args.node_names[i]: float(requested[i]) for i in top if np.isfinite(requested[i])}
+        scores_top = {args.node_names[i]: int(node_scores[i]) for i in top}
+        chosen = f.nodes[chosen_index].name
         self._remember(
             workload,
             Remembered(
                 chosen,
                 f.row_backend[choice.row],
                 choice.mode,
-                per_node,
-                node_scores,
+                values,
+                scores_top,
                 policy.version,
                 workload,
             ),
         )
         self.ledger.tentative(workload.uid, chosen, max(workload.gpus, 1))
-        out = {n: node_scores.get(n, 0) for n in args.node_names}
-        return protocol.host_priorities(out)
+        return [
+            {"Host": n, "Score": s}
+            for n, s in zip(args.node_names, node_scores.tolist(), strict=True)
+        ]
 
     def _remember(self, workload: model.Workload, remembered: Remembered) -> None:
         self.remembered[workload.uid] = remembered
@@ -268,11 +291,16 @@ class Placement:
         }
 
 
+def acceptable(workload: model.Workload) -> list[str]:
+    """Backends that can run the workload: cpu for zero GPUs, else its GPU backends."""
+    if workload.gpus == 0:
+        return ["cpu"] if "cpu" in workload.backends else []
+    return [b for b in workload.backends if b != "cpu"]
+
+
 def acceptable_backends(workload: model.Workload, node: model.Node) -> list[str]:
     """Backends of ``node`` the workload accepts, in the workload's order of preference."""
-    if workload.gpus == 0:
-        return ["cpu"] if "cpu" in workload.backends and "cpu" in node.backends else []
-    return [b for b in workload.backends if b != "cpu" and b in node.backends]
+    return [b for b in acceptable(workload) if b in node.backends]
 
 
 def decision_record(

@@ -61,7 +61,7 @@ def parse_args(body: Any) -> ExtenderArgs:
         names = [
             (n.get("metadata") or {}).get("name") if isinstance(n, dict) else None for n in items
         ]
-    if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
+    if not isinstance(names, list) or set(map(type, names)) - {str} or "" in names:
         raise ProtocolError("NodeNames must be a list of non-empty strings")
     return ExtenderArgs(pod=pod, node_names=tuple(dict.fromkeys(names)))
 

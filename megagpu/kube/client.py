@@ -12,16 +12,23 @@ class ClusterUnreachable(RuntimeError):
     """No usable kubeconfig or in-cluster configuration."""
 
 
-def api_client(kubeconfig: Path | None = None) -> client.ApiClient:
-    """A client from ``kubeconfig``, else the in-cluster service account."""
+def api_client(kubeconfig: Path | None = None, pool: int = 0) -> client.ApiClient:
+    """A client from ``kubeconfig``, else the in-cluster service account.
+
+    ``pool`` sets the HTTP connection pool size when many requests run at once.
+    """
+    configuration = client.Configuration()
     try:
         if kubeconfig is not None:
             if not kubeconfig.exists():
                 raise ClusterUnreachable(f"kubeconfig {kubeconfig} does not exist")
-            return config.new_client_from_config(str(kubeconfig))
-        config.load_incluster_config()
-        return client.ApiClient()
+            config.load_kube_config(str(kubeconfig), client_configuration=configuration)
+        else:
+            config.load_incluster_config(client_configuration=configuration)
     except ConfigException as e:
         raise ClusterUnreachable(
             f"no usable Kubernetes configuration: {e}; pass --kubeconfig or run in a pod"
         ) from e
+    if pool:
+        configuration.connection_pool_maxsize = pool
+    return client.ApiClient(configuration)

@@ -25,6 +25,23 @@ WATCH_TIMEOUT_S = 240
 MAX_BACKOFF_S = 15.0
 
 
+class RawWatch(watch.Watch):  # type: ignore[misc]
+    """A watch that yields plain dicts: model deserialization would cost more than the cache."""
+
+    def get_return_type(self, func: Callable[..., Any]) -> None:
+        """No model type: events carry the object as a dict."""
+        return None
+
+    def unmarshal_event(self, data: str, return_type: Any) -> Obj | None:
+        """Decode one event and remember its resourceVersion for resuming."""
+        event: Obj | None = super().unmarshal_event(data, None)
+        if event is not None and isinstance(event.get("object"), dict):
+            version = (event["object"].get("metadata") or {}).get("resourceVersion")
+            if version:
+                self.resource_version = version
+        return event
+
+
 def key(obj: Obj) -> str:
     """``namespace/name`` (or ``name`` for cluster-scoped objects)."""
     meta = obj.get("metadata") or {}
@@ -44,7 +61,7 @@ class Informer:
         self._handler = handler
         self._kwargs = list_kwargs
         self._stop = threading.Event()
-        self._watch: watch.Watch | None = None
+        self._watch: RawWatch | None = None
         self._thread = threading.Thread(target=self._run, name=f"informer-{name}", daemon=True)
 
     def start(self) -> Informer:
@@ -89,7 +106,7 @@ class Informer:
         return str(data["metadata"]["resourceVersion"])
 
     def _follow(self, version: str) -> None:
-        self._watch = watch.Watch()
+        self._watch = RawWatch()
         start = time.monotonic()
         for event in self._watch.stream(
             self._list_fn,
