@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 PLANNED = {
-    "operator": ("4/5", "run the GpuWorkload operator (kopf): pods, status, retries, learning"),
     "probe": ("6", "probe CUDA, Vulkan, Metal and CPU devices and export DCGM-style metrics"),
     "tui": ("7", "open the terminal dashboard: GPUs, workloads and the learning agent"),
     "policy": ("5", "show, reset, export, import or roll back the learned Q-state"),
@@ -73,6 +72,16 @@ def _parser() -> argparse.ArgumentParser:
         help="fail scheduling while the extender is down (default: ignorable)",
     )
     up.add_argument("--apiserver-port", type=int, default=0, help="default: a free port")
+    up.add_argument(
+        "--time-scale",
+        type=float,
+        default=1 / 3600,
+        help="real seconds per simulated second (default 1/3600: an hour in 1 s)",
+    )
+    rt = devsub.add_parser("runtime", help="(started by up) complete pods after simulated time")
+    rt.add_argument("--kubeconfig", type=Path, required=True)
+    rt.add_argument("--time-scale", type=float, default=1 / 3600)
+    rt.add_argument("--health-port", type=int, default=8082)
     devsub.add_parser("down", help="stop every process it started and delete the cluster")
     devsub.add_parser("status", help="exit 0 when the cluster is up and ready, 1 otherwise")
     devsub.add_parser("kubeconfig", help="print the kubeconfig path (exit 1 without a cluster)")
@@ -101,6 +110,15 @@ def _parser() -> argparse.ArgumentParser:
     ext.add_argument("--metrics-port", type=int, default=8889)
     ext.add_argument("--tls-cert", type=Path)
     ext.add_argument("--tls-key", type=Path)
+    op = sub.add_parser(
+        "operator", help="run the GpuWorkload operator (kopf): pods, status, retries, learning"
+    )
+    op.add_argument("--kubeconfig", type=Path, help="default: in-cluster service account")
+    op.add_argument(
+        "--namespace", default="megagpu-system", help="release namespace (Lease, Q-state)"
+    )
+    op.add_argument("--resource-mode", choices=("megagpu", "vendor"), default="megagpu")
+    op.add_argument("--liveness", default="http://127.0.0.1:8081/healthz")
     demo = sub.add_parser("demo", help="the main job end to end on the embedded dev cluster")
     demo.add_argument("--preset", default="gavel-0.3", help="simulation shown for learning")
     for name, (issue, what) in PLANNED.items():
@@ -129,6 +147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "dev": _dev,
         "demo": _demo,
         "extender": _extender,
+        "operator": _operator,
     }
     try:
         return handlers[args.command](args)
@@ -333,9 +352,12 @@ def _dev(args: argparse.Namespace) -> int:
             extender,
             components=not args.no_components,
             apiserver_port=args.apiserver_port,
+            time_scale=args.time_scale,
             out=out,
         )
         return 0
+    if args.dev_command == "runtime":
+        return _runtime(args)
     if args.dev_command == "down":
         cluster.down(out=out)
         return 0
@@ -469,4 +491,39 @@ def _extender(args: argparse.Namespace) -> int:
             args.kubeconfig, args.namespace, listen, m, _load_policy(args.policy_state), args.seed
         )
     )
+    return 0
+
+
+def _operator(args: argparse.Namespace) -> int:
+    import asyncio
+    import logging
+
+    from megagpu.operator import run
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    asyncio.run(
+        run.run(
+            args.kubeconfig,
+            args.namespace,
+            resource_mode=args.resource_mode,
+            liveness=args.liveness,
+        )
+    )
+    return 0
+
+
+def _runtime(args: argparse.Namespace) -> int:
+    import logging
+    import threading
+
+    from megagpu.devcluster import runtime
+    from megagpu.kube import client as kube_client
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    if args.time_scale <= 0:
+        raise UsageError("--time-scale must be positive")
+    sim = runtime.Runtime(kube_client.api_client(args.kubeconfig), args.time_scale)
+    runtime.serve_health(sim, args.health_port)
+    sim.start()
+    threading.Event().wait()
     return 0

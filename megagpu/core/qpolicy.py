@@ -196,6 +196,11 @@ class QPolicy:
             return cell.q
         return self.prior_value(wkey, mkey, akey)
 
+    def know(self, f: fleet.Fleet) -> None:
+        """Learn the benchmarks of every action key in ``f`` (for the prior)."""
+        self._fleet_id = 0
+        self._know_fleet(f)
+
     def _know_fleet(self, f: fleet.Fleet) -> None:
         if id(f) == self._fleet_id:
             return

@@ -138,6 +138,7 @@ def up(
     *,
     components: bool = True,
     apiserver_port: int = 0,
+    time_scale: float = 1 / 3600,
     out: Output = print,
 ) -> None:
     """Bring the cluster up (a no-op when it already is); leaves no half-started processes."""
@@ -148,6 +149,8 @@ def up(
         raise DevClusterError(f"the cluster spec is malformed: {e}") from e
     if p.cluster.exists() and not problems(p):
         out(f"the dev cluster is already up; kubeconfig: {p.kubeconfig}")
+        return
+    if p.cluster.exists() and api_ready(p) and _restart_dead(p, out):
         return
     if p.cluster.exists():
         out("found a stale dev cluster from an earlier run; removing it first")
@@ -167,7 +170,7 @@ def up(
         _start_scheduler(p, extender or scheduler.ExtenderOptions(), out)
         _wait(p)
         if components:
-            _start_components(p, out)
+            _start_components(p, out, time_scale)
     except BaseException:
         with contextlib.suppress(DevClusterError):
             down(out=lambda _: None)
@@ -264,13 +267,32 @@ def _start_scheduler(p: Paths, extender: scheduler.ExtenderOptions, out: Output)
     )
 
 
-def _start_components(p: Paths, out: Output) -> None:
-    started = [components.extender(p.kubeconfig)]
+def _restart_dead(p: Paths, out: Output) -> bool:
+    """Restart megagpu processes that died while the control plane stayed up."""
+    dead = [n for n, pid in processes.pids(p.pids).items() if not processes.alive(pid)]
+    for name in dead:
+        try:
+            processes.restart(name, p.logs, p.pids)
+        except (OSError, ValueError):
+            return False
+        out(f"restarted {name} (it had stopped); log {p.logs / (name + '.log')}")
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while problems(p) and time.monotonic() < deadline:
+        time.sleep(0.3)
+    return not problems(p)
+
+
+def _start_components(p: Paths, out: Output, time_scale: float) -> None:
+    started = [
+        components.extender(p.kubeconfig),
+        components.operator(p.kubeconfig),
+        components.runtime(p.kubeconfig, time_scale),
+    ]
     for component in started:
         components.start(component, p.logs, p.pids)
     for component in started:
         components.wait_ready(component, p.logs, processes.pids(p.pids)[component.name])
-        out(f"started {component.name} ({' '.join(component.args[:1])}; ready)")
+        out(f"started {component.name} (ready; log {p.logs / (component.name + '.log')})")
 
 
 def _wait(p: Paths) -> None:

@@ -74,3 +74,40 @@ def wait_ready(component: Component, log_dir: Path, pid: int) -> None:
     raise DevClusterError(
         f"{component.name} did not become ready; see {log_dir / (component.name + '.log')}"
     )
+
+
+def operator(kubeconfig: Path, liveness_port: int = 8081) -> Component:
+    """The GpuWorkload operator."""
+    return Component(
+        "operator",
+        (
+            "operator",
+            "--kubeconfig",
+            str(kubeconfig),
+            "--namespace",
+            NAMESPACE,
+            "--liveness",
+            f"http://127.0.0.1:{liveness_port}/healthz",
+        ),
+        (liveness_port,),
+        f"http://127.0.0.1:{liveness_port}/healthz",
+    )
+
+
+def runtime(kubeconfig: Path, time_scale: float, health_port: int = 8082) -> Component:
+    """The simulated runtime that completes pods."""
+    return Component(
+        "runtime",
+        (
+            "dev",
+            "runtime",
+            "--kubeconfig",
+            str(kubeconfig),
+            "--time-scale",
+            f"{time_scale:g}",
+            "--health-port",
+            str(health_port),
+        ),
+        (health_port,),
+        f"http://127.0.0.1:{health_port}/readyz",
+    )

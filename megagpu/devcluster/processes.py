@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -42,7 +43,14 @@ def start(
             env={**os.environ, **(env or {})},
         )
     (pid_dir / f"{name}.pid").write_text(str(proc.pid))
+    (pid_dir / f"{name}.argv").write_text(json.dumps(list(argv)))
     return proc.pid
+
+
+def restart(name: str, log_dir: Path, pid_dir: Path) -> int:
+    """Start a tracked process again with the command line it was first started with."""
+    argv = json.loads((pid_dir / f"{name}.argv").read_text())
+    return start(name, argv, log_dir, pid_dir)
 
 
 def alive(pid: int) -> bool:

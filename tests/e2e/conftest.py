@@ -57,7 +57,8 @@ def namespace(api: client.ApiClient) -> Iterator[str]:
     core = client.CoreV1Api(api)
     core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
     yield name
-    core.delete_namespace(name)
+    if not os.environ.get("MEGAGPU_KEEP_NAMESPACES"):
+        core.delete_namespace(name)
 
 
 def kubectl(

@@ -1,0 +1,205 @@
+"""Simulated runtime for the dev cluster: completes megagpu pods after hardware-model durations.
+
+It watches Running pods labelled ``megagpu.io/workload`` and, after work / throughput seconds
+times the time scale, patches the pod's status to Succeeded or Failed with a terminated
+container state (DESIGN section 6). Work comes from ``megagpu.io/sim-work``, else one hour on
+the model's fastest device. Throughput comes from the shipped tables, else from the node's
+benchmarks by the prior's rule. ``megagpu.io/sim-exit-code`` and ``sim-fail-reason`` fail pods.
+The terminated state reports simulated time: it finishes the simulated run time after it started
+(four simulated hours take four real seconds at the default scale, yet read as four hours).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import heapq
+import logging
+import threading
+import time
+from typing import Any
+
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from megagpu.core import prior
+from megagpu.io import presets, tables
+from megagpu.kube import convert, informers, names
+from megagpu.sim import hardware
+
+LOG = logging.getLogger("megagpu.runtime")
+DEFAULT_TIME_SCALE = 1 / 3600
+DEFAULT_HOURS = 1.0
+
+
+def load_tables() -> list[hardware.ThroughputTable]:
+    """The shipped training and LLM throughput tables."""
+    return [presets.training_table(), tables.load_throughputs(presets.DATA / "llm_throughputs.csv")]
+
+
+def run_seconds(
+    pod: dict[str, Any], node: dict[str, Any], tables_: list[hardware.ThroughputTable]
+) -> float:
+    """Simulated run time of a pod on its node, before time scaling."""
+    annotations = (pod.get("metadata") or {}).get("annotations") or {}
+    workload = convert.workload_from_pod(pod)
+    target = convert.node_from_k8s(node)
+    backend = annotations.get(names.ANN_ASSIGNED_BACKEND) or target.backends[0]
+    gpus = workload.gpus
+    rate, best = 0.0, 0.0
+    for table in tables_:
+        row = table.get(workload.model, target.device_class, backend, gpus)
+        rate = rate or (row.throughput if row else 0.0)
+        best = max(
+            [best]
+            + [r.throughput for r in table.rows if r.model == workload.model and r.gpus == gpus]
+        )
+    if rate <= 0:
+        b = target.benchmarks
+        rate = float(
+            prior.relative_speed(
+                workload.workload_type,
+                workload.compute_intensity,
+                prior.efficiency(backend),
+                b.fp16_tflops,
+                b.fp32_tflops,
+                b.mem_gbps,
+                workload.precision,
+            )
+        )
+        rate *= max(gpus, 1)
+        best = best or 1.0
+    text = annotations.get(names.ANN_SIM_WORK)
+    work = float(text) if text else DEFAULT_HOURS * 3600 * (best or rate)
+    return work / rate
+
+
+class Runtime:
+    """Completes Running megagpu pods on schedule."""
+
+    def __init__(self, api: client.ApiClient, time_scale: float = DEFAULT_TIME_SCALE) -> None:
+        self.core = client.CoreV1Api(api)
+        self.time_scale = time_scale
+        self.tables = load_tables()
+        self._due: list[tuple[float, str, str, str, float]] = []
+        self._planned: set[str] = set()
+        self._lock = threading.Condition()
+        self.nodes = informers.Informer("nodes", self.core.list_node, lambda *_: None)
+        self.pods = informers.Informer(
+            "pods",
+            self.core.list_pod_for_all_namespaces,
+            self._pod,
+            label_selector=names.LABEL_WORKLOAD,
+        )
+
+    def start(self) -> None:
+        """Watch nodes and pods; complete pods from a background thread."""
+        self.nodes.start()
+        self.nodes.synced.wait(30)
+        self.pods.start()
+        threading.Thread(target=self._loop, name="runtime", daemon=True).start()
+
+    def ready(self) -> bool:
+        """Both caches synced."""
+        return self.nodes.synced.is_set() and self.pods.synced.is_set()
+
+    def _pod(self, kind: str, pod: dict[str, Any]) -> None:
+        meta, spec = pod.get("metadata") or {}, pod.get("spec") or {}
+        uid = str(meta.get("uid"))
+        if kind == "DELETED" or (pod.get("status") or {}).get("phase") != "Running":
+            return
+        if uid in self._planned:
+            return
+        node = self.nodes.items.get(spec.get("nodeName", ""))
+        if node is None:
+            return
+        try:
+            simulated = run_seconds(pod, node, self.tables)
+        except (convert.ConvertError, ValueError) as e:
+            LOG.warning(
+                "%s/%s: cannot simulate (%s); completing now",
+                meta.get("namespace"),
+                meta.get("name"),
+                e,
+            )
+            simulated = 0.0
+        with self._lock:
+            self._planned.add(uid)
+            due = time.monotonic() + simulated * self.time_scale
+            heapq.heappush(self._due, (due, uid, meta["namespace"], meta["name"], simulated))
+            self._lock.notify()
+
+    def _loop(self) -> None:
+        while True:
+            with self._lock:
+                while not self._due or self._due[0][0] > time.monotonic():
+                    wait = self._due[0][0] - time.monotonic() if self._due else None
+                    self._lock.wait(wait)
+                _, uid, namespace, name, simulated = heapq.heappop(self._due)
+            try:
+                self._complete(namespace, name, simulated)
+            except ApiException as e:
+                if e.status != 404:
+                    LOG.warning("%s/%s: completing failed: %s", namespace, name, e.reason)
+
+    def _complete(self, namespace: str, name: str, simulated_s: float) -> None:
+        pod = self.core.read_namespaced_pod(name, namespace)
+        annotations = pod.metadata.annotations or {}
+        code = int(annotations.get(names.ANN_SIM_EXIT_CODE, "0") or 0)
+        reason = annotations.get(names.ANN_SIM_FAIL_REASON) or (
+            "Completed" if code == 0 else "Error"
+        )
+        stamp = "%Y-%m-%dT%H:%M:%SZ"
+        begin = pod.status.start_time or dt.datetime.now(dt.UTC)
+        started = begin.strftime(stamp)
+        now = (begin + dt.timedelta(seconds=max(simulated_s, 1.0))).strftime(stamp)
+        containers = [
+            {
+                "name": c.name,
+                "image": c.image,
+                "imageID": "",
+                "ready": False,
+                "restartCount": 0,
+                "state": {
+                    "terminated": {
+                        "exitCode": code,
+                        "reason": reason,
+                        "startedAt": started,
+                        "finishedAt": now,
+                    }
+                },
+            }
+            for c in pod.spec.containers
+        ]
+        body = {
+            "status": {
+                "phase": "Succeeded" if code == 0 else "Failed",
+                "conditions": [
+                    {
+                        "type": "Ready",
+                        "status": "False",
+                        "reason": "PodCompleted",
+                        "lastTransitionTime": now,
+                    }
+                ],
+                "containerStatuses": containers,
+            }
+        }
+        self.core.patch_namespaced_pod_status(name, namespace, body)
+
+
+def serve_health(runtime: Runtime, port: int) -> None:
+    """/readyz on 127.0.0.1:``port`` (200 once both caches synced), in a thread."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Health(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - the name http.server dispatches to
+            ok = runtime.ready()
+            self.send_response(200 if ok else 503)
+            self.end_headers()
+            self.wfile.write(b"ok" if ok else b"caches not synced")
+
+        def log_message(self, *args: Any) -> None:
+            return
+
+    server = ThreadingHTTPServer(("127.0.0.1", port), Health)
+    threading.Thread(target=server.serve_forever, name="health", daemon=True).start()

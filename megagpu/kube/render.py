@@ -1,0 +1,130 @@
+"""Render the pod of one GpuWorkload attempt (DESIGN 4 and 9.2)."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from megagpu.core import model
+from megagpu.kube import names
+
+GPU_BACKENDS = ("cuda", "vulkan", "metal")
+DOWNWARD_ENV = {
+    "MEGAGPU_BACKEND": names.ANN_ASSIGNED_BACKEND,
+    "MEGAGPU_DEVICES": names.ANN_ASSIGNED_DEVICES,
+}
+
+
+class TemplateError(ValueError):
+    """The workload's pod template cannot be used; the message says why."""
+
+
+def spec_backends(spec: dict[str, Any]) -> list[str]:
+    """Acceptable backends in order; absent means all (metal left out for gpus > 1)."""
+    backends = list(spec.get("backends") or model.BACKENDS)
+    if int(spec.get("gpus", 1)) > 1 and "backends" not in spec:
+        backends = [b for b in backends if b != "metal"]
+    return backends
+
+
+def pod_name(workload: str, attempt: int) -> str:
+    """Deterministic pod name of an attempt, so a retried handler never makes a second pod."""
+    return f"{workload[:55]}-a{attempt}"
+
+
+def render_pod(gw: dict[str, Any], attempt: int, resource_mode: str = "megagpu") -> dict[str, Any]:
+    """The pod of attempt ``attempt`` of GpuWorkload ``gw`` (a dict as the API returns it)."""
+    meta, spec = gw["metadata"], gw.get("spec") or {}
+    template = copy.deepcopy(spec.get("template") or {})
+    if not isinstance(template, dict):
+        raise TemplateError("spec.template must be an object with metadata and spec")
+    pod_spec = template.get("spec") or {}
+    if not isinstance(pod_spec, dict) or not pod_spec.get("containers"):
+        raise TemplateError("spec.template.spec.containers must list at least one container")
+    if pod_spec.get("restartPolicy", "Never") != "Never":
+        raise TemplateError(
+            f"spec.template.spec.restartPolicy must be Never (got {pod_spec['restartPolicy']}):"
+            " megagpu retries whole attempts itself"
+        )
+    gpus = int(spec.get("gpus", 1))
+    backends = spec_backends(spec)
+    tmeta = template.get("metadata") or {}
+    labels = {**(tmeta.get("labels") or {}), names.LABEL_WORKLOAD: meta["name"]}
+    annotations = {
+        **(tmeta.get("annotations") or {}),
+        names.ANN_WORKLOAD_TYPE: spec.get("workloadType", "inference"),
+        names.ANN_MODEL: spec.get("model", "unknown"),
+        names.ANN_BACKENDS: ",".join(backends),
+        names.ANN_GPUS: str(gpus),
+        names.ANN_MEMORY: str(spec.get("memoryMiB", 0)),
+        names.ANN_PRECISION: spec.get("precision", "fp16"),
+        names.ANN_PRIORITY: spec.get("priority", "normal"),
+    }
+    pod_spec = {**pod_spec, "restartPolicy": "Never", "schedulerName": names.SCHEDULER_NAME}
+    pod_spec["priorityClassName"] = names.PRIORITY_CLASS.format(
+        priority=spec.get("priority", "normal")
+    )
+    pod_spec["affinity"] = _affinity(pod_spec.get("affinity"), backends)
+    pod_spec["containers"] = [
+        _container(c, gpus, backends, resource_mode) for c in pod_spec["containers"]
+    ]
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": pod_name(meta["name"], attempt),
+            "namespace": meta["namespace"],
+            "labels": labels,
+            "annotations": annotations,
+            "ownerReferences": [
+                {
+                    "apiVersion": names.API_VERSION,
+                    "kind": "GpuWorkload",
+                    "name": meta["name"],
+                    "uid": meta["uid"],
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
+            ],
+        },
+        "spec": pod_spec,
+    }
+
+
+def _affinity(existing: Any, backends: list[str]) -> dict[str, Any]:
+    affinity = copy.deepcopy(existing) if isinstance(existing, dict) else {}
+    terms = [
+        {
+            "matchExpressions": [
+                {"key": names.LABEL_BACKEND.format(backend=b), "operator": "In", "values": ["true"]}
+            ]
+        }
+        for b in backends
+    ]
+    node = affinity.setdefault("nodeAffinity", {})
+    node["requiredDuringSchedulingIgnoredDuringExecution"] = {"nodeSelectorTerms": terms}
+    return affinity
+
+
+def _container(container: Any, gpus: int, backends: list[str], mode: str) -> dict[str, Any]:
+    if not isinstance(container, dict):
+        raise TemplateError("every container in spec.template.spec.containers must be an object")
+    c = copy.deepcopy(container)
+    env = [e for e in c.get("env") or [] if e.get("name") not in DOWNWARD_ENV]
+    for var, annotation in DOWNWARD_ENV.items():
+        env.append(
+            {
+                "name": var,
+                "valueFrom": {"fieldRef": {"fieldPath": f"metadata.annotations['{annotation}']"}},
+            }
+        )
+    c["env"] = env
+    limits = dict((c.get("resources") or {}).get("limits") or {})
+    if gpus >= 1 and all(b in GPU_BACKENDS for b in backends):
+        if mode == "vendor" and backends == ["cuda"]:
+            limits["nvidia.com/gpu"] = str(gpus)
+        else:
+            limits[names.RESOURCE_GPU] = str(gpus)
+    if limits:
+        c["resources"] = {**(c.get("resources") or {}), "limits": limits}
+    return c

@@ -1,0 +1,396 @@
+"""kopf handlers for GpuWorkload: thin wrappers around rendering, following and learning.
+
+Handlers are registered on a registry made by ``make_registry`` (no module globals); clients and
+settings come from the memo that ``megagpu.operator.run`` fills.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import kopf
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from megagpu.core import model
+from megagpu.kube import convert, names, qstore, render
+from megagpu.operator import outcomes, status
+
+GW = (names.GROUP, names.VERSION, names.GPUWORKLOADS)
+RUNNING_PHASES = ("Pending", "Scheduling", "Running")
+LOG = logging.getLogger("megagpu.operator")
+
+
+@dataclass
+class Memo:
+    """What every handler needs (kopf passes it as ``memo``)."""
+
+    core: client.CoreV1Api
+    custom: client.CustomObjectsApi
+    store: qstore.Store
+    namespace: str
+    resource_mode: str = "megagpu"
+    backoff_s: float = 2.0
+    """First retry delay; doubled per attempt, at most 60 s."""
+    learned: dict[str, int] = field(default_factory=dict)
+
+
+def _gw(memo: Memo, namespace: str, name: str) -> dict[str, Any] | None:
+    try:
+        found: dict[str, Any] = memo.custom.get_namespaced_custom_object(
+            *GW[:2], namespace, GW[2], name
+        )
+        return found
+    except ApiException as e:
+        if e.status == 404:
+            return None
+        raise
+
+
+def _patch_status(memo: Memo, gw: dict[str, Any], fields: dict[str, Any]) -> None:
+    meta = gw["metadata"]
+    memo.custom.patch_namespaced_custom_object_status(
+        *GW[:2], meta["namespace"], GW[2], meta["name"], {"status": fields}
+    )
+
+
+def start_attempt(gw: dict[str, Any], attempt: int, memo: Memo) -> dict[str, Any]:
+    """Create the pod of ``attempt``; returns the status fields to write."""
+    meta, old = gw["metadata"], gw.get("status") or {}
+    generation = meta.get("generation")
+    try:
+        pod = render.render_pod(gw, attempt, memo.resource_mode)
+        memo.core.create_namespaced_pod(meta["namespace"], pod, dry_run="All")
+    except render.TemplateError as e:
+        return _invalid(gw, str(e))
+    except ApiException as e:
+        if e.status in (400, 422):
+            return _invalid(gw, f"the API server rejected the rendered pod: {e.body or e.reason}")
+        if e.status != 409:  # 409: this attempt's pod exists already (a retried handler)
+            raise kopf.TemporaryError(f"dry run failed: {e.reason}", delay=5) from e
+    try:
+        memo.core.create_namespaced_pod(meta["namespace"], pod)
+    except ApiException as e:
+        if e.status != 409:
+            raise kopf.TemporaryError(f"pod creation failed: {e.reason}", delay=5) from e
+    kopf.info(
+        gw,
+        reason="AttemptStarted",
+        message=f"attempt {attempt}: created pod {pod['metadata']['name']}",
+    )
+    return {
+        "phase": "Scheduling",
+        "podName": pod["metadata"]["name"],
+        "attempts": attempt,
+        "attemptStartedAt": status.now_iso(),
+        "retryAt": None,
+        "observedGeneration": generation,
+        "node": None,
+        "backend": None,
+        "device": None,
+        "conditions": status.merge(
+            old.get("conditions"),
+            status.condition("Accepted", True, "Rendered", "the pod template is valid", generation),
+            status.condition("Scheduled", False, "Waiting"),
+        ),
+    }
+
+
+def _invalid(gw: dict[str, Any], message: str) -> dict[str, Any]:
+    kopf.warn(gw, reason="InvalidTemplate", message=message)
+    return {
+        "phase": "Failed",
+        "observedGeneration": gw["metadata"].get("generation"),
+        "conditions": status.merge(
+            (gw.get("status") or {}).get("conditions"),
+            status.condition("Accepted", False, "InvalidTemplate", message),
+            status.condition("Failed", True, "InvalidTemplate", message),
+        ),
+    }
+
+
+def _nodes(memo: Memo) -> dict[str, model.Node]:
+    raw = memo.core.list_node(_preload_content=False)
+    return {
+        n["metadata"]["name"]: convert.node_from_k8s(n)
+        for n in json.loads(raw.data).get("items", [])
+    }
+
+
+def follow(pod: dict[str, Any], memo: Memo) -> None:
+    """Bring the owning GpuWorkload's status in line with its current pod."""
+    meta = pod.get("metadata") or {}
+    name = (meta.get("labels") or {}).get(names.LABEL_WORKLOAD)
+    gw = _gw(memo, meta.get("namespace", ""), name) if name else None
+    if gw is None:
+        return
+    old = gw.get("status") or {}
+    if old.get("podName") != meta.get("name") or old.get("phase") in ("Succeeded", "Failed"):
+        return
+    fields = _progress(pod, old)
+    if "node" in fields and not fields.get("backend"):
+        fields["backend"] = _fallback_backend(memo, fields["node"], pod)
+    end = outcomes.terminal(pod)
+    if end is not None:
+        fields.update(_finish(gw, pod, end, memo))
+    if fields:
+        _patch_status(memo, gw, fields)
+
+
+def _fallback_backend(memo: Memo, node_name: str, pod: dict[str, Any]) -> str | None:
+    """The backend a pod bound without the extender uses: its first one the node offers."""
+    try:
+        raw = memo.core.read_node(node_name, _preload_content=False)
+        node = convert.node_from_k8s(json.loads(raw.data))
+        workload = convert.workload_from_pod(pod)
+    except (ApiException, convert.ConvertError):
+        return None
+    offered = [
+        b for b in workload.backends if b in node.backends and (b == "cpu") == (workload.gpus == 0)
+    ]
+    return offered[0] if offered else None
+
+
+def _progress(pod: dict[str, Any], old: dict[str, Any]) -> dict[str, Any]:
+    spec, pstatus = pod.get("spec") or {}, pod.get("status") or {}
+    annotations = (pod.get("metadata") or {}).get("annotations") or {}
+    conditions = old.get("conditions")
+    fields: dict[str, Any] = {}
+    blocked = next(
+        (
+            c
+            for c in pstatus.get("conditions") or []
+            if c.get("type") == "PodScheduled" and c.get("status") == "False"
+        ),
+        None,
+    )
+    if blocked and not spec.get("nodeName"):
+        return {
+            "phase": "Scheduling",
+            "conditions": status.merge(
+                conditions,
+                status.condition(
+                    "Unschedulable",
+                    True,
+                    blocked.get("reason", "Unschedulable"),
+                    blocked.get("message", ""),
+                ),
+            ),
+        }
+    if spec.get("nodeName") and old.get("node") != spec["nodeName"]:
+        decision = outcomes.decision(pod)
+        fields.update(
+            {
+                "node": spec["nodeName"],
+                "decision": decision,
+                "backend": annotations.get(names.ANN_ASSIGNED_BACKEND),
+                "device": annotations.get(names.ANN_ASSIGNED_DEVICES),
+            }
+        )
+        conditions = status.merge(
+            conditions,
+            status.condition(
+                "Scheduled", True, decision["mode"].capitalize(), f"bound to {spec['nodeName']}"
+            ),
+            status.condition("Unschedulable", False, "Scheduled"),
+        )
+    if pstatus.get("phase") == "Running" and old.get("phase") != "Running":
+        fields.update(
+            {"phase": "Running", "startedAt": pstatus.get("startTime") or status.now_iso()}
+        )
+        conditions = status.merge(conditions, status.condition("Running", True, "Started"))
+    if conditions is not old.get("conditions"):
+        fields["conditions"] = conditions
+    return fields
+
+
+def _finish(
+    gw: dict[str, Any], pod: dict[str, Any], end: outcomes.Terminal, memo: Memo
+) -> dict[str, Any]:
+    spec, old = gw.get("spec") or {}, gw.get("status") or {}
+    nodes = _nodes(memo)
+    node = nodes.get((pod.get("spec") or {}).get("nodeName", ""))
+    created = outcomes._time(gw["metadata"].get("creationTimestamp"))
+    outcome = outcomes.outcome_of(pod, end, node, spec.get("deadlineSeconds"), created)
+    fields: dict[str, Any] = {"finishedAt": status.now_iso(), "durationSeconds": end.duration_s}
+    if outcome is not None:
+        decided = outcomes.decision(pod)["mode"] != "fallback"
+        learned = outcomes.learn(
+            memo.store,
+            outcome,
+            list(nodes.values()),
+            decided=decided,
+            on_bad_state=lambda why: kopf.warn(
+                gw, reason="QStateRejected", message=f"Q-state not loaded, using priors: {why}"
+            ),
+        )
+        fields["reward"] = round(learned.reward, 4)
+        if learned.new:
+            _policy_status(memo, learned.policy)
+        if outcome.deadline_missed:
+            kopf.warn(
+                gw,
+                reason="DeadlineMissed",
+                message=f"finished after deadlineSeconds={spec.get('deadlineSeconds')}",
+            )
+    conditions = old.get("conditions")
+    if end.succeeded:
+        kopf.info(gw, reason="Succeeded", message=f"completed on {old.get('node')}")
+        fields.update(
+            {
+                "phase": "Succeeded",
+                "conditions": status.merge(
+                    conditions,
+                    status.condition("Completed", True, "Succeeded"),
+                    status.condition("Running", False, "Completed"),
+                ),
+            }
+        )
+        return fields
+    return {
+        **fields,
+        **_failed(gw, end.reason, f"attempt {old.get('attempts', 1)} failed: {end.reason}", memo),
+    }
+
+
+def _failed(gw: dict[str, Any], reason: str, message: str, memo: Memo) -> dict[str, Any]:
+    """Schedule a retry with backoff, or end Failed when attempts are used up."""
+    spec, old = gw.get("spec") or {}, gw.get("status") or {}
+    attempts = int(old.get("attempts", 1))
+    conditions = old.get("conditions")
+    if attempts < 1 + int(spec.get("maxRetries", 2)):
+        delay = min(memo.backoff_s * 2 ** (attempts - 1), 60.0)
+        at = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=delay)
+        kopf.warn(gw, reason="Retrying", message=f"{message}; retrying in {delay:.0f}s")
+        return {
+            "phase": "Pending",
+            "retryAt": at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "conditions": status.merge(
+                conditions, status.condition("Failed", False, "Retrying", message)
+            ),
+        }
+    kopf.warn(gw, reason="Failed", message=f"{message}; no retries left")
+    return {
+        "phase": "Failed",
+        "conditions": status.merge(
+            conditions,
+            status.condition("Failed", True, reason, message),
+            status.condition("Running", False, reason),
+        ),
+    }
+
+
+def _policy_status(memo: Memo, policy: Any) -> None:
+    body = {"status": status.policy_status(policy, names.STATE_CONFIGMAP)}
+    try:
+        memo.custom.patch_cluster_custom_object_status(
+            names.GROUP, names.VERSION, names.POLICIES, names.POLICY_NAME, body
+        )
+    except ApiException as e:
+        LOG.warning("could not update the GpuSchedulingPolicy status: %s", e.reason)
+
+
+def resync(gw: dict[str, Any], memo: Memo) -> None:
+    """Follow the current pod again, in case an event came before the status named it."""
+    old = gw.get("status") or {}
+    if not old.get("podName") or old.get("retryAt"):
+        return
+    try:
+        raw = memo.core.read_namespaced_pod(
+            old["podName"], gw["metadata"]["namespace"], _preload_content=False
+        )
+    except ApiException as e:
+        if e.status == 404:
+            return
+        raise
+    follow(json.loads(raw.data), memo)
+
+
+def watchdog(gw: dict[str, Any], memo: Memo) -> dict[str, Any] | None:
+    """Start due retries and fail attempts stuck before Running (status fields or None)."""
+    old, spec = gw.get("status") or {}, gw.get("spec") or {}
+    if not old.get("attempts"):  # the create handler's status write was lost (a crash)
+        return start_attempt(gw, 1, memo)
+    now = dt.datetime.now(dt.UTC)
+    retry_at = outcomes._time(old.get("retryAt"))
+    if retry_at is not None and now >= retry_at:
+        return start_attempt(gw, int(old.get("attempts", 1)) + 1, memo)
+    started = outcomes._time(old.get("attemptStartedAt"))
+    timeout = int(spec.get("startTimeoutSeconds", 300))
+    if (
+        old.get("phase") in ("Pending", "Scheduling")
+        and retry_at is None
+        and started
+        and (now - started).total_seconds() > timeout
+    ):
+        try:
+            memo.core.delete_namespaced_pod(old["podName"], gw["metadata"]["namespace"])
+        except ApiException as e:
+            if e.status != 404:
+                raise
+        return _failed(
+            gw,
+            "StartTimeout",
+            f"attempt {old.get('attempts', 1)} did not start within startTimeoutSeconds={timeout}",
+            memo,
+        )
+    return None
+
+
+def make_registry() -> kopf.OperatorRegistry:
+    """Every handler of the operator, on a fresh registry."""
+    registry = kopf.OperatorRegistry()
+
+    @kopf.on.startup(registry=registry)
+    def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=names.GROUP)
+        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+            prefix=names.GROUP, key="last-handled-configuration"
+        )
+        settings.posting.level = logging.INFO
+        settings.watching.server_timeout = 120
+
+    @kopf.on.login(registry=registry)
+    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        found = kopf.login_with_kubeconfig(**kwargs)
+        return found or kopf.login_with_service_account(**kwargs)
+
+    @kopf.on.create(*GW, registry=registry)
+    def created(body: kopf.Body, patch: kopf.Patch, memo: Memo, **_: Any) -> None:
+        if (body.get("status") or {}).get("attempts"):
+            return
+        patch.status.update({"phase": "Pending"})
+        patch.status.update(start_attempt(dict(body), 1, memo))
+
+    @kopf.on.event("", "v1", "pods", labels={names.LABEL_WORKLOAD: kopf.PRESENT}, registry=registry)
+    def pod_event(body: kopf.Body, memo: Memo, **_: Any) -> None:
+        follow(dict(body), memo)
+
+    @kopf.timer(
+        *GW,
+        interval=3.0,
+        registry=registry,
+        when=lambda status, **_: (status or {}).get("phase") in (*RUNNING_PHASES, None),
+    )
+    def retries_and_timeouts(body: kopf.Body, patch: kopf.Patch, memo: Memo, **_: Any) -> None:
+        fields = watchdog(dict(body), memo)
+        if fields:
+            patch.status.update(fields)
+        else:
+            resync(dict(body), memo)
+
+    @kopf.on.delete("", "v1", "nodes", registry=registry, optional=True)
+    def node_gone(name: str, memo: Memo, **_: Any) -> None:
+        try:
+            memo.custom.delete_cluster_custom_object(
+                names.GROUP, names.VERSION, names.GPUNODES, name
+            )
+        except ApiException as e:
+            if e.status != 404:
+                raise
+
+    return registry

@@ -1,0 +1,173 @@
+"""From pods to outcomes and learning updates: one compare-and-swap per outcome (DESIGN 4, 9.4)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from typing import Any, NamedTuple
+
+from megagpu.core import fleet, model, qpolicy, reward
+from megagpu.kube import convert, names, qstore
+
+LOG = logging.getLogger("megagpu.operator")
+MAX_TRIES = 8
+
+
+class Terminal(NamedTuple):
+    """How an attempt's pod ended."""
+
+    succeeded: bool
+    reason: str
+    started: dt.datetime | None
+    finished: dt.datetime | None
+
+    @property
+    def duration_s(self) -> float | None:
+        """Run time, when both ends are known."""
+        if self.started is None or self.finished is None:
+            return None
+        return max((self.finished - self.started).total_seconds(), 0.0)
+
+
+def _time(text: Any) -> dt.datetime | None:
+    if not isinstance(text, str):
+        return None
+    try:
+        return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def terminal(pod: dict[str, Any]) -> Terminal | None:
+    """The end of a Succeeded or Failed pod, else None."""
+    status = pod.get("status") or {}
+    phase = status.get("phase")
+    if phase not in ("Succeeded", "Failed"):
+        return None
+    ended = [
+        ((c.get("state") or {}).get("terminated") or {})
+        for c in status.get("containerStatuses") or []
+    ]
+    ended = [t for t in ended if t]
+    started = min((t for t in (_time(e.get("startedAt")) for e in ended) if t), default=None)
+    finished = max((t for t in (_time(e.get("finishedAt")) for e in ended) if t), default=None)
+    started = started or _time(status.get("startTime"))
+    codes = [e.get("exitCode") for e in ended if e.get("exitCode")]
+    reason = status.get("reason") or next((e.get("reason") for e in ended if e.get("reason")), None)
+    if phase == "Failed" and not reason:
+        reason = f"ExitCode{codes[0]}" if codes else "Failed"
+    return Terminal(phase == "Succeeded", reason or "Completed", started, finished)
+
+
+def decision(pod: dict[str, Any]) -> dict[str, Any]:
+    """The decision bind recorded on the pod, or mode fallback when the extender was down."""
+    text = ((pod.get("metadata") or {}).get("annotations") or {}).get(names.ANN_DECISION)
+    if text:
+        try:
+            found = json.loads(text)
+            if isinstance(found, dict):
+                return found
+        except ValueError:
+            pass
+    return {
+        "mode": "fallback",
+        "score": 0,
+        "qValues": {},
+        "alternatives": [],
+        "policyVersion": 0,
+        "reason": "bound without the extender (it was down or skipped)",
+        "predictedSeconds": None,
+    }
+
+
+def outcome_of(
+    pod: dict[str, Any],
+    end: Terminal,
+    node: model.Node | None,
+    deadline_s: float | None,
+    created: dt.datetime | None,
+) -> model.Outcome | None:
+    """The learning input of a finished pod (None when it never ran on a known node)."""
+    meta = pod.get("metadata") or {}
+    annotations = meta.get("annotations") or {}
+    if node is None:
+        return None
+    try:
+        workload = convert.workload_from_pod(pod)
+        work = float(annotations.get(names.ANN_SIM_WORK, "1") or 1)
+    except (convert.ConvertError, ValueError):
+        return None
+    workload = model.Workload(**{**workload.__dict__, "work": max(work, 1e-9)})
+    duration = end.duration_s or 0.0
+    missed = bool(
+        deadline_s
+        and created
+        and end.finished
+        and (end.finished - created).total_seconds() > deadline_s
+    )
+    backend = annotations.get(names.ANN_ASSIGNED_BACKEND) or node.backends[0]
+    return model.Outcome(
+        uid=str(meta.get("uid")),
+        workload=workload,
+        node=node.name,
+        backend=backend,
+        device_class=node.device_class,
+        duration_s=duration,
+        succeeded=end.succeeded and duration > 0,
+        deadline_missed=missed,
+    )
+
+
+class Learned(NamedTuple):
+    """What one learning step did."""
+
+    reward: float
+    policy: qpolicy.QPolicy
+    new: bool
+    """False when this outcome had been learned before (nothing changed)."""
+
+
+def learn(
+    store: qstore.Store,
+    outcome: model.Outcome,
+    nodes: list[model.Node],
+    on_bad_state: Any = None,
+    decided: bool = True,
+) -> Learned:
+    """Learn ``outcome`` exactly once: load, observe, compare-and-swap; retry on conflict.
+
+    ``decided``: the placement came from the extender (it counts as a decision, so epsilon
+    decays in the stored state that the extender reloads).
+    """
+    for _ in range(MAX_TRIES):
+        loaded = store.load()
+        if loaded.error and on_bad_state is not None:
+            on_bad_state(loaded.error)
+        policy = loaded.policy or qpolicy.QPolicy()
+        if nodes:
+            policy.know(fleet.Fleet.build(nodes))
+        if outcome.uid in policy.learned_uids:
+            return Learned(recompute(policy, outcome), policy, False)
+        if decided:
+            policy.decisions += 1
+        policy.observe(outcome)
+        value = policy.recent_rewards[-1]
+        try:
+            store.save(policy, loaded.resource_version)
+        except qstore.Conflict:
+            continue
+        return Learned(value, policy, True)
+    raise RuntimeError(f"could not save the Q-state after {MAX_TRIES} conflicts")
+
+
+def recompute(policy: qpolicy.QPolicy, outcome: model.Outcome) -> float:
+    """The reward of an outcome against the policy's current best known throughput."""
+    wkey, mkey = policy.keys(outcome.workload)
+    return reward.reward(
+        outcome.throughput,
+        policy.reference(wkey, mkey),
+        succeeded=outcome.succeeded,
+        deadline_missed=outcome.deadline_missed,
+        weights=policy.params.rewards,
+    )

@@ -1,0 +1,78 @@
+"""Compose and run the operator: hold the Lease, then run kopf with megagpu's handlers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import threading
+from pathlib import Path
+
+import kopf
+from kubernetes import client
+
+from megagpu.kube import client as kube_client
+from megagpu.kube import lease as lease_mod
+from megagpu.kube import qstore
+from megagpu.operator import handlers
+
+LOG = logging.getLogger("megagpu.operator")
+
+
+def identity() -> str:
+    """Identity of this replica: the pod name in a cluster, else host and pid."""
+    return os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
+
+
+async def run(
+    kubeconfig: Path | None,
+    namespace: str,
+    *,
+    resource_mode: str = "megagpu",
+    liveness: str = "http://127.0.0.1:8081/healthz",
+) -> None:
+    """Wait for the Lease, then reconcile until stopped or the Lease is lost."""
+    if kubeconfig is not None:
+        os.environ["KUBECONFIG"] = str(kubeconfig)  # kopf logs in with the same file
+    api = kube_client.api_client(kubeconfig, pool=16)
+    core = client.CoreV1Api(api)
+    lease = lease_mod.Lease(client.CoordinationV1Api(api), namespace, identity())
+    loop = asyncio.get_running_loop()
+    while not await loop.run_in_executor(None, lease.try_acquire):
+        LOG.info("standby: another operator holds the lease %s", lease_mod.NAME)
+        await asyncio.sleep(lease_mod.RENEW_S / 2)
+    LOG.info("holding lease %s as %s", lease_mod.NAME, lease.identity)
+    stop = threading.Event()
+    memo = handlers.Memo(
+        core, client.CustomObjectsApi(api), qstore.Store(core, namespace), namespace, resource_mode
+    )
+    renewer = asyncio.create_task(_renew(lease, stop))
+    try:
+        await kopf.operator(
+            registry=handlers.make_registry(),
+            memo=memo,
+            clusterwide=True,
+            standalone=True,
+            liveness_endpoint=liveness,
+            stop_flag=stop,
+        )
+    finally:
+        renewer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await renewer
+
+
+async def _renew(lease: lease_mod.Lease, stop: threading.Event) -> None:
+    loop = asyncio.get_running_loop()
+    while not stop.is_set():
+        await asyncio.sleep(lease_mod.RENEW_S)
+        try:
+            held = await loop.run_in_executor(None, lease.try_acquire)
+        except Exception as e:  # noqa: BLE001 - API away: keep trying until the lease expires
+            LOG.warning("lease renewal failed: %s", e)
+            continue
+        if not held:
+            LOG.error("lost the lease %s; stopping", lease_mod.NAME)
+            stop.set()

@@ -1,0 +1,131 @@
+"""The operator on the dev cluster with the real kube-scheduler, extender and runtime."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+
+from kubernetes import client
+
+from megagpu.devcluster import cluster, processes
+from tests.e2e import gw as g
+from tests.e2e.conftest import megagpu
+from tests.e2e.test_scheduler_extender import wait_for
+
+COUNT = 40
+
+
+def test_mixed_workloads_succeed_and_each_outcome_is_learned_once(api, namespace):
+    before = g.policy_status(api).get("updates", 0)
+    for i in range(COUNT):
+        kind, model, gpus, backends = g.MIX[i % len(g.MIX)]
+        g.create(api, namespace, g.manifest(f"w{i:02d}", kind, model, gpus, backends))
+        if i == COUNT // 2:  # an operator crash in the middle of the run
+            pid = processes.pids(cluster.paths().pids)["operator"]
+            os.kill(pid, signal.SIGKILL)
+            assert megagpu("dev", "up").returncode == 0  # restarts the dead operator
+    for i in range(COUNT):
+        found = g.wait_phase(api, namespace, f"w{i:02d}", ("Succeeded", "Failed"), 180)
+        status = found["status"]
+        assert status["phase"] == "Succeeded", status
+        assert status["decision"]["mode"] in ("exploit", "explore", "forced", "overridden")
+        assert isinstance(status["reward"], float | int) and status["durationSeconds"] > 0
+        assert status["attempts"] == 1 and status["observedGeneration"] == 1
+        assert g.condition(found, "Completed")["status"] == "True"
+    assert g.policy_status(api)["updates"] - before == COUNT
+    pods = client.CoreV1Api(api).list_namespaced_pod(namespace).items
+    assert len(pods) == COUNT  # never two pods for one workload
+
+
+def test_workload_that_can_never_fit_is_unschedulable(api, namespace):
+    g.create(
+        api,
+        namespace,
+        g.manifest("huge", "training", "resnet-50-bs64", 1, ["cuda"], memoryMiB=900000),
+    )
+    found = wait_for(
+        lambda: (
+            lambda s: (
+                s
+                if any(
+                    c["type"] == "Unschedulable" and c["status"] == "True"
+                    for c in s.get("conditions", [])
+                )
+                else None
+            )
+        )(g.get(api, namespace, "huge").get("status") or {}),
+        timeout_s=60,
+        what="Unschedulable=True",
+    )
+    assert found["phase"] == "Scheduling"
+    message = next(c for c in found["conditions"] if c["type"] == "Unschedulable")["message"]
+    assert "MiB per device" in message or "Insufficient" in message or "memory" in message
+
+
+def test_failing_container_ends_failed_after_retries(api, namespace):
+    g.create(
+        api,
+        namespace,
+        g.manifest(
+            "crash",
+            "inference",
+            "llama3-8b-q4",
+            1,
+            ["cuda"],
+            maxRetries=1,
+            annotations={
+                "megagpu.io/sim-exit-code": "3",
+                "megagpu.io/sim-fail-reason": "OOMKilled",
+            },
+        ),
+    )
+    found = g.wait_phase(api, namespace, "crash", ("Failed",), 120)
+    assert found["status"]["attempts"] == 2
+    assert g.condition(found, "Failed")["reason"] == "OOMKilled"
+
+
+def test_stuck_pending_times_out(api, namespace):
+    g.create(
+        api,
+        namespace,
+        g.manifest(
+            "stuck",
+            "inference",
+            "llama3-8b-q4",
+            1,
+            ["cuda"],
+            maxRetries=0,
+            startTimeoutSeconds=3,
+            annotations={"megagpu.io/sim-stuck-pending": "true"},
+        ),
+    )
+    found = g.wait_phase(api, namespace, "stuck", ("Failed",), 60)
+    assert g.condition(found, "Failed")["reason"] == "StartTimeout"
+
+
+def test_invalid_template_is_not_accepted(api, namespace):
+    body = g.manifest("bad-template", "inference", "m", 1, ["cuda"])
+    body["spec"]["template"]["spec"]["restartPolicy"] = "Always"
+    g.create(api, namespace, body)
+    found = g.wait_phase(api, namespace, "bad-template", ("Failed",), 30)
+    accepted = g.condition(found, "Accepted")
+    assert (accepted["status"], accepted["reason"]) == ("False", "InvalidTemplate")
+
+
+def test_tampered_q_state_falls_back_and_is_repaired(api, namespace):
+    core = client.CoreV1Api(api)
+    state = core.read_namespaced_config_map("megagpu-policy-state", "megagpu-system")
+    doc = json.loads(state.data["state.json"])
+    doc["q"]["reward_ema"] = 99.0
+    core.patch_namespaced_config_map(
+        "megagpu-policy-state", "megagpu-system", {"data": {"state.json": json.dumps(doc)}}
+    )
+    g.create(api, namespace, g.manifest("after-tamper", "inference", "llama3-8b-q4", 1, ["cuda"]))
+    g.wait_phase(api, namespace, "after-tamper", ("Succeeded",), 90)
+    events = core.list_namespaced_event(namespace).items
+    assert any(e.reason == "QStateRejected" for e in events)
+    repaired = core.read_namespaced_config_map("megagpu-policy-state", "megagpu-system")
+    from megagpu.core import qstate
+
+    assert qstate.loads(repaired.data["state.json"]).version >= 1
