@@ -121,6 +121,7 @@ def _parser() -> argparse.ArgumentParser:
     op.add_argument("--liveness", default="http://127.0.0.1:8081/healthz")
     demo = sub.add_parser("demo", help="the main job end to end on the embedded dev cluster")
     demo.add_argument("--preset", default="gavel-0.3", help="simulation shown for learning")
+    demo.add_argument("--waves", type=int, default=3, help="waves of 20 workloads on the cluster")
     for name, (issue, what) in PLANNED.items():
         planned = sub.add_parser(name, help=f"{what} (planned: issue {issue})")
         planned.add_argument("args", nargs=argparse.REMAINDER)
@@ -382,30 +383,44 @@ DEMO_NAMESPACE = "megagpu-demo"
 
 
 def _demo(args: argparse.Namespace) -> int:
-    """Run the main job: cluster up, examples applied, the learning loop, a summary table.
-
-    Until the operator exists, the learning loop runs in the simulator.
-    """
-    from megagpu.devcluster import cluster, kubectl
+    """Run the main job: cluster up, workloads placed and completed, learning, summaries."""
+    from megagpu.devcluster import cluster, demo, kubectl
     from megagpu.io import presets
+    from megagpu.kube import client as kube_client
     from megagpu.sim import evaluation, runner
 
-    print("== 1. the local control plane (real kube-apiserver, kube-scheduler, kwok nodes)")
+    print(
+        "== 1. the local control plane: real etcd, kube-apiserver, kube-scheduler, kwok "
+        "nodes; megagpu extender, operator and simulated runtime"
+    )
     cluster.up(out=lambda line: print(line, flush=True))
     config = cluster.paths().kubeconfig
     print(kubectl.run(config, ["get", "nodes", "-L", "megagpu.io/gpu.product"]).stdout)
-    print(f"== 2. the example GpuWorkloads, applied in namespace {DEMO_NAMESPACE}")
-    kubectl.run(config, ["create", "namespace", DEMO_NAMESPACE], check=False)
-    examples = Path(cluster.DEFAULT_SPEC).parents[1] / "workloads"
-    kubectl.run(config, ["apply", "-n", DEMO_NAMESPACE, "-f", str(examples)])
-    print(kubectl.run(config, ["get", "gw", "-n", DEMO_NAMESPACE]).stdout)
-    print("   (the operator and extender that place them are issues 4 and 5; until they exist")
-    print(f"   the learning loop runs in the simulator, preset {args.preset})\n")
-    print("== 3. the learned policy placing 2,000 real-trace jobs, reward rising")
+    api = kube_client.api_client(config)
+    kubectl.run(config, ["delete", "namespace", DEMO_NAMESPACE, "--wait=true"], check=False)
+    kubectl.run(config, ["create", "namespace", DEMO_NAMESPACE])
+    print(f"== 2. waves of the example GpuWorkloads (examples/workloads) in {DEMO_NAMESPACE}")
+    print(
+        f"{'wave':>4} {'succeeded':>9} {'failed':>6} {'mean reward':>11} {'seconds':>7}  "
+        "modes / backends per type"
+    )
+    for index in range(args.waves):
+        wave = demo.run_wave(api, DEMO_NAMESPACE, index, copies=4)
+        print(
+            f"{wave.index:>4} {wave.succeeded:>9} {wave.failed:>6} {wave.reward_mean:>11.3f} "
+            f"{wave.seconds:>7.1f}  {wave.modes} {wave.by_type}",
+            flush=True,
+        )
+    print(
+        kubectl.run(
+            config, ["get", "gw", "-n", DEMO_NAMESPACE, "--sort-by", ".metadata.creationTimestamp"]
+        ).stdout.splitlines()[-1]
+    )
+    print(kubectl.run(config, ["get", "gsp", "default"]).stdout)
+    print(f"== 3. learning from cold start on real traces (simulator, preset {args.preset})")
     preset = presets.get(args.preset)
-    scenario = preset.build(0)
-    _reward_trend(scenario)
-    print("\n== 4. summary against the schedulers people use (1 seed; make bench-sim for 5)")
+    _reward_trend(preset.build(0))
+    print("\n== 4. against the schedulers people use (1 seed; make bench-sim runs 5)")
     runs = _run_with_progress(runner, preset.build, list(runner.POLICIES), [0])
     _print_table(
         evaluation.report(

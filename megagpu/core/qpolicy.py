@@ -115,8 +115,8 @@ class QPolicy:
         self.learned_uids: deque[str] = deque(maxlen=LEARNED_UIDS)
         self._learned_set: set[str] = set()
         self.classes: list[str] = []
-        self.profiles: dict[str, tuple[str, float, str]] = {}
-        """Workload key -> (workload type, compute intensity, precision), for the prior."""
+        self.profiles: dict[str, tuple[str, float, str, str]] = {}
+        """Workload key -> (type, compute intensity, precision, backends), for the prior."""
         self.benchmarks: dict[str, tuple[float, float, float, float]] = {}
         """Action key -> (backend efficiency, fp16 TFLOPS, fp32 TFLOPS, GB/s)."""
         self.decisions = 0
@@ -149,12 +149,18 @@ class QPolicy:
         cls = self.model_class(workload.model)
         wkey = features.workload_key(workload, cls)
         self.profiles.setdefault(
-            wkey, (workload.workload_type, workload.compute_intensity, workload.precision)
+            wkey,
+            (
+                workload.workload_type,
+                workload.compute_intensity,
+                workload.precision,
+                ",".join(workload.backends),
+            ),
         )
         return wkey, features.model_key(workload, cls)
 
     def _estimate(self, wkey: str, akey: str) -> float:
-        kind, intensity, precision = self.profiles.get(wkey, ("training", 0.7, "fp16"))
+        kind, intensity, precision, _ = self.profiles.get(wkey, ("training", 0.7, "fp16", ""))
         eff, fp16, fp32, gbps = self.benchmarks.get(akey, (1.0, 1.0, 1.0, 1.0))
         return float(prior.relative_speed(kind, intensity, eff, fp16, fp32, gbps, precision))
 
@@ -165,8 +171,21 @@ class QPolicy:
             return None
         logs = [math.log(t / self._estimate(wkey, a)) for a, t in seen.items()]
         scale = math.exp(sum(logs) / len(logs))
-        best = max(seen.get(a, scale * self._estimate(wkey, a)) for a in self.benchmarks | seen)
+        best = max(
+            seen.get(a, scale * self._estimate(wkey, a)) for a in self._usable(wkey) | set(seen)
+        )
         return scale, best
+
+    def _usable(self, wkey: str) -> set[str]:
+        """Known action keys that can run the workload key (cpu exactly when it has no GPUs)."""
+        backends = self.profiles.get(wkey, ("", 0.0, "", ""))[3].split(",")
+        cpu_only = "/g0/" in wkey
+        return {
+            a
+            for a in self.benchmarks
+            if (a.startswith("cpu/") == cpu_only)
+            and (not backends[0] or a.split("/", 1)[0] in backends)
+        }
 
     def reference(self, wkey: str, mkey: str) -> float:
         """Best known throughput for the workload key (model level when the key is new)."""
@@ -181,7 +200,7 @@ class QPolicy:
             self.models, mkey, wkey
         )
         if found is None:
-            best = max((self._estimate(wkey, a) for a in self.benchmarks), default=1.0)
+            best = max((self._estimate(wkey, a) for a in self._usable(wkey) | {akey}), default=1.0)
             return math.log(self._estimate(wkey, akey) / best)
         scale, best = found
         return math.log(scale * self._estimate(wkey, akey) / best)

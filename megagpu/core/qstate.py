@@ -123,7 +123,9 @@ def _restore(body: dict[str, Any]) -> qpolicy.QPolicy:
     policy.models = _untable(q["models"])
     policy.theta = [float(x) for x in q["context"]]
     policy.classes = [str(c) for c in q["classes"]]
-    policy.profiles = {k: (str(a), float(b), str(c)) for k, (a, b, c) in q["profiles"].items()}
+    policy.profiles = {
+        k: (str(a), float(b), str(c), str(d)) for k, (a, b, c, d) in q["profiles"].items()
+    }
     policy.benchmarks = {
         k: (float(a), float(b), float(c), float(d)) for k, (a, b, c, d) in q["benchmarks"].items()
     }

@@ -21,8 +21,8 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from megagpu.core import prior
-from megagpu.io import presets, tables
+from megagpu.core import model, prior
+from megagpu.io import devices, presets, tables
 from megagpu.kube import convert, informers, names
 from megagpu.sim import hardware
 
@@ -36,41 +36,57 @@ def load_tables() -> list[hardware.ThroughputTable]:
     return [presets.training_table(), tables.load_throughputs(presets.DATA / "llm_throughputs.csv")]
 
 
+def _speed(workload: model.Workload, backend: str, bench: model.Benchmarks) -> float:
+    return float(
+        prior.relative_speed(
+            workload.workload_type,
+            workload.compute_intensity,
+            prior.efficiency(backend),
+            bench.fp16_tflops,
+            bench.fp32_tflops,
+            bench.mem_gbps,
+            workload.precision,
+        )
+    )
+
+
 def run_seconds(
     pod: dict[str, Any], node: dict[str, Any], tables_: list[hardware.ThroughputTable]
 ) -> float:
-    """Simulated run time of a pod on its node, before time scaling."""
+    """Simulated run time of a pod on its node, before time scaling.
+
+    An exact table row gives the throughput; else the model's fastest row is scaled by the
+    prior's rule (benchmarks of this node over the row's device); else the work is in seconds
+    on the reference device and the rule alone gives the speed.
+    """
     annotations = (pod.get("metadata") or {}).get("annotations") or {}
     workload = convert.workload_from_pod(pod)
     target = convert.node_from_k8s(node)
     backend = annotations.get(names.ANN_ASSIGNED_BACKEND) or target.backends[0]
-    gpus = workload.gpus
-    rate, best = 0.0, 0.0
-    for table in tables_:
-        row = table.get(workload.model, target.device_class, backend, gpus)
-        rate = rate or (row.throughput if row else 0.0)
-        best = max(
-            [best]
-            + [r.throughput for r in table.rows if r.model == workload.model and r.gpus == gpus]
+    rows = [
+        r for t in tables_ for r in t.rows if r.model == workload.model and r.gpus == workload.gpus
+    ]
+    exact = [r for r in rows if r.device == target.device_class and r.backend == backend]
+    mine = _speed(workload, backend, target.benchmarks) * max(workload.gpus, 1)
+    if exact:
+        rate, best = exact[0].throughput, max(r.throughput for r in rows)
+    elif rows:
+        top = max(rows, key=lambda r: r.throughput)
+        spec = devices.DEVICES.get(top.device)
+        source = (
+            model.Benchmarks(spec.fp32_tflops, spec.fp16_tflops, spec.mem_gbps)
+            if spec
+            else target.benchmarks
         )
-    if rate <= 0:
-        b = target.benchmarks
-        rate = float(
-            prior.relative_speed(
-                workload.workload_type,
-                workload.compute_intensity,
-                prior.efficiency(backend),
-                b.fp16_tflops,
-                b.fp32_tflops,
-                b.mem_gbps,
-                workload.precision,
-            )
+        rate = (
+            top.throughput * mine / (_speed(workload, top.backend, source) * max(workload.gpus, 1))
         )
-        rate *= max(gpus, 1)
-        best = best or 1.0
+        best = top.throughput
+    else:
+        rate, best = mine, 1.0
     text = annotations.get(names.ANN_SIM_WORK)
-    work = float(text) if text else DEFAULT_HOURS * 3600 * (best or rate)
-    return work / rate
+    work = float(text) if text else DEFAULT_HOURS * 3600 * best
+    return work / max(rate, 1e-9)
 
 
 class Runtime:
