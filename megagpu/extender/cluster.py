@@ -77,11 +77,18 @@ class ClusterState:
             self.ledger.set_nodes(nodes)
 
     def _pod(self, kind: str, pod: dict[str, Any]) -> None:
+        """Track devices of bound pods; free them when a pod ends or goes away.
+
+        A pod not bound yet is left alone: its event may predate a bind that already took
+        devices for it, and releasing then would give those devices twice.
+        """
         uid = str((pod.get("metadata") or {}).get("uid"))
-        held = None if kind == "DELETED" else convert.assigned_devices(pod)
-        if held is None:
+        phase = (pod.get("status") or {}).get("phase")
+        if kind == "DELETED" or phase in ("Succeeded", "Failed"):
             self.ledger.release(uid)
-        else:
+            return
+        held = convert.assigned_devices(pod)
+        if held is not None:
             self.ledger.hold(uid, held[0], held[1])
 
     def _state(self, kind: str, obj: dict[str, Any]) -> None:

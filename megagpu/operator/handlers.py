@@ -285,13 +285,23 @@ def _failed(gw: dict[str, Any], reason: str, message: str, memo: Memo) -> dict[s
 
 
 def _policy_status(memo: Memo, policy: Any) -> None:
-    body = {"status": status.policy_status(policy, names.STATE_CONFIGMAP)}
-    try:
-        memo.custom.patch_cluster_custom_object_status(
-            names.GROUP, names.VERSION, names.POLICIES, names.POLICY_NAME, body
-        )
-    except ApiException as e:
-        LOG.warning("could not update the GpuSchedulingPolicy status: %s", e.reason)
+    """Publish the policy's progress, never replacing a newer version's (optimistic lock)."""
+    args = (names.GROUP, names.VERSION, names.POLICIES, names.POLICY_NAME)
+    for _ in range(3):
+        try:
+            current = memo.custom.get_cluster_custom_object(*args)
+            if (current.get("status") or {}).get("version", -1) > policy.version:
+                return
+            body = {
+                "metadata": {"resourceVersion": current["metadata"]["resourceVersion"]},
+                "status": status.policy_status(policy, names.STATE_CONFIGMAP),
+            }
+            memo.custom.patch_cluster_custom_object_status(*args, body)
+            return
+        except ApiException as e:
+            if e.status != 409:
+                LOG.warning("could not update the GpuSchedulingPolicy status: %s", e.reason)
+                return
 
 
 def resync(gw: dict[str, Any], memo: Memo) -> None:

@@ -65,9 +65,9 @@ def assert_clean_error(out: subprocess.CompletedProcess[str], needle: str) -> No
 def test_up_status_kubeconfig_down(cache: Path):
     assert dev(cache, "status").returncode == 1
     assert dev(cache, "kubeconfig").returncode == 1
-    up = dev(cache, "up")
+    up = dev(cache, "up", "--no-components")  # the session cluster holds the component ports
     assert up.returncode == 0, up.stdout + up.stderr
-    assert dev(cache, "up").stdout.startswith("the dev cluster is already up")
+    assert dev(cache, "up", "--no-components").stdout.startswith("the dev cluster is already up")
     assert dev(cache, "status").returncode == 0
     kubeconfig = dev(cache, "kubeconfig").stdout.strip().splitlines()[-1]
     assert Path(kubeconfig).is_absolute() and Path(kubeconfig).exists()
@@ -99,7 +99,7 @@ def test_port_in_use(cache: Path):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        out = dev(cache, "up", "--apiserver-port", str(port))
+        out = dev(cache, "up", "--no-components", "--apiserver-port", str(port))
     assert_clean_error(out, f"port {port} on 127.0.0.1 is already in use")
     assert processes_under(cache) == []
 
@@ -107,6 +107,6 @@ def test_port_in_use(cache: Path):
 def test_malformed_cluster_spec(cache: Path, tmp_path: Path):
     spec = tmp_path / "bad.yaml"
     spec.write_text("nodes:\n  - name_prefix: [unclosed\n")
-    out = dev(cache, "up", "--cluster-spec", str(spec))
+    out = dev(cache, "up", "--no-components", "--cluster-spec", str(spec))
     assert_clean_error(out, f"{spec}:")
     assert processes_under(cache) == []
