@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 PLANNED = {
-    "probe": ("6", "probe CUDA, Vulkan, Metal and CPU devices and export DCGM-style metrics"),
     "tui": ("7", "open the terminal dashboard: GPUs, workloads and the learning agent"),
     "policy": ("5", "show, reset, export, import or roll back the learned Q-state"),
     "explain": ("5", "explain why a GpuWorkload went where it went"),
@@ -119,6 +118,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     op.add_argument("--resource-mode", choices=("megagpu", "vendor"), default="megagpu")
     op.add_argument("--liveness", default="http://127.0.0.1:8081/healthz")
+    pr = sub.add_parser("probe", help="probe CUDA, Vulkan and CPU devices; DCGM-style metrics")
+    pr.add_argument("--once", action="store_true", help="print one reading and exit")
+    pr.add_argument("--format", choices=("json", "prometheus"), default="json")
+    pr.add_argument("--benchmarks", action="store_true", help="run short GEMM/copy benchmarks")
+    pr.add_argument("--no-dcgm", action="store_true", help="leave out the DCGM families")
+    pr.add_argument("--listen", default="127.0.0.1:9400", help="HOST:PORT of /metrics")
     demo = sub.add_parser("demo", help="the main job end to end on the embedded dev cluster")
     demo.add_argument("--preset", default="gavel-0.3", help="simulation shown for learning")
     demo.add_argument("--waves", type=int, default=3, help="waves of 20 workloads on the cluster")
@@ -149,6 +154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "demo": _demo,
         "extender": _extender,
         "operator": _operator,
+        "probe": _probe,
     }
     try:
         return handlers[args.command](args)
@@ -540,5 +546,41 @@ def _runtime(args: argparse.Namespace) -> int:
     sim = runtime.Runtime(kube_client.api_client(args.kubeconfig), args.time_scale)
     runtime.serve_health(sim, args.health_port)
     sim.start()
+    threading.Event().wait()
+    return 0
+
+
+def _probe(args: argparse.Namespace) -> int:
+    import threading
+
+    from prometheus_client import CollectorRegistry, generate_latest, start_http_server
+
+    from megagpu.probe import collector, cpu, cuda, node, vulkan
+
+    sources = [cuda.Cuda(), vulkan.Vulkan(), cpu.Cpu()]
+
+    def read() -> node.NodeReading:
+        reading = node.read(sources)
+        if args.benchmarks:
+            for backend in reading.backends:
+                if backend.name == "cuda" and backend.available and backend.devices:
+                    backend.benchmarks = cuda.benchmark(0)
+                if backend.name == "cpu":
+                    backend.benchmarks = cpu.benchmark()
+        return reading
+
+    registry = CollectorRegistry()
+    registry.register(collector.ProbeCollector(read, dcgm=not args.no_dcgm))
+    if args.once:
+        if args.format == "json":
+            print(json.dumps(read().to_json(), indent=1))
+        else:
+            print(generate_latest(registry).decode(), end="")
+        return 0
+    host, _, port = args.listen.rpartition(":")
+    if not port.isdigit():
+        raise UsageError(f"--listen must be HOST:PORT, got {args.listen!r}")
+    start_http_server(int(port), addr=host or "127.0.0.1", registry=registry)
+    print(f"probe metrics on http://{host or '127.0.0.1'}:{port}/metrics", flush=True)
     threading.Event().wait()
     return 0

@@ -1,0 +1,63 @@
+"""One probe of the node: every backend, each device counted once."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from megagpu.probe import readings, vulkan
+
+
+class Source(Protocol):
+    """A backend that can be read."""
+
+    name: str
+
+    def read(self) -> readings.Backend:
+        """One reading."""
+        ...
+
+
+@dataclass
+class NodeReading:
+    """Every backend of one node, and the devices counted once across them."""
+
+    hostname: str
+    backends: list[readings.Backend] = field(default_factory=list)
+
+    def backend(self, name: str) -> readings.Backend | None:
+        """The reading of one backend."""
+        return next((b for b in self.backends if b.name == name), None)
+
+    def gpus(self) -> list[readings.Device]:
+        """Distinct GPUs: NVML's, then Vulkan GPUs that are not an NVML device and not CPUs."""
+        cuda = self.backend("cuda")
+        found = list(cuda.devices) if cuda and cuda.available else []
+        vk = self.backend("vulkan")
+        for device in vk.devices if vk and vk.available else []:
+            if device.kind in ("gpu", "integrated") and not any(
+                vulkan.same_device(device, other) for other in found
+            ):
+                found.append(device)
+        return found
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return {
+            "hostname": self.hostname,
+            "backends": {b.name: b.to_json() for b in self.backends},
+            "gpus": len(self.gpus()),
+        }
+
+
+def read(sources: Sequence[Source], hostname: str | None = None) -> NodeReading:
+    """Read every source; a source that raises is reported unavailable, never fatal."""
+    node = NodeReading(hostname or socket.gethostname())
+    for source in sources:
+        try:
+            node.backends.append(source.read())
+        except Exception as e:  # noqa: BLE001 - one broken backend must not stop the others
+            node.backends.append(readings.Backend(source.name, False, f"probe failed: {e}"))
+    return node
