@@ -55,7 +55,7 @@ class Vulkan:
                 None,
             )
         except Exception as e:  # noqa: BLE001 - VkErrorIncompatibleDriver and friends
-            return readings.Backend(self.name, False, f"no Vulkan driver: {e}; {HINT}")
+            return readings.Backend(self.name, False, f"no Vulkan driver: {e!r}; {HINT}")
         try:
             physical = vk.vkEnumeratePhysicalDevices(instance)
             devices = [self._device(vk, instance, pd, i) for i, pd in enumerate(physical)]
