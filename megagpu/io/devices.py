@@ -1,9 +1,9 @@
 """Benchmarks of the device classes the presets use, and the derived-row rule of DESIGN 5.
 
 Figures are per device: vendor datasheet dense fp16 tensor TFLOPS, fp32 TFLOPS and memory
-bandwidth, except ``h100``, measured by this project on an H100 80GB HBM3 with cupy
-(fp16 GEMM 8192^3 and device copy; benchmarks/results/h100.json), and ``cpu``, a 2-core
-numpy GEMM figure. ``g2``/``g3`` are anonymized in the Alibaba openb trace; they are assumed
+bandwidth, except ``h100``, measured by this project on an H100 80GB HBM3 with the probe's cupy
+benchmarks (8192^3 GEMM, 1 GiB device copy; benchmarks/results/probe-h100.json, 2026-11-26),
+and ``cpu``, a 2-core numpy figure. ``g2``/``g3`` are anonymized in the Alibaba openb trace; they are assumed
 to be T4-class and A10-class (an assumption, not a measurement).
 """
 
@@ -31,7 +31,7 @@ DEVICES: dict[str, DeviceSpec] = {
     "t4": DeviceSpec(8.1, 65.0, 320, 16384, ("cuda",)),
     "a10": DeviceSpec(31.2, 125.0, 600, 24576, ("cuda",)),
     "a100": DeviceSpec(19.5, 312.0, 2039, 81920, ("cuda",)),
-    "h100": DeviceSpec(51.0, 805.0, 3000, 81920, ("cuda", "vulkan")),
+    "h100": DeviceSpec(52.0, 899.0, 3009, 81920, ("cuda", "vulkan")),
     "l40s": DeviceSpec(91.6, 362.0, 864, 49152, ("cuda",)),
     "rtx4090": DeviceSpec(82.6, 165.0, 1008, 24576, ("cuda",)),
     "mi210": DeviceSpec(22.6, 181.0, 1638, 65536, ("vulkan",)),
