@@ -11,8 +11,6 @@ from typing import Any
 
 PLANNED = {
     "tui": ("7", "open the terminal dashboard: GPUs, workloads and the learning agent"),
-    "policy": ("5", "show, reset, export, import or roll back the learned Q-state"),
-    "explain": ("5", "explain why a GpuWorkload went where it went"),
     "exec": ("5", "run a command with CUDA_VISIBLE_DEVICES and friends set from the assignment"),
     "uninstall": ("8", "clear megagpu finalizers and remove the Helm release"),
 }
@@ -124,6 +122,17 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--benchmarks", action="store_true", help="run short GEMM/copy benchmarks")
     pr.add_argument("--no-dcgm", action="store_true", help="leave out the DCGM families")
     pr.add_argument("--listen", default="127.0.0.1:9400", help="HOST:PORT of /metrics")
+    pol = sub.add_parser("policy", help="show, reset, export, import or roll back the Q-state")
+    pol.add_argument("action", choices=("show", "reset", "export", "import", "rollback"))
+    pol.add_argument("file", nargs="?", type=Path, help="import: the Q-state JSON document")
+    pol.add_argument("-o", "--output", type=Path, help="export: write here (default stdout)")
+    pol.add_argument("--to", type=int, help="rollback: the kept version (default: previous)")
+    pol.add_argument("--kubeconfig", type=Path)
+    pol.add_argument("--namespace", default="megagpu-system")
+    exp = sub.add_parser("explain", help="why a GpuWorkload went where it went")
+    exp.add_argument("name")
+    exp.add_argument("-n", "--namespace", default="default")
+    exp.add_argument("--kubeconfig", type=Path)
     demo = sub.add_parser("demo", help="the main job end to end on the embedded dev cluster")
     demo.add_argument("--preset", default="gavel-0.3", help="simulation shown for learning")
     demo.add_argument("--waves", type=int, default=3, help="waves of 20 workloads on the cluster")
@@ -155,6 +164,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "extender": _extender,
         "operator": _operator,
         "probe": _probe,
+        "policy": _policy,
+        "explain": _explain,
     }
     try:
         return handlers[args.command](args)
@@ -168,8 +179,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from megagpu.devcluster.errors import DevClusterError
         from megagpu.io.errors import InputError
         from megagpu.kube.client import ClusterUnreachable
+        from megagpu.operator.tools import ToolError
 
-        if isinstance(e, DevClusterError | InputError | ClusterUnreachable | ValueError | KeyError):
+        known = (DevClusterError, InputError, ClusterUnreachable, ToolError, ValueError, KeyError)
+        if isinstance(e, known):
             print(f"error: {e}", file=sys.stderr)
             return 1
         raise
@@ -583,4 +596,53 @@ def _probe(args: argparse.Namespace) -> int:
     start_http_server(int(port), addr=host or "127.0.0.1", registry=registry)
     print(f"probe metrics on http://{host or '127.0.0.1'}:{port}/metrics", flush=True)
     threading.Event().wait()
+    return 0
+
+
+def _policy(args: argparse.Namespace) -> int:
+    from kubernetes import client
+
+    from megagpu.kube import client as kube_client
+    from megagpu.kube import qstore
+    from megagpu.operator import tools
+
+    store = qstore.Store(client.CoreV1Api(kube_client.api_client(args.kubeconfig)), args.namespace)
+    if args.action == "show":
+        print("\n".join(tools.show(store)))
+    elif args.action == "reset":
+        print(f"reset: version {tools.reset(store)} holds benchmark priors only")
+    elif args.action == "export":
+        text = tools.export(store)
+        if args.output:
+            args.output.write_text(text)
+            print(f"wrote {args.output}")
+        else:
+            print(text)
+    elif args.action == "import":
+        if args.file is None:
+            raise UsageError("policy import needs the FILE to import")
+        try:
+            text = args.file.read_text()
+        except OSError as e:
+            raise UsageError(f"cannot read {args.file}: {e.strerror}") from e
+        print(f"imported as version {tools.import_(store, text)}")
+    else:
+        print(f"rolled back: version {tools.rollback(store, args.to)} holds the kept values")
+    return 0
+
+
+def _explain(args: argparse.Namespace) -> int:
+    from kubernetes import client
+
+    from megagpu.kube import client as kube_client
+    from megagpu.operator import tools
+
+    api = kube_client.api_client(args.kubeconfig)
+    print(
+        "\n".join(
+            tools.explain(
+                client.CustomObjectsApi(api), client.CoreV1Api(api), args.namespace, args.name
+            )
+        )
+    )
     return 0

@@ -1,10 +1,10 @@
 """Benchmarks of the device classes the presets use, and the derived-row rule of DESIGN 5.
 
 Figures are per device: vendor datasheet dense fp16 tensor TFLOPS, fp32 TFLOPS and memory
-bandwidth, except ``h100``, measured by this project on an H100 80GB HBM3 with the probe's cupy
-benchmarks (8192^3 GEMM, 1 GiB device copy; benchmarks/results/probe-h100.json, 2026-11-26),
-and ``cpu``, a 2-core numpy figure. ``g2``/``g3`` are anonymized in the Alibaba openb trace; they are assumed
-to be T4-class and A10-class (an assumption, not a measurement).
+bandwidth, except ``h100``, measured by this project on an H100 80GB HBM3 with the probe's
+cupy benchmarks (8192^3 GEMM, 1 GiB copy; benchmarks/results/probe-h100.json, 2026-11-26),
+and ``cpu``, a 2-core numpy figure. ``g2``/``g3`` are anonymized in the Alibaba openb trace;
+they are assumed to be T4-class and A10-class (an assumption, not a measurement).
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ class ClusterUnreachable(RuntimeError):
 
 
 def api_client(kubeconfig: Path | None = None, pool: int = 0) -> client.ApiClient:
-    """A client from ``kubeconfig``, else the in-cluster service account.
+    """A client from ``kubeconfig``, else the in-cluster account, else $KUBECONFIG.
 
     ``pool`` sets the HTTP connection pool size when many requests run at once.
     """
@@ -24,7 +24,10 @@ def api_client(kubeconfig: Path | None = None, pool: int = 0) -> client.ApiClien
                 raise ClusterUnreachable(f"kubeconfig {kubeconfig} does not exist")
             config.load_kube_config(str(kubeconfig), client_configuration=configuration)
         else:
-            config.load_incluster_config(client_configuration=configuration)
+            try:
+                config.load_incluster_config(client_configuration=configuration)
+            except ConfigException:
+                config.load_kube_config(client_configuration=configuration)  # $KUBECONFIG
     except ConfigException as e:
         raise ClusterUnreachable(
             f"no usable Kubernetes configuration: {e}; pass --kubeconfig or run in a pod"

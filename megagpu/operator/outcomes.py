@@ -145,6 +145,9 @@ def learn(
         if loaded.error and on_bad_state is not None:
             on_bad_state(loaded.error)
         policy = loaded.policy or qpolicy.QPolicy()
+        if loaded.policy is None and loaded.resource_version is not None:
+            # the stored state was unusable: start from priors, but versions only grow
+            policy.version = max((v for v, _ in store.history()), default=0)
         if nodes:
             policy.know(fleet.Fleet.build(nodes))
         if outcome.uid in policy.learned_uids:

@@ -129,3 +129,29 @@ def test_tampered_q_state_falls_back_and_is_repaired(api, namespace):
     from megagpu.core import qstate
 
     assert qstate.loads(repaired.data["state.json"]).version >= 1
+
+
+def test_policy_tools_and_explain(api, namespace, kubeconfig, tmp_path):
+    g.create(api, namespace, g.manifest("explained", "inference", "llama3-8b-q4", 1, ["cuda"]))
+    g.wait_phase(api, namespace, "explained", ("Succeeded",), 90)
+    k = ["--kubeconfig", str(kubeconfig)]
+    shown = megagpu("policy", "show", *k)
+    assert shown.returncode == 0 and "version" in shown.stdout
+    before = int(shown.stdout.split()[1])
+    exported = tmp_path / "state.json"
+    assert megagpu("policy", "export", "-o", str(exported), *k).returncode == 0
+    imported = megagpu("policy", "import", str(exported), *k)
+    assert imported.returncode == 0 and int(imported.stdout.split()[-1]) > before
+    tampered = tmp_path / "bad.json"
+    tampered.write_text(exported.read_text().replace('"updates"', '"updatez"', 1))
+    bad = megagpu("policy", "import", str(tampered), *k)
+    assert bad.returncode == 1 and "not imported" in bad.stderr and "Traceback" not in bad.stderr
+    rolled = megagpu("policy", "rollback", *k)
+    assert rolled.returncode == 0, rolled.stderr
+    assert megagpu("policy", "reset", *k).returncode == 0
+    after = int(megagpu("policy", "show", *k).stdout.split()[1])
+    assert after > before  # versions only grow, whatever is installed
+    why = megagpu("explain", "explained", "-n", namespace, *k)
+    assert why.returncode == 0 and "placed on" in why.stdout and "reward" in why.stdout
+    missing = megagpu("explain", "nope", "-n", namespace, *k)
+    assert missing.returncode == 1 and "not found" in missing.stderr

@@ -69,6 +69,9 @@ class FakeStore:
         policy = qstate.loads(qstate.dumps(self.policy)) if self.policy else None
         return qstore.Loaded(policy, self.version, None)
 
+    def history(self):
+        return []
+
     def save(self, policy, version):
         if self.conflicts:
             self.conflicts -= 1
