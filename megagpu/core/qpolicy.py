@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from megagpu.core import features, fleet, model, ports, prior, replay, reward
+from megagpu.core import baselines, features, fleet, model, ports, prior, replay, reward
 
 MODES = ("active", "shadow", "frozen")
 LEARNED_UIDS = 4096
@@ -30,6 +30,8 @@ class Params:
 
     mode: str = "active"
     """active decides and learns; shadow learns while a baseline decides; frozen only decides."""
+    baseline: str = "least_allocated"
+    """The scheduler that decides in shadow mode (``core.baselines.BASELINES``)."""
     learning_rate: float = 0.3
     """Step size alpha; high because rewards are nearly deterministic per (workload, device)."""
     discount: float = 0.0
@@ -59,6 +61,10 @@ class Params:
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise model.ValidationError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.baseline not in baselines.BASELINES:
+            raise model.ValidationError(
+                f"baseline must be one of {baselines.BASELINES}, got {self.baseline!r}"
+            )
         model.check_finite("explore_margin", self.explore_margin)
         for name in (
             "learning_rate",
@@ -107,7 +113,7 @@ class QPolicy:
         self._rng = rng or random.Random(0)
         """Draws the replay minibatches (decisions use the rng passed to ``choose``)."""
         self.baseline = baseline
-        """Decides in shadow mode."""
+        """Decides in shadow mode (default: ``params.baseline``)."""
         self.workloads: Table = {}
         self.models: Table = {}
         self.theta = [0.0] * features.CONTEXTS
@@ -273,7 +279,9 @@ class QPolicy:
                 best, mode = explored, "explore"
         self.decisions += 1
         learned_row = int(view.rows[best])
-        if self.params.mode == "shadow" and self.baseline is not None:
+        if self.params.mode == "shadow":
+            if self.baseline is None or self.baseline.name != self.params.baseline:
+                self.baseline = baselines.make_baseline(self.params.baseline)
             base = self.baseline.choose(workload, view, rng)
             index = int(np.flatnonzero(view.rows == base.row)[0])
             regret = float(values[best] - values[index])

@@ -61,6 +61,8 @@ class Remembered:
     scores: dict[str, int]
     version: int
     workload: model.Workload
+    shadow: str = ""
+    """In shadow mode: what the learned policy would have done instead."""
 
 
 class Placement:
@@ -196,6 +198,13 @@ class Placement:
         values = {args.node_names[i]: float(requested[i]) for i in top if np.isfinite(requested[i])}
         scores_top = {args.node_names[i]: int(node_scores[i]) for i in top}
         chosen = f.nodes[chosen_index].name
+        shadow = ""
+        if policy.params.mode == "shadow":
+            learned = f.nodes[int(f.row_node[choice.learned_row])].name
+            shadow = (
+                f"shadow: {policy.params.baseline} decided; the learned policy would "
+                f"choose {learned} (estimated regret {choice.regret:.3f})"
+            )
         self._remember(
             workload,
             Remembered(
@@ -206,6 +215,7 @@ class Placement:
                 scores_top,
                 policy.version,
                 workload,
+                shadow,
             ),
         )
         self.ledger.tentative(workload.uid, chosen, max(workload.gpus, 1))
@@ -273,7 +283,9 @@ class Placement:
         elif seen.node == node.name:
             mode, backend, version = seen.mode, seen.backend, seen.version
             values, node_scores = seen.values, seen.scores
-            reason = f"{mode}: highest value for {workload.model} on {backend}/{node.device_class}"
+            reason = seen.shadow or (
+                f"{mode}: highest value for {workload.model} on {backend}/{node.device_class}"
+            )
         else:
             mode, backend, version = (
                 "overridden",

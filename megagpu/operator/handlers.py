@@ -393,7 +393,17 @@ def make_registry() -> kopf.OperatorRegistry:
         else:
             resync(dict(body), memo)
 
-    @kopf.on.delete("", "v1", "nodes", registry=registry, optional=True)
+    @kopf.on.create(names.GROUP, names.VERSION, names.POLICIES, registry=registry)
+    @kopf.on.update(names.GROUP, names.VERSION, names.POLICIES, field="spec", registry=registry)
+    @kopf.on.resume(names.GROUP, names.VERSION, names.POLICIES, registry=registry)
+    def policy_spec(spec: kopf.Spec, memo: Memo, body: kopf.Body, **_: Any) -> None:
+        try:
+            policy = outcomes.apply_spec(memo.store, dict(spec))
+        except (model.ValidationError, ValueError, TypeError) as e:
+            kopf.warn(dict(body), reason="InvalidPolicy", message=str(e))
+            raise kopf.PermanentError(f"invalid GpuSchedulingPolicy spec: {e}") from e
+        _policy_status(memo, policy)
+
     def node_gone(name: str, memo: Memo, **_: Any) -> None:
         try:
             memo.custom.delete_cluster_custom_object(

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import logging
 from typing import Any, NamedTuple
 
 from megagpu.core import fleet, model, qpolicy, reward
+from megagpu.core import replay as replay_mod
 from megagpu.kube import convert, names, qstore
 
 LOG = logging.getLogger("megagpu.operator")
@@ -174,3 +176,50 @@ def recompute(policy: qpolicy.QPolicy, outcome: model.Outcome) -> float:
         deadline_missed=outcome.deadline_missed,
         weights=policy.params.rewards,
     )
+
+
+def params_from_spec(spec: dict[str, Any], current: qpolicy.Params) -> qpolicy.Params:
+    """Q-policy parameters from a GpuSchedulingPolicy spec (absent fields keep their values)."""
+    eps, replay_, weights = (spec.get(k) or {} for k in ("epsilon", "replay", "rewardWeights"))
+    rewards = reward.RewardWeights(
+        failure_penalty=float(weights.get("failurePenalty", current.rewards.failure_penalty)),
+        deadline_penalty=float(weights.get("deadlinePenalty", current.rewards.deadline_penalty)),
+        floor=current.rewards.floor,
+    )
+    return dataclasses.replace(
+        current,
+        mode=spec.get("mode", current.mode),
+        baseline=spec.get("baseline", current.baseline),
+        learning_rate=float(spec.get("learningRate", current.learning_rate)),
+        discount=float(spec.get("discount", current.discount)),
+        epsilon_start=float(eps.get("start", current.epsilon_start)),
+        epsilon_min=float(eps.get("min", current.epsilon_min)),
+        epsilon_decay=float(eps.get("decay", current.epsilon_decay)),
+        ucb_bonus=float(spec.get("ucbBonus", current.ucb_bonus)),
+        replay_capacity=int(replay_.get("capacity", current.replay_capacity)),
+        replay_batch=int(replay_.get("batch", current.replay_batch)),
+        rewards=rewards,
+    )
+
+
+def apply_spec(store: qstore.Store, spec: dict[str, Any]) -> qpolicy.QPolicy:
+    """Make the stored Q-state follow the GpuSchedulingPolicy spec (one compare-and-swap)."""
+    for _ in range(MAX_TRIES):
+        loaded = store.load()
+        policy = loaded.policy or qpolicy.QPolicy()
+        params = params_from_spec(spec, policy.params)
+        if params == policy.params and loaded.policy is not None:
+            return policy
+        if params.replay_capacity != policy.params.replay_capacity:
+            kept = policy.replay.items()
+            policy.replay = replay_mod.ReplayBuffer(params.replay_capacity)
+            for item in kept[-params.replay_capacity :]:
+                policy.replay.add(item)
+        policy.params = params
+        policy.version += 1
+        try:
+            store.save(policy, loaded.resource_version)
+        except qstore.Conflict:
+            continue
+        return policy
+    raise RuntimeError(f"could not save the Q-state after {MAX_TRIES} conflicts")

@@ -155,3 +155,31 @@ def test_policy_tools_and_explain(api, namespace, kubeconfig, tmp_path):
     assert why.returncode == 0 and "placed on" in why.stdout and "reward" in why.stdout
     missing = megagpu("explain", "nope", "-n", namespace, *k)
     assert missing.returncode == 1 and "not found" in missing.stderr
+
+
+def test_shadow_mode_places_by_the_baseline_and_reports_the_learned_choice(api, namespace):
+    custom, core = client.CustomObjectsApi(api), client.CoreV1Api(api)
+
+    def set_mode(mode):
+        custom.patch_cluster_custom_object(
+            "megagpu.io", "v1alpha1", "gpuschedulingpolicies", "default", {"spec": {"mode": mode}}
+        )
+
+        def stored():
+            cm = core.read_namespaced_config_map("megagpu-policy-state", "megagpu-system")
+            return json.loads(cm.data["state.json"])["params"]["mode"] == mode
+
+        wait_for(stored, timeout_s=30, what=f"the Q-state to hold mode {mode}")
+
+    try:
+        set_mode("shadow")
+        g.create(
+            api,
+            namespace,
+            g.manifest("shadowed", "inference", "llama3-8b-q4", 1, ["cuda", "vulkan", "metal"]),
+        )
+        found = g.wait_phase(api, namespace, "shadowed", ("Succeeded",), 90)
+        assert found["status"]["decision"]["reason"].startswith("shadow: least_allocated")
+        assert "the learned policy would choose" in found["status"]["decision"]["reason"]
+    finally:
+        set_mode("active")
