@@ -116,6 +116,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     op.add_argument("--resource-mode", choices=("megagpu", "vendor"), default="megagpu")
     op.add_argument("--liveness", default="http://127.0.0.1:8081/healthz")
+    op.add_argument("--metrics", default="127.0.0.1:8080", help="HOST:PORT of /metrics")
     pr = sub.add_parser("probe", help="probe CUDA, Vulkan and CPU devices; DCGM-style metrics")
     pr.add_argument("--once", action="store_true", help="print one reading and exit")
     pr.add_argument("--format", choices=("json", "prometheus"), default="json")
@@ -541,9 +542,17 @@ def _operator(args: argparse.Namespace) -> int:
             args.namespace,
             resource_mode=args.resource_mode,
             liveness=args.liveness,
+            metrics_listen=_host_port(args.metrics),
         )
     )
     return 0
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not port.isdigit():
+        raise UsageError(f"expected HOST:PORT, got {text!r}")
+    return host or "127.0.0.1", int(port)
 
 
 def _runtime(args: argparse.Namespace) -> int:

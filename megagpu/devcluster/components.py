@@ -76,7 +76,7 @@ def wait_ready(component: Component, log_dir: Path, pid: int) -> None:
     )
 
 
-def operator(kubeconfig: Path, liveness_port: int = 8081) -> Component:
+def operator(kubeconfig: Path, liveness_port: int = 8081, metrics_port: int = 8080) -> Component:
     """The GpuWorkload operator."""
     return Component(
         "operator",
@@ -88,8 +88,10 @@ def operator(kubeconfig: Path, liveness_port: int = 8081) -> Component:
             NAMESPACE,
             "--liveness",
             f"http://127.0.0.1:{liveness_port}/healthz",
+            "--metrics",
+            f"127.0.0.1:{metrics_port}",
         ),
-        (liveness_port,),
+        (liveness_port, metrics_port),
         f"http://127.0.0.1:{liveness_port}/healthz",
     )
 

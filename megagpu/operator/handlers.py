@@ -36,6 +36,8 @@ class Memo:
     resource_mode: str = "megagpu"
     backoff_s: float = 2.0
     """First retry delay; doubled per attempt, at most 60 s."""
+    metrics: Any = None
+    """``operator.metrics.Metrics`` when served."""
     learned: dict[str, int] = field(default_factory=dict)
 
 
@@ -231,6 +233,10 @@ def _finish(
         fields["reward"] = round(learned.reward, 4)
         if learned.new:
             _policy_status(memo, learned.policy)
+            if memo.metrics is not None:
+                memo.metrics.updates.inc()
+                memo.metrics.reward.observe(learned.reward)
+                memo.metrics.epsilon.set(learned.policy.epsilon)
         if outcome.deadline_missed:
             kopf.warn(
                 gw,
@@ -378,7 +384,11 @@ def make_registry() -> kopf.OperatorRegistry:
 
     @kopf.on.event("", "v1", "pods", labels={names.LABEL_WORKLOAD: kopf.PRESENT}, registry=registry)
     def pod_event(body: kopf.Body, memo: Memo, **_: Any) -> None:
-        follow(dict(body), memo)
+        if memo.metrics is None:
+            follow(dict(body), memo)
+            return
+        with memo.metrics.reconcile.labels("pod").time():
+            follow(dict(body), memo)
 
     @kopf.timer(
         *GW,

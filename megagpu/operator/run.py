@@ -9,14 +9,17 @@ import os
 import socket
 import threading
 from pathlib import Path
+from typing import Any
 
 import kopf
+import prometheus_client
 from kubernetes import client
 
 from megagpu.kube import client as kube_client
 from megagpu.kube import lease as lease_mod
-from megagpu.kube import qstore
+from megagpu.kube import names, qstore
 from megagpu.operator import handlers
+from megagpu.operator import metrics as metrics_mod
 
 LOG = logging.getLogger("megagpu.operator")
 
@@ -32,6 +35,7 @@ async def run(
     *,
     resource_mode: str = "megagpu",
     liveness: str = "http://127.0.0.1:8081/healthz",
+    metrics_listen: tuple[str, int] = ("127.0.0.1", 8080),
 ) -> None:
     """Wait for the Lease, then reconcile until stopped or the Lease is lost."""
     if kubeconfig is not None:
@@ -45,8 +49,18 @@ async def run(
         await asyncio.sleep(lease_mod.RENEW_S / 2)
     LOG.info("holding lease %s as %s", lease_mod.NAME, lease.identity)
     stop = threading.Event()
+    custom = client.CustomObjectsApi(api)
+
+    def workloads() -> list[dict[str, Any]]:
+        found = custom.list_cluster_custom_object(names.GROUP, names.VERSION, names.GPUWORKLOADS)
+        return list(found.get("items") or [])
+
+    served = metrics_mod.Metrics(workloads)
+    prometheus_client.start_http_server(
+        metrics_listen[1], addr=metrics_listen[0], registry=served.registry
+    )
     memo = handlers.Memo(
-        core, client.CustomObjectsApi(api), qstore.Store(core, namespace), namespace, resource_mode
+        core, custom, qstore.Store(core, namespace), namespace, resource_mode, metrics=served
     )
     renewer = asyncio.create_task(_renew(lease, stop))
     try:

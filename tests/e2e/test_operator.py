@@ -183,3 +183,15 @@ def test_shadow_mode_places_by_the_baseline_and_reports_the_learned_choice(api, 
         assert "the learned policy would choose" in found["status"]["decision"]["reason"]
     finally:
         set_mode("active")
+
+
+def test_operator_metrics_count_phases_and_learning(api, namespace):
+    import urllib.request
+
+    g.create(api, namespace, g.manifest("metered", "inference", "llama3-8b-q4", 1, ["cuda"]))
+    g.wait_phase(api, namespace, "metered", ("Succeeded",), 90)
+    with urllib.request.urlopen("http://127.0.0.1:8080/metrics", timeout=10) as response:
+        text = response.read().decode()
+    assert 'megagpu_operator_workloads{phase="Succeeded"}' in text
+    assert "megagpu_operator_learning_updates_total" in text
+    assert "megagpu_operator_reconcile_seconds_count" in text

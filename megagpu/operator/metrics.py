@@ -1,0 +1,67 @@
+"""The operator's Prometheus metrics (port 8080): phases, reconcile latency, learning."""
+
+from __future__ import annotations
+
+from collections import Counter as Tally
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+PHASES = ("Pending", "Scheduling", "Running", "Succeeded", "Failed")
+
+
+class _Phases(Collector):
+    """GpuWorkloads by phase, counted when scraped."""
+
+    def __init__(self, list_workloads: Callable[[], list[dict[str, Any]]]) -> None:
+        self._list = list_workloads
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily(
+            "megagpu_operator_workloads", "GpuWorkloads by phase.", labels=["phase"]
+        )
+        try:
+            tally = Tally((w.get("status") or {}).get("phase") or "Pending" for w in self._list())
+        except Exception:  # noqa: BLE001 - a scrape must not fail when the API is away
+            return
+        for phase in PHASES:
+            family.add_metric([phase], tally.get(phase, 0))
+        yield family
+
+
+class Metrics:
+    """Reconcile latency, learning updates, rewards and epsilon, in an injected registry."""
+
+    def __init__(
+        self,
+        list_workloads: Callable[[], list[dict[str, Any]]],
+        registry: CollectorRegistry | None = None,
+    ) -> None:
+        self.registry = registry or CollectorRegistry()
+        self.registry.register(_Phases(list_workloads))
+        self.reconcile = Histogram(
+            "megagpu_operator_reconcile_seconds",
+            "Time to handle one change of a workload or its pod.",
+            ["handler"],
+            registry=self.registry,
+        )
+        self.updates = Counter(
+            "megagpu_operator_learning_updates",
+            "Outcomes learned (one compare-and-swap each).",
+            registry=self.registry,
+        )
+        self.reward = Histogram(
+            "megagpu_operator_reward",
+            "Rewards of learned outcomes.",
+            buckets=(-3, -2, -1, -0.5, -0.25, -0.1, 0, 0.1, 0.5),
+            registry=self.registry,
+        )
+        self.epsilon = Gauge(
+            "megagpu_operator_epsilon", "Exploration rate of the policy.", registry=self.registry
+        )
