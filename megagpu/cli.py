@@ -271,18 +271,10 @@ def _print_table(doc: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from megagpu.sim import evaluation
+
     table = Table(title=f"megagpu sim: {doc['preset'] or 'files'}, seeds {doc['seeds']}")
-    columns = (
-        "avg_jct_s",
-        "median_jct_s",
-        "p95_jct_s",
-        "p99_jct_s",
-        "makespan_s",
-        "p95_queue_s",
-        "utilization",
-        "deadline_attainment",
-        "decisions_to_within_10pct",
-    )
+    columns = [m for m in evaluation.METRICS if m != "n_jobs"]
     table.add_column("policy")
     for column in columns:
         title = column.removesuffix("_s").replace("_", " ")

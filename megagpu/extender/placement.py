@@ -25,6 +25,10 @@ REMEMBERED = 10_000
 TOP = 5
 DECISION_MAX_BYTES = 8 * 1024
 NOT_READY = "extender caches are not synced yet"
+DECISION_KEYS = frozenset(
+    ("mode", "score", "qValues", "alternatives", "policyVersion", "reason", "predictedSeconds")
+)
+"""The keys of a decision record: exactly those of ``status.decision`` (DESIGN 9.2)."""
 PASS, UNKNOWN, NO_BACKEND, TOO_FEW, LOW_MEMORY, UNHEALTHY, BUSY = range(7)
 PERMANENT = (NO_BACKEND, TOO_FEW, LOW_MEMORY)
 """Codes that go to FailedAndUnresolvableNodes: waiting cannot fix them."""

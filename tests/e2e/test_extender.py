@@ -11,6 +11,7 @@ from pathlib import Path
 
 from kubernetes import client
 
+from megagpu.extender import placement
 from tests.e2e.podspec import MIX, megagpu_pod
 from tests.e2e.test_scheduler_extender import wait_for
 
@@ -56,15 +57,7 @@ def place_batch(
         assert backend in ann["megagpu.io/backends"].split(","), pod.metadata.name
         assert nodes[pod.spec.node_name].get(f"megagpu.io/backend.{backend}") == "true"
         decision = json.loads(ann["megagpu.io/decision"])
-        assert set(decision) == {
-            "mode",
-            "score",
-            "qValues",
-            "alternatives",
-            "policyVersion",
-            "reason",
-            "predictedSeconds",
-        }
+        assert set(decision) == placement.DECISION_KEYS
         assert decision["mode"] in ("exploit", "explore", "forced")
         devices = [int(d) for d in ann["megagpu.io/assigned-devices"].split(",") if d]
         assert len(devices) == int(ann["megagpu.io/gpus"])

@@ -71,15 +71,7 @@ def test_bind_writes_decision_and_devices_once():
     ((call, annotations),) = rec.calls
     decision = json.loads(annotations["megagpu.io/decision"])
     assert decision["mode"] == "exploit" and decision["score"] == 10
-    assert set(decision) == {
-        "mode",
-        "score",
-        "qValues",
-        "alternatives",
-        "policyVersion",
-        "reason",
-        "predictedSeconds",
-    }
+    assert set(decision) == placement.DECISION_KEYS
     assert annotations["megagpu.io/assigned-devices"] == "0,1"
     assert annotations["megagpu.io/assigned-backend"] == "cuda"
     assert len(annotations["megagpu.io/decision"]) <= placement.DECISION_MAX_BYTES
