@@ -97,19 +97,22 @@ def stress() -> dict[str, Any]:
 
 
 def table(doc: dict[str, Any]) -> str:
+    rows = doc["summary"].values()
+    hours = min(r["avg_jct_s"] for r in rows) >= 3600
+    scale, unit = (3600, "h") if hours else (1, "s")
     lines = [
-        "| policy | avg JCT (h) | 95% CI (h) | median | p95 | p99 | makespan (h) | p95 queue (h) "
-        "| util | to within 10% | derived share |",
+        f"| policy | avg JCT ({unit}) | 95% CI ({unit}) | median | p95 | p99 | makespan "
+        f"({unit}) | p95 queue ({unit}) | util | to within 10% | derived share |",
         "|" + "---|" * 11,
     ]
     for policy, row in doc["summary"].items():
         lo, hi = row["ci95_avg_jct_s"]
         within = row["decisions_to_within_10pct"]
         lines.append(
-            f"| {policy} | {row['avg_jct_s'] / 3600:.2f} | {lo / 3600:.2f}-{hi / 3600:.2f} | "
-            f"{row['median_jct_s'] / 3600:.2f} | {row['p95_jct_s'] / 3600:.1f} | "
-            f"{row['p99_jct_s'] / 3600:.1f} | {row['makespan_s'] / 3600:.0f} | "
-            f"{row['p95_queue_s'] / 3600:.2f} | {row['utilization']:.2f} | "
+            f"| {policy} | {row['avg_jct_s'] / scale:.2f} | {lo / scale:.2f}-{hi / scale:.2f} | "
+            f"{row['median_jct_s'] / scale:.2f} | {row['p95_jct_s'] / scale:.1f} | "
+            f"{row['p99_jct_s'] / scale:.1f} | {row['makespan_s'] / scale:.0f} | "
+            f"{row['p95_queue_s'] / scale:.2f} | {row['utilization']:.2f} | "
             f"{within if within is not None else '-'} | {row['derived_share']:.2f} |"
         )
     return "\n".join(lines)
