@@ -1,6 +1,7 @@
 import pytest
 
 from megagpu.devcluster import runtime
+from megagpu.io import devices
 from megagpu.kube import convert
 from tests.helpers import node
 
@@ -29,9 +30,16 @@ def pod(model_name, backend, gpus=1, work=None, kind="inference"):
     return {"metadata": {"uid": "u", "annotations": annotations}}
 
 
+SPEC = devices.DEVICES["h100"]
 H100 = k8s_node(
     node(
-        "h100-0", "h100", devices=8, fp16=805.0, gbps=3000.0, backends=("cuda", "vulkan"), fp32=51.0
+        "h100-0",
+        "h100",
+        devices=8,
+        fp16=SPEC.fp16_tflops,
+        gbps=SPEC.mem_gbps,
+        backends=("cuda", "vulkan"),
+        fp32=SPEC.fp32_tflops,
     )
 )
 
