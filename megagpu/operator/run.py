@@ -44,7 +44,7 @@ async def run(
     core = client.CoreV1Api(api)
     lease = lease_mod.Lease(client.CoordinationV1Api(api), namespace, identity())
     loop = asyncio.get_running_loop()
-    while not await loop.run_in_executor(None, lease.try_acquire):
+    while not await _acquire(loop, lease):
         LOG.info("standby: another operator holds the lease %s", lease_mod.NAME)
         await asyncio.sleep(lease_mod.RENEW_S / 2)
     LOG.info("holding lease %s as %s", lease_mod.NAME, lease.identity)
@@ -76,6 +76,15 @@ async def run(
         renewer.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await renewer
+
+
+async def _acquire(loop: asyncio.AbstractEventLoop, lease: lease_mod.Lease) -> bool:
+    """One attempt to hold the lease; False (retry later) while the API server is away."""
+    try:
+        return bool(await loop.run_in_executor(None, lease.try_acquire))
+    except Exception as e:  # noqa: BLE001 - API away or erroring: stay standby and retry
+        LOG.warning("cannot reach the lease yet: %s", e)
+        return False
 
 
 async def _renew(lease: lease_mod.Lease, stop: threading.Event) -> None:

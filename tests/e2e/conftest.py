@@ -72,3 +72,30 @@ def kubectl(
         timeout=120,
         check=False,
     )
+
+
+def restart_apiserver() -> None:
+    """kill -9 the dev cluster's kube-apiserver and start it again with the same command line."""
+    import signal
+    import time
+
+    from megagpu.devcluster import processes
+
+    pid_file = cluster.paths().cluster / "pids" / "kube-apiserver.pid"
+    pid = int(pid_file.read_text())
+    argv = Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").split(b"\0")
+    cwd = os.readlink(f"/proc/{pid}/cwd")
+    log = open(cluster.paths().logs / "kube-apiserver.log", "ab")
+    os.kill(pid, signal.SIGKILL)
+    while processes.alive(pid):
+        time.sleep(0.1)
+    time.sleep(2)  # the API is away for a while
+    proc = subprocess.Popen(
+        [a.decode() for a in argv], cwd=cwd, stdout=log, stderr=log, start_new_session=True
+    )
+    log.close()
+    pid_file.write_text(str(proc.pid))
+    deadline = time.monotonic() + 60
+    while not cluster.api_ready(cluster.paths()):
+        assert time.monotonic() < deadline, "kube-apiserver did not come back"
+        time.sleep(0.5)

@@ -10,13 +10,14 @@ from kubernetes import client
 
 from megagpu.devcluster import cluster, processes
 from tests.e2e import gw as g
-from tests.e2e.conftest import megagpu
+from tests.e2e.conftest import megagpu, restart_apiserver
 from tests.e2e.test_scheduler_extender import wait_for
 
 COUNT = 40
 
 
 def test_mixed_workloads_succeed_and_each_outcome_is_learned_once(api, namespace):
+    """40 workloads through an operator kill -9 and a kube-apiserver restart."""
     before = g.policy_status(api).get("updates", 0)
     for i in range(COUNT):
         kind, model, gpus, backends = g.MIX[i % len(g.MIX)]
@@ -25,6 +26,8 @@ def test_mixed_workloads_succeed_and_each_outcome_is_learned_once(api, namespace
             pid = processes.pids(cluster.paths().pids)["operator"]
             os.kill(pid, signal.SIGKILL)
             assert megagpu("dev", "up").returncode == 0  # restarts the dead operator
+        if i == 3 * COUNT // 4:  # and a kube-apiserver restart
+            restart_apiserver()
     for i in range(COUNT):
         found = g.wait_phase(api, namespace, f"w{i:02d}", ("Succeeded", "Failed"), 180)
         status = found["status"]
