@@ -14,7 +14,6 @@ PLANNED = {
     "exec": ("5", "run a command with CUDA_VISIBLE_DEVICES and friends set from the assignment"),
     "uninstall": ("8", "clear megagpu finalizers and remove the Helm release"),
 }
-CONVERTERS = ("gavel-trace", "gavel-throughputs", "philly", "openb", "azure", "llamacpp")
 
 
 class UsageError(Exception):
@@ -22,6 +21,8 @@ class UsageError(Exception):
 
 
 def _parser() -> argparse.ArgumentParser:
+    from megagpu.io import convert
+
     parser = argparse.ArgumentParser(
         prog="megagpu",
         description="Run AI workloads on mixed accelerators with a scheduler that learns.",
@@ -44,7 +45,7 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--plot", type=Path, help="write a PNG of JCT over time per policy")
     simsub = sim.add_subparsers(dest="sim_command", metavar="convert")
     conv = simsub.add_parser("convert", help="convert upstream data to megagpu's formats")
-    conv.add_argument("kind", choices=CONVERTERS)
+    conv.add_argument("kind", choices=convert.KINDS)
     conv.add_argument("input", type=Path)
     conv.add_argument("-o", "--output", type=Path, required=True)
     conv.add_argument("--load", type=float, default=0.5, help="philly: offered load")
@@ -314,35 +315,19 @@ def _plot(build: Any, policies: list[str], path: Path) -> None:
 
 
 def _convert(args: argparse.Namespace) -> int:
-    from megagpu.io import cluster_spec, converters, presets, tables
+    from megagpu.io import convert
 
-    trace_header = tables.TRACE_COLUMNS
-    table_header = (*tables.THROUGHPUT_COLUMNS, "source")
-    if args.kind == "gavel-trace":
-        tables.write_csv(args.output, trace_header, converters.gavel_trace(args.input))
-    elif args.kind == "gavel-throughputs":
-        tables.write_csv(args.output, table_header, converters.gavel_throughputs(args.input))
-    elif args.kind == "llamacpp":
-        tables.write_csv(args.output, table_header, converters.llamacpp_throughputs(args.input))
-    elif args.kind == "azure":
-        tables.write_csv(args.output, trace_header, converters.azure_trace(args.input))
-    elif args.kind == "openb":
-        converters.write_yaml(args.output, converters.openb_cluster(args.input, scale=args.scale))
-    else:
-        if not (args.cluster and args.throughputs):
-            raise UsageError("philly needs --cluster and --throughputs (to size the load)")
-        nodes = [n for n in cluster_spec.load(args.cluster) if n.devices]
-        table = tables.load_throughputs(args.throughputs)
-        rows = [(r.model, r.device, r.backend, r.gpus, r.throughput, r.source) for r in table.rows]
-        trace = converters.philly_trace(
-            args.input,
-            rows,
-            jobs=args.jobs,
-            load=args.load,
-            capacity=presets.v100_capacity(nodes, table),
-            seed=args.seed,
-        )
-        tables.write_csv(args.output, trace_header, trace)
+    convert.convert(
+        args.kind,
+        args.input,
+        args.output,
+        load=args.load,
+        jobs=args.jobs,
+        seed=args.seed,
+        cluster=args.cluster,
+        throughputs=args.throughputs,
+        scale=args.scale,
+    )
     print(f"wrote {args.output}")
     return 0
 
@@ -444,21 +429,10 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _reward_trend(scenario: Any) -> None:
-    from megagpu.core import qpolicy
-    from megagpu.sim import simulator
+    from megagpu.devcluster import demo
 
-    policy = qpolicy.QPolicy()
-    marks: list[tuple[int, float, float, int]] = []
-
-    def progress(done: int, total: int) -> None:
-        if done % (total // 10) == 0:
-            recent = list(policy.recent_rewards)
-            mean = sum(recent) / len(recent) if recent else 0.0
-            marks.append((done, mean, policy.epsilon, policy.version))
-
-    simulator.simulate(scenario, lambda _: policy, 0, progress=progress)
     print(f"{'jobs done':>10} {'mean reward (last 100)':>24} {'epsilon':>8} {'policy version':>15}")
-    for done, mean, epsilon, version in marks:
+    for done, mean, epsilon, version in demo.reward_trend(scenario):
         bar = "#" * max(0, int(40 + 40 * mean))
         print(f"{done:>10} {mean:>24.3f} {epsilon:>8.3f} {version:>15}  {bar}")
 

@@ -11,7 +11,9 @@ from typing import Any, NamedTuple
 import yaml
 from kubernetes import client
 
+from megagpu.core import qpolicy
 from megagpu.kube import names
+from megagpu.sim import simulator
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "workloads"
 SIM_WORK = {
@@ -86,3 +88,21 @@ def run_wave(
         {k: dict(v) for k, v in sorted(by_type.items())},
         time.monotonic() - start,
     )
+
+
+def reward_trend(scenario: simulator.Scenario) -> list[tuple[int, float, float, int]]:
+    """Learning curve of the learned policy from cold start, at each tenth of the run.
+
+    Each mark is (jobs done, mean of the last 100 rewards, epsilon, policy version).
+    """
+    policy = qpolicy.QPolicy()
+    marks: list[tuple[int, float, float, int]] = []
+
+    def progress(done: int, total: int) -> None:
+        if done % max(total // 10, 1) == 0:
+            recent = list(policy.recent_rewards)
+            mean = sum(recent) / len(recent) if recent else 0.0
+            marks.append((done, mean, policy.epsilon, policy.version))
+
+    simulator.simulate(scenario, lambda _: policy, 0, progress=progress)
+    return marks

@@ -71,10 +71,6 @@ class Ledger:
         index = self._index.get(name)
         return None if index is None else self.fleet.nodes[index]
 
-    def index(self, name: str) -> int | None:
-        """Position of a node in the fleet."""
-        return self._index.get(name)
-
     def hold(self, uid: str, node: str, devices: tuple[int, ...]) -> None:
         """Record that pod ``uid`` holds ``devices`` on ``node`` (replacing what it held)."""
         with self._lock:
