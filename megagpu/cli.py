@@ -124,6 +124,16 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--benchmarks", action="store_true", help="run short GEMM/copy benchmarks")
     pr.add_argument("--no-dcgm", action="store_true", help="leave out the DCGM families")
     pr.add_argument("--listen", default="127.0.0.1:9400", help="HOST:PORT of /metrics")
+    pr.add_argument(
+        "--simulate",
+        action="store_true",
+        help="publish plausible readings for every node of --cluster-spec",
+    )
+    pr.add_argument("--cluster-spec", type=Path, help="with --simulate: the fake nodes")
+    pr.add_argument("--publish", action="store_true", help="write GpuNode status")
+    pr.add_argument("--kubeconfig", type=Path, help="with --publish (default: in-cluster)")
+    pr.add_argument("--node-name", help="GpuNode name (default: $NODE_NAME or the hostname)")
+    pr.add_argument("--interval", type=float, default=15.0, help="seconds between readings")
     pol = sub.add_parser("policy", help="show, reset, export, import or roll back the Q-state")
     pol.add_argument("action", choices=("show", "reset", "export", "import", "rollback"))
     pol.add_argument("file", nargs="?", type=Path, help="import: the Q-state JSON document")
@@ -539,16 +549,18 @@ def _runtime(args: argparse.Namespace) -> int:
 
 
 def _probe(args: argparse.Namespace) -> int:
-    import threading
+    import os
+    import time
 
     from prometheus_client import CollectorRegistry, generate_latest, start_http_server
 
-    from megagpu.probe import collector, cpu, cuda, node, vulkan
+    from megagpu.probe import collector, cpu, cuda, node, simulated, vulkan
 
     sources = [cuda.Cuda(), vulkan.Vulkan(), cpu.Cpu()]
+    hostname = args.node_name or os.environ.get("NODE_NAME")
 
     def read() -> node.NodeReading:
-        reading = node.read(sources)
+        reading = node.read(sources, hostname)
         if args.benchmarks:
             for backend in reading.backends:
                 if backend.name == "cuda" and backend.available and backend.devices:
@@ -557,21 +569,48 @@ def _probe(args: argparse.Namespace) -> int:
                     backend.benchmarks = cpu.benchmark()
         return reading
 
+    readers = [read]
+    if args.simulate:
+        from megagpu.io import cluster_spec
+
+        if args.cluster_spec is None:
+            raise UsageError("--simulate needs --cluster-spec FILE (the fake nodes)")
+        readers = simulated.readers(cluster_spec.load(args.cluster_spec))
     registry = CollectorRegistry()
-    registry.register(collector.ProbeCollector(read, dcgm=not args.no_dcgm))
+    registry.register(collector.ProbeCollector(readers[0], dcgm=not args.no_dcgm))
     if args.once:
         if args.format == "json":
-            print(json.dumps(read().to_json(), indent=1))
+            print(
+                json.dumps([r().to_json() for r in readers], indent=1)
+                if args.simulate
+                else json.dumps(read().to_json(), indent=1)
+            )
         else:
             print(generate_latest(registry).decode(), end="")
         return 0
-    host, _, port = args.listen.rpartition(":")
-    if not port.isdigit():
-        raise UsageError(f"--listen must be HOST:PORT, got {args.listen!r}")
-    start_http_server(int(port), addr=host or "127.0.0.1", registry=registry)
-    print(f"probe metrics on http://{host or '127.0.0.1'}:{port}/metrics", flush=True)
-    threading.Event().wait()
-    return 0
+    host, port = _host_port(args.listen)
+    start_http_server(port, addr=host, registry=registry)
+    print(f"probe metrics on http://{host}:{port}/metrics", flush=True)
+    publish = None
+    if args.publish or args.simulate:
+        from kubernetes import client
+
+        from megagpu.kube import client as kube_client
+        from megagpu.kube import gpunodes
+
+        custom = client.CustomObjectsApi(kube_client.api_client(args.kubeconfig))
+
+        def publish(reading: node.NodeReading) -> None:
+            gpunodes.publish(custom, reading)
+
+    while True:
+        for reader in readers:
+            if publish is not None:
+                try:
+                    publish(reader())
+                except Exception as e:  # noqa: BLE001 - the API away must not stop the probe
+                    print(f"publishing failed, retrying next round: {e}", flush=True)
+        time.sleep(args.interval)
 
 
 def _policy(args: argparse.Namespace) -> int:

@@ -170,7 +170,7 @@ def up(
         _start_scheduler(p, extender or scheduler.ExtenderOptions(), out)
         _wait(p)
         if components:
-            _start_components(p, out, time_scale)
+            _start_components(p, out, time_scale, spec)
     except BaseException:
         with contextlib.suppress(DevClusterError):
             down(out=lambda _: None)
@@ -282,11 +282,12 @@ def _restart_dead(p: Paths, out: Output) -> bool:
     return not problems(p)
 
 
-def _start_components(p: Paths, out: Output, time_scale: float) -> None:
+def _start_components(p: Paths, out: Output, time_scale: float, spec: Path) -> None:
     started = [
         components.extender(p.kubeconfig),
         components.operator(p.kubeconfig),
         components.runtime(p.kubeconfig, time_scale),
+        components.probe(p.kubeconfig, spec.resolve()),
     ]
     for component in started:
         components.start(component, p.logs, p.pids)

@@ -113,3 +113,24 @@ def runtime(kubeconfig: Path, time_scale: float, health_port: int = 8082) -> Com
         (health_port,),
         f"http://127.0.0.1:{health_port}/readyz",
     )
+
+
+def probe(kubeconfig: Path, spec: Path, port: int = 9400) -> Component:
+    """The simulated probe publishing a GpuNode for every fake node."""
+    return Component(
+        "probe",
+        (
+            "probe",
+            "--simulate",
+            "--cluster-spec",
+            str(spec),
+            "--kubeconfig",
+            str(kubeconfig),
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--interval",
+            "15",
+        ),
+        (port,),
+        f"http://127.0.0.1:{port}/metrics",
+    )

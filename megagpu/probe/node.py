@@ -32,15 +32,16 @@ class NodeReading:
         return next((b for b in self.backends if b.name == name), None)
 
     def gpus(self) -> list[readings.Device]:
-        """Distinct GPUs: NVML's, then Vulkan GPUs that are not an NVML device and not CPUs."""
+        """Distinct GPUs: NVML's, then Vulkan and Metal GPUs not already seen; never CPUs."""
         cuda = self.backend("cuda")
         found = list(cuda.devices) if cuda and cuda.available else []
-        vk = self.backend("vulkan")
-        for device in vk.devices if vk and vk.available else []:
-            if device.kind in ("gpu", "integrated") and not any(
-                vulkan.same_device(device, other) for other in found
-            ):
-                found.append(device)
+        for name in ("vulkan", "metal"):
+            other = self.backend(name)
+            for device in other.devices if other and other.available else []:
+                if device.kind in ("gpu", "integrated") and not any(
+                    vulkan.same_device(device, seen) for seen in found
+                ):
+                    found.append(device)
         return found
 
     def to_json(self) -> dict[str, Any]:

@@ -91,3 +91,17 @@ def test_crds_are_applied_server_side(kubeconfig: Path):
         "jsonpath={.metadata.managedFields[*].operation}",
     )
     assert "Apply" in out.stdout.split()
+
+
+def test_simulated_probe_publishes_every_fake_node(kubeconfig: Path):
+    out = kubectl(
+        kubeconfig,
+        "get",
+        "gpunodes",
+        "-o",
+        "jsonpath={range .items[*]}{.metadata.name}={.status.summary.devices} {end}",
+    )
+    published = dict(pair.split("=") for pair in out.stdout.split())
+    nodes = kubectl(kubeconfig, "get", "nodes", "-o", "jsonpath={.items[*].metadata.name}")
+    assert set(nodes.stdout.split()) <= set(published)
+    assert published["h100-0"] == "8" and published["cpu-0"] == "0"

@@ -204,3 +204,19 @@ def test_cli_once_json_and_prometheus():
         check=True,
     ).stdout
     assert 'megagpu_backend_available{backend="cpu"} 1.0' in text
+
+
+def test_simulated_nodes_publish_plausible_values():
+    from megagpu.io import cluster_spec
+    from megagpu.kube import gpunodes
+    from megagpu.probe import simulated
+    from tests.e2e.conftest import ROOT
+
+    nodes = cluster_spec.load(ROOT / "examples/clusters/dev.yaml")
+    readings_ = {r().hostname: r() for r in simulated.readers(nodes, clock=lambda: 1000.0)}
+    h100 = gpunodes.status(readings_["h100-0"])
+    assert h100["summary"] == {"backends": "cuda,vulkan", "devices": 8, "healthy": 8}
+    device = h100["backends"]["cuda"]["devices"][0]
+    assert 0 <= device["utilization"] <= 1 and device["usedMiB"] <= device["memoryMiB"]
+    assert gpunodes.status(readings_["m2-ultra-0"])["summary"]["devices"] == 1
+    assert gpunodes.status(readings_["cpu-0"])["summary"]["devices"] == 0
