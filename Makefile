@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 CACHE := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/megagpu
 PYTEST_ARGS ?=
 
-.PHONY: install binaries demo test unit e2e e2e-scale lint bench bench-devcluster bench-sim dev-up dev-down clean
+.PHONY: install binaries prometheus demo test unit e2e e2e-scale lint bench bench-devcluster bench-sim dev-up dev-down clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -22,6 +22,16 @@ binaries: $(STAMP)
 	$(BIN)/megagpu dev build
 	ln -sf "$$($(BIN)/python -c 'from megagpu.devcluster import binaries; print(binaries.binary("kubectl"))')" $(BIN)/kubectl
 
+# A real Prometheus server (Debian's package, unpacked into the cache; no service is started).
+PROM_DIR := $(CACHE)/prometheus-deb12
+$(PROM_DIR)/usr/bin/prometheus:
+	mkdir -p $(PROM_DIR)/download /tmp/megagpu-apt-lists/partial
+	apt-get -qq -oDir::State::Lists=/tmp/megagpu-apt-lists update
+	cd $(PROM_DIR)/download && apt-get -qq -oDir::State::Lists=/tmp/megagpu-apt-lists download prometheus
+	dpkg -x $(PROM_DIR)/download/prometheus_*.deb $(PROM_DIR)
+
+prometheus: $(PROM_DIR)/usr/bin/prometheus
+
 demo: binaries
 	$(BIN)/megagpu demo
 
@@ -32,13 +42,13 @@ lint: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/pytest -m "not e2e" $(PYTEST_ARGS)
 
-e2e: binaries
+e2e: binaries prometheus
 	$(BIN)/pytest -m e2e $(PYTEST_ARGS)
 
-test: binaries lint
+test: binaries prometheus lint
 	@start=$$SECONDS; $(BIN)/pytest -m "not e2e" $(PYTEST_ARGS); rc=$$?; \
 	  echo "phase unit tests: $$((SECONDS - start))s"; exit $$rc
-	@start=$$SECONDS; $(BIN)/pytest -m e2e $(PYTEST_ARGS); rc=$$?; \
+	@start=$$SECONDS; MEGAGPU_PROMETHEUS=$(PROM_DIR)/usr/bin $(BIN)/pytest -m e2e $(PYTEST_ARGS); rc=$$?; \
 	  echo "phase e2e tests: $$((SECONDS - start))s"; exit $$rc
 
 e2e-scale: binaries

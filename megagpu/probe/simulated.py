@@ -36,6 +36,7 @@ def reading(spec_node: model.Node, now: float) -> node_mod.NodeReading:
                     index=i,
                     name=f"{spec_node.device_class} (simulated)",
                     uuid=f"SIM-{spec_node.name}-{i}",
+                    pci_bus_id=f"00000000:{i + 1:02x}:00.0",
                     memory_bytes=memory or None,
                     used_bytes=int(memory * load * 0.8) if memory else None,
                     utilization=load,
