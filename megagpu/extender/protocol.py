@@ -93,11 +93,6 @@ def filter_result(
     }
 
 
-def host_priorities(scores: dict[str, int]) -> list[dict[str, Any]]:
-    """HostPriorityList."""
-    return [{"Host": host, "Score": int(score)} for host, score in scores.items()]
-
-
 def binding_result(error: str = "") -> dict[str, str]:
     """ExtenderBindingResult."""
     return {"Error": error}

@@ -1,4 +1,4 @@
-"""The vulkan backend: physical devices, types, vendors, driver and API versions, heaps.
+"""The vulkan backend: physical devices, their types, API versions and device-local memory.
 
 The ``vulkan`` package raises OSError at import when libvulkan.so.1 is missing, so it is
 imported lazily here and both ImportError and OSError make the backend unavailable.
@@ -13,7 +13,6 @@ from megagpu.probe import readings
 
 HINT = "install the vulkan package and the Vulkan loader (libvulkan1) with a driver ICD"
 TYPES = {0: "other", 1: "integrated", 2: "gpu", 3: "virtual", 4: "cpu"}
-VENDORS = {0x10DE: "NVIDIA", 0x1002: "AMD", 0x8086: "Intel", 0x106B: "Apple", 0x10005: "Mesa"}
 
 
 def _version(v: int) -> str:
@@ -94,7 +93,6 @@ class Vulkan:
             uuid = _uuid(ids.deviceUUID)
         except Exception:  # noqa: BLE001 - older loaders: fall back to matching by name
             uuid = ""
-        vendor = VENDORS.get(props.vendorID, f"0x{props.vendorID:04x}")
         name = props.deviceName
         name = name.decode() if isinstance(name, bytes) else str(name)
         return readings.Device(
@@ -104,7 +102,6 @@ class Vulkan:
             memory_bytes=max((h.size for h in local), default=None),
             compute_capability=_version(props.apiVersion),
             kind=TYPES.get(props.deviceType, "other"),
-            reason=f"vendor {vendor}, driver {props.driverVersion}",
         )
 
 
