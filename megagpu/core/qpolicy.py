@@ -141,6 +141,19 @@ class QPolicy:
             return 0.0
         return max(p.epsilon_min, p.epsilon_start * p.epsilon_decay**self.decisions)
 
+    @property
+    def phase(self) -> str:
+        """Exploring while epsilon is high, Converged once rewards are steady, else Exploiting."""
+        if self.epsilon > 2 * self.params.epsilon_min:
+            return "Exploring"
+        recent = list(self.recent_rewards)
+        if len(recent) >= 50:
+            half = len(recent) // 2
+            older, newer = recent[:half], recent[half:]
+            if abs(sum(newer) / len(newer) - sum(older) / len(older)) < 0.05:
+                return "Converged"
+        return "Exploiting"
+
     def model_class(self, name: str) -> str:
         """The class a model is learned under; beyond the cap, new models share ``other``."""
         if name in self.classes:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from megagpu.core import model
+from megagpu.core import model, qpolicy
 from megagpu.kube import names
 
 NODE_CPU = "32"
@@ -174,3 +174,18 @@ def assigned_devices(pod: dict[str, Any]) -> tuple[str, tuple[int, ...]] | None:
         return str(node), tuple(int(x) for x in text.split(",") if x.strip())
     except ValueError:
         return None
+
+
+def policy_status(policy: qpolicy.QPolicy, configmap: str, updated: str) -> dict[str, Any]:
+    """The GpuSchedulingPolicy status of a policy; ``updated`` is an RFC 3339 time."""
+    return {
+        "version": policy.version,
+        "decisions": policy.decisions,
+        "updates": policy.updates,
+        "epsilon": round(policy.epsilon, 4),
+        "rewardEma": round(policy.reward_ema, 4),
+        "recentRewards": [round(r, 4) for r in policy.recent_rewards],
+        "phase": policy.phase,
+        "lastUpdated": updated,
+        "stateConfigMap": configmap,
+    }

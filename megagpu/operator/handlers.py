@@ -300,7 +300,7 @@ def _policy_status(memo: Memo, policy: Any) -> None:
                 return
             body = {
                 "metadata": {"resourceVersion": current["metadata"]["resourceVersion"]},
-                "status": status.policy_status(policy, names.STATE_CONFIGMAP),
+                "status": convert.policy_status(policy, names.STATE_CONFIGMAP, status.now_iso()),
             }
             memo.custom.patch_cluster_custom_object_status(*args, body)
             return

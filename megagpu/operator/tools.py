@@ -8,8 +8,8 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from megagpu.core import qpolicy, qstate
+from megagpu.kube import explain as explain_
 from megagpu.kube import names, qstore
-from megagpu.operator import status
 
 
 class ToolError(RuntimeError):
@@ -35,7 +35,7 @@ def show(store: qstore.Store, top: int = 5) -> list[str]:
     lines = [
         f"version {p.version}  updates {p.updates}  decisions {p.decisions}  "
         f"epsilon {p.epsilon:.3f}  reward EMA {p.reward_ema:.3f}  "
-        f"phase {status.policy_phase(p)}  mode {p.params.mode}",
+        f"phase {p.phase}  mode {p.params.mode}",
         f"history: {', '.join(f'v{v}' for v, _ in store.history()) or 'none'}",
     ]
     for key, row in sorted(p.workloads.items()):
@@ -114,35 +114,7 @@ def explain(
         if e.status == 404:
             raise ToolError(f"GpuWorkload {namespace}/{name} not found") from e
         raise
-    st = gw.get("status") or {}
-    decision = st.get("decision") or {}
-    lines = [
-        f"{namespace}/{name}: {gw['spec'].get('workloadType')} {gw['spec'].get('model')} "
-        f"x{gw['spec'].get('gpus', 1)}  phase {st.get('phase', '-')}  "
-        f"attempts {st.get('attempts', 0)}"
-    ]
-    if decision:
-        lines.append(
-            f"placed on {st.get('node')} ({st.get('backend')}, devices "
-            f"{st.get('device') or '-'}) by {decision.get('mode')}: "
-            f"{decision.get('reason')}  [policy v{decision.get('policyVersion')}]"
-        )
-        chosen_q = (decision.get("qValues") or {}).get(st.get("node") or "")
-        lines.append(
-            f"  chosen   {st.get('node')}: score {decision.get('score')}"
-            + (f", Q {chosen_q:+.3f}" if isinstance(chosen_q, int | float) else "")
-        )
-        for alt in decision.get("alternatives") or []:
-            lines.append(f"  instead  {alt['node']}: score {alt['score']}, Q {alt['qValue']:+.3f}")
-    else:
-        lines.append("not placed yet")
-    if "reward" in st:
-        lines.append(f"outcome: {st.get('durationSeconds')} s, reward {st['reward']:+.3f}")
-    for c in st.get("conditions") or []:
-        lines.append(f"  {c['type']}={c['status']} {c.get('reason', '')}: {c.get('message', '')}")
     events = core.list_namespaced_event(
         namespace, field_selector=f"involvedObject.name={name}"
     ).items
-    for e in sorted(events, key=lambda e: str(e.last_timestamp or e.event_time or ""))[-10:]:
-        lines.append(f"  event {e.type} {e.reason}: {e.message}")
-    return lines
+    return explain_.lines(gw, [core.api_client.sanitize_for_serialization(e) for e in events])

@@ -2,7 +2,7 @@ import datetime as dt
 import json
 
 from megagpu.core import qpolicy
-from megagpu.kube import qstore
+from megagpu.kube import convert, qstore
 from megagpu.operator import outcomes, status
 from tests.helpers import node
 
@@ -99,4 +99,4 @@ def test_conditions_keep_transition_time_when_status_is_unchanged():
 
 def test_policy_status_phase():
     policy = qpolicy.QPolicy()
-    assert status.policy_status(policy, "cm")["phase"] == "Exploring"
+    assert convert.policy_status(policy, "cm", "T")["phase"] == "Exploring"

@@ -1,0 +1,54 @@
+"""What ``megagpu explain`` and the TUI detail view say about one GpuWorkload (plain dicts in)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+Obj = dict[str, Any]
+
+
+def event_time(event: Obj) -> str:
+    """The newest timestamp an Event carries (RFC 3339 text sorts by time)."""
+    series = event.get("series") or {}
+    return str(
+        series.get("lastObservedTime")
+        or event.get("lastTimestamp")
+        or event.get("eventTime")
+        or (event.get("metadata") or {}).get("creationTimestamp")
+        or ""
+    )
+
+
+def lines(gw: Obj, events: list[Obj], last_events: int = 10) -> list[str]:
+    """Decision, alternatives, reward, conditions and the newest Events of ``gw``."""
+    meta, spec, st = gw.get("metadata") or {}, gw.get("spec") or {}, gw.get("status") or {}
+    decision = st.get("decision") or {}
+    out = [
+        f"{meta.get('namespace')}/{meta.get('name')}: {spec.get('workloadType')} "
+        f"{spec.get('model')} x{spec.get('gpus', 1)}  phase {st.get('phase', '-')}  "
+        f"attempts {st.get('attempts', 0)}"
+    ]
+    if decision:
+        out.append(
+            f"placed on {st.get('node')} ({st.get('backend')}, devices "
+            f"{st.get('device') or '-'}) by {decision.get('mode')}: "
+            f"{decision.get('reason')}  [policy v{decision.get('policyVersion')}]"
+        )
+        chosen_q = (decision.get("qValues") or {}).get(st.get("node") or "")
+        out.append(
+            f"  chosen   {st.get('node')}: score {decision.get('score')}"
+            + (f", Q {chosen_q:+.3f}" if isinstance(chosen_q, int | float) else "")
+        )
+        for alt in decision.get("alternatives") or []:
+            out.append(f"  instead  {alt['node']}: score {alt['score']}, Q {alt['qValue']:+.3f}")
+        if isinstance(decision.get("predictedSeconds"), int | float):
+            out.append(f"  predicted {decision['predictedSeconds']:.0f} s")
+    else:
+        out.append("not placed yet")
+    if "reward" in st:
+        out.append(f"outcome: {st.get('durationSeconds')} s, reward {st['reward']:+.3f}")
+    for c in st.get("conditions") or []:
+        out.append(f"  {c['type']}={c['status']} {c.get('reason', '')}: {c.get('message', '')}")
+    for e in sorted(events, key=event_time)[-last_events:]:
+        out.append(f"  event {e.get('type')} {e.get('reason')}: {e.get('message')}")
+    return out
