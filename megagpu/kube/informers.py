@@ -57,6 +57,8 @@ class Informer:
         self.name = name
         self.items: dict[str, Obj] = {}
         self.synced = threading.Event()
+        self.error: Exception | None = None
+        """The last failure, cleared by the next successful list (for status displays)."""
         self._list_fn = list_fn
         self._handler = handler
         self._kwargs = list_kwargs
@@ -83,11 +85,13 @@ class Informer:
                 backoff = 0.5
                 self._follow(version)
             except ApiException as e:
+                self.error = e if e.status != 410 else None
                 if e.status != 410:
                     LOG.warning("%s: API error %s; retrying in %.1fs", self.name, e.status, backoff)
                     self._stop.wait(backoff)
                     backoff = min(backoff * 2, MAX_BACKOFF_S)
             except (HTTPError, OSError, ValueError) as e:
+                self.error = e
                 LOG.warning("%s: %s; retrying in %.1fs", self.name, e, backoff)
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_S)
@@ -102,6 +106,7 @@ class Informer:
             kind = "MODIFIED" if k in self.items else "ADDED"
             self.items[k] = obj
             self._handler(kind, obj)
+        self.error = None
         self.synced.set()
         return str(data["metadata"]["resourceVersion"])
 
