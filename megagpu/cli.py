@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 PLANNED = {
-    "tui": ("7", "open the terminal dashboard: GPUs, workloads and the learning agent"),
     "exec": ("5", "run a command with CUDA_VISIBLE_DEVICES and friends set from the assignment"),
     "uninstall": ("8", "clear megagpu finalizers and remove the Helm release"),
 }
@@ -148,6 +147,14 @@ def _parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="the main job end to end on the embedded dev cluster")
     demo.add_argument("--preset", default="gavel-0.3", help="simulation shown for learning")
     demo.add_argument("--waves", type=int, default=3, help="waves of 20 workloads on the cluster")
+    tui = sub.add_parser("tui", help="the terminal dashboard: GPUs, workloads and the agent")
+    tui.add_argument("--source", choices=("cluster", "sim"), default="cluster")
+    tui.add_argument("--kubeconfig", type=Path)
+    tui.add_argument("-n", "--namespace", default="all", help="namespace shown (default all)")
+    tui.add_argument("--cluster-spec", type=Path, help="sim: cluster spec (default dev.yaml)")
+    tui.add_argument("--seed", type=int, default=0, help="sim: random seed")
+    tui.add_argument("--speed", type=float, default=30.0, help="sim: simulated s per second")
+    tui.add_argument("--refresh", type=float, default=1.0, help="seconds between refreshes")
     for name, (issue, what) in PLANNED.items():
         planned = sub.add_parser(name, help=f"{what} (planned: issue {issue})")
         planned.add_argument("args", nargs=argparse.REMAINDER)
@@ -178,6 +185,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "probe": _probe,
         "policy": _policy,
         "explain": _explain,
+        "tui": _tui,
     }
     try:
         return handlers[args.command](args)
@@ -659,4 +667,30 @@ def _explain(args: argparse.Namespace) -> int:
             )
         )
     )
+    return 0
+
+
+def _tui(args: argparse.Namespace) -> int:
+    from megagpu.tui.app import MegagpuApp
+
+    if args.refresh <= 0 or args.speed <= 0:
+        raise UsageError("--refresh and --speed must be positive")
+    if args.source == "sim":
+        from megagpu.devcluster.cluster import DEFAULT_SPEC
+        from megagpu.io import cluster_spec, presets
+        from megagpu.tui.sim_source import SimSource
+
+        spec = args.cluster_spec or DEFAULT_SPEC
+        source: Any = SimSource(
+            cluster_spec.load(spec),
+            presets.mixed_table(),
+            title=f"simulation {spec.name}",
+            seed=args.seed,
+            speed=args.speed,
+        )
+    else:
+        from megagpu.tui.cluster_source import ClusterSource
+
+        source = ClusterSource.connect(args.kubeconfig, args.namespace)
+    MegagpuApp(source, refresh_s=args.refresh).run()
     return 0

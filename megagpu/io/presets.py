@@ -42,6 +42,12 @@ def training_table() -> hardware.ThroughputTable:
     return tables.load_throughputs(DATA / "gavel_throughputs.csv")
 
 
+def mixed_table() -> hardware.ThroughputTable:
+    """The training and LLM throughput tables in one (their model names do not overlap)."""
+    llm = tables.load_throughputs(DATA / "llm_throughputs.csv")
+    return hardware.ThroughputTable(training_table().rows + llm.rows)
+
+
 def v100_capacity(nodes: list[model.Node], table: hardware.ThroughputTable) -> float:
     """Cluster capacity in V100-equivalent GPUs (mean single-GPU speed ratio over models)."""
     total = 0.0

@@ -35,3 +35,14 @@ def api_client(kubeconfig: Path | None = None, pool: int = 0) -> client.ApiClien
     if pool:
         configuration.connection_pool_maxsize = pool
     return client.ApiClient(configuration)
+
+
+def context_name(kubeconfig: Path | None) -> str:
+    """The kubeconfig's current context (what the user calls the cluster), or ``in-cluster``."""
+    try:
+        _, active = config.list_kube_config_contexts(
+            str(kubeconfig) if kubeconfig is not None else None
+        )
+    except (ConfigException, OSError):
+        return "in-cluster"
+    return str((active or {}).get("name", "in-cluster"))

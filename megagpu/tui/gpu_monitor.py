@@ -1,0 +1,68 @@
+"""GPU monitor: every device on every node, with a memory-use history per device."""
+
+from __future__ import annotations
+
+from collections import deque
+
+from textual.app import ComposeResult
+
+from megagpu.tui import cells
+from megagpu.tui.panel import Panel
+from megagpu.tui.rows import Snapshot
+from megagpu.tui.synced_table import SyncedTable
+
+HISTORY = 16
+COLUMNS = (
+    ("node", "NODE"),
+    ("index", "#"),
+    ("name", "DEVICE"),
+    ("backend", "BACKEND"),
+    ("util", "UTIL"),
+    ("memory", "MEMORY"),
+    ("history", "MEM HISTORY"),
+    ("temp", "TEMP"),
+)
+
+
+class GpuMonitor(Panel):
+    """Devices with utilization, memory, temperature by threshold and a memory sparkline."""
+
+    PANEL = "gpus"
+    TITLE = "GPUs"
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.history: dict[str, deque[float]] = {}
+
+    def compose_body(self) -> ComposeResult:
+        """The panel's widgets."""
+        yield SyncedTable(COLUMNS, sort="node")
+
+    def watch_snapshot(self, snapshot: Snapshot | None) -> None:
+        """Redraw on a new snapshot."""
+        if snapshot is not None:
+            for d in snapshot.devices:
+                share = d.memory_share
+                if share is not None:
+                    self.history.setdefault(d.key, deque(maxlen=HISTORY)).append(share)
+        super().watch_snapshot(snapshot)
+
+    def show(self, snapshot: Snapshot, filter_text: str) -> None:
+        """Draw the snapshot's rows that match the filter."""
+        needle = filter_text.lower()
+        self.query_one(SyncedTable).sync(
+            {
+                d.key: (
+                    cells.plain(d.node),
+                    cells.Cell(str(d.index), d.index),
+                    cells.plain(d.name if d.healthy else f"{d.name} (unhealthy)"),
+                    cells.plain(d.backends),
+                    cells.percent_bar(d.utilization),
+                    cells.memory(d.used_mib, d.total_mib),
+                    cells.sparkline(list(self.history.get(d.key, ()))),
+                    cells.temperature(d.temperature_c),
+                )
+                for d in snapshot.devices
+                if needle in d.text
+            }
+        )
