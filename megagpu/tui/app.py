@@ -7,6 +7,8 @@ workload's detail, the prompt reports a filter or a command.
 
 from __future__ import annotations
 
+import time
+
 from textual import on, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
@@ -28,6 +30,8 @@ from megagpu.tui.status_bar import StatusBar
 from megagpu.tui.synced_table import SyncedTable
 from megagpu.tui.workload_table import WorkloadTable
 
+AGE_REFRESH_S = 5.0
+"""Rebuild at least this often, so that ages move when nothing else does."""
 THEMES = ("textual-dark", "nord", "gruvbox", "textual-light")
 COMMANDS = {
     "gw": "workloads",
@@ -77,6 +81,7 @@ class MegagpuApp(App[None]):
         self.refresh_s = refresh_s
         self.objects: Objects | None = None
         self._seen: tuple[int, object] | None = None
+        self._built_at = 0.0
 
     def compose(self) -> ComposeResult:
         """Banner, the three views, the prompt, the status bar and the key bar."""
@@ -115,8 +120,10 @@ class MegagpuApp(App[None]):
     def fetch(self) -> None:
         """Build a snapshot in a thread when the source changed (or its health did)."""
         version, health = self.source.version(), self.source.health()
-        if self._seen == (version, health):
+        stale = time.monotonic() - self._built_at > AGE_REFRESH_S
+        if self._seen == (version, health) and not stale:
             return
+        self._built_at = time.monotonic()
         objects = self.source.objects()
         snapshot = rows.snapshot(objects, health)
         if not get_current_worker().is_cancelled:  # a newer fetch supersedes this one

@@ -106,7 +106,7 @@ class ClusterSource:
                 unreachable = True
         if unreachable:
             return Health(f"unreachable: {self.host} (retrying)", problems)
-        if not all(i.synced.is_set() for i in self._informers.values()):
+        if not all(i.synced.is_set() or i.error for i in self._informers.values()):
             return Health("connecting", problems)
         return Health("connected", problems)
 

@@ -43,7 +43,7 @@ class SyncedTable(DataTable[Cell]):
                     self.column_keys, cells, old, fingerprint, strict=True
                 ):
                     if before != now:
-                        self.update_cell(key, column, cell)
+                        self.update_cell(key, column, cell, update_width=True)
             self._shown[key] = fingerprint
             changed = True
         if changed:
