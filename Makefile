@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 CACHE := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/megagpu
 PYTEST_ARGS ?=
 
-.PHONY: install binaries prometheus demo test unit e2e e2e-scale lint bench bench-devcluster bench-sim dev-up dev-down clean
+.PHONY: install binaries prometheus demo tui-demo test unit e2e e2e-scale lint bench bench-devcluster bench-sim bench-tui dev-up dev-down clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -35,6 +35,10 @@ prometheus: $(PROM_DIR)/usr/bin/prometheus
 demo: binaries
 	$(BIN)/megagpu demo
 
+# The terminal dashboard on a simulation (no cluster needed).
+tui-demo: $(STAMP)
+	$(BIN)/megagpu tui --source sim
+
 lint: $(STAMP)
 	$(BIN)/lint-imports
 	$(BIN)/ruff check megagpu tests benchmarks
@@ -61,7 +65,10 @@ bench-sim: $(STAMP)
 	$(BIN)/python benchmarks/sim_speed.py
 	$(BIN)/python benchmarks/sim_quality.py
 
-bench: bench-devcluster bench-sim
+bench-tui: $(STAMP)
+	$(BIN)/python benchmarks/tui.py
+
+bench: bench-devcluster bench-sim bench-tui
 
 dev-up: binaries
 	$(BIN)/megagpu dev up

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from textual import on
 from textual.app import ComposeResult
 from textual.message import Message
-from textual.widgets import DataTable
 
 from megagpu.tui import cells
 from megagpu.tui.panel import Panel
@@ -69,7 +68,7 @@ class WorkloadTable(Panel):
             {w.key: cells_of(w) for w in snapshot.workloads if needle in w.text}
         )
 
-    @on(DataTable.RowSelected)
-    def _selected(self, event: DataTable.RowSelected) -> None:
+    @on(SyncedTable.RowSelected)
+    def _selected(self, event: SyncedTable.RowSelected) -> None:
         event.stop()
-        self.post_message(self.Selected(str(event.row_key.value)))
+        self.post_message(self.Selected(event.key))
