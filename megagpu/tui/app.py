@@ -25,11 +25,13 @@ from megagpu.tui.detail_screen import DetailScreen
 from megagpu.tui.gpu_monitor import GpuMonitor
 from megagpu.tui.help_screen import HelpScreen
 from megagpu.tui.node_table import NodeTable
-from megagpu.tui.source import Objects, Source
+from megagpu.tui.source import Health, Objects, Source
 from megagpu.tui.status_bar import StatusBar
 from megagpu.tui.synced_table import SyncedTable
 from megagpu.tui.workload_table import WorkloadTable
 
+POLL_S = 0.1
+"""How often the source's version is checked (cheap; a rebuild waits for the refresh interval)."""
 AGE_REFRESH_S = 5.0
 """Rebuild at least this often, so that ages move when nothing else does."""
 THEMES = ("textual-dark", "nord", "gruvbox", "textual-light")
@@ -104,7 +106,7 @@ class MegagpuApp(App[None]):
         status.title, status.namespace = self.source.title, self.source.namespace
         status.refresh_s = self.refresh_s
         self.source.start()
-        self.set_interval(self.refresh_s, self.poll)
+        self.set_interval(min(self.refresh_s, POLL_S), self.poll)
         self.poll()
 
     def on_unmount(self) -> None:
@@ -112,21 +114,26 @@ class MegagpuApp(App[None]):
         self.source.stop()
 
     def poll(self) -> None:
-        """Read the source unless paused."""
-        if self.live:
-            self.fetch()
+        """Rebuild when the source changed and the refresh interval passed.
+
+        A change of health rebuilds at once; every few seconds a rebuild moves the ages.
+        """
+        if not self.live:
+            return
+        version, health = self.source.version(), self.source.health()
+        since = time.monotonic() - self._built_at
+        changed = self._seen != (version, health)
+        health_changed = self.snapshot is None or self.snapshot.health != health
+        if (changed and (since >= self.refresh_s or health_changed)) or since >= AGE_REFRESH_S:
+            self._built_at = time.monotonic()
+            self.fetch(version, health)
 
     @work(thread=True, exclusive=True, group="fetch")
-    def fetch(self) -> None:
-        """Build a snapshot in a thread when the source changed (or its health did)."""
-        version, health = self.source.version(), self.source.health()
-        stale = time.monotonic() - self._built_at > AGE_REFRESH_S
-        if self._seen == (version, health) and not stale:
-            return
-        self._built_at = time.monotonic()
+    def fetch(self, version: int, health: Health) -> None:
+        """Build a snapshot in a thread; a newer fetch supersedes this one."""
         objects = self.source.objects()
         snapshot = rows.snapshot(objects, health)
-        if not get_current_worker().is_cancelled:  # a newer fetch supersedes this one
+        if not get_current_worker().is_cancelled:
             self.call_from_thread(self._apply, (version, health), objects, snapshot)
 
     def _apply(self, seen: tuple[int, object], objects: Objects, snapshot: rows.Snapshot) -> None:
@@ -198,6 +205,7 @@ class MegagpuApp(App[None]):
         """Stop (or resume) following the source."""
         self.live = not self.live
         if self.live:
+            self._built_at = 0.0
             self.poll()
 
     def action_theme(self) -> None:

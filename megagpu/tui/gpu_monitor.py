@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections import deque
+from functools import lru_cache
 
 from textual.app import ComposeResult
 
 from megagpu.tui import cells
 from megagpu.tui.panel import Panel
-from megagpu.tui.rows import Snapshot
+from megagpu.tui.rows import DeviceRow, Snapshot
 from megagpu.tui.synced_table import SyncedTable
 
 HISTORY = 16
@@ -52,17 +53,23 @@ class GpuMonitor(Panel):
         needle = filter_text.lower()
         self.query_one(SyncedTable).sync(
             {
-                d.key: (
-                    cells.plain(d.node),
-                    cells.Cell(str(d.index), d.index),
-                    cells.plain(d.name if d.healthy else f"{d.name} (unhealthy)"),
-                    cells.plain(d.backends),
-                    cells.percent_bar(d.utilization),
-                    cells.memory(d.used_mib, d.total_mib),
-                    cells.sparkline(list(self.history.get(d.key, ()))),
-                    cells.temperature(d.temperature_c),
-                )
+                d.key: cells_of(d, tuple(self.history.get(d.key, ())))
                 for d in snapshot.devices
                 if needle in d.text
             }
         )
+
+
+@lru_cache(maxsize=16384)
+def cells_of(d: DeviceRow, history: tuple[float, ...]) -> tuple[cells.Cell, ...]:
+    """One device's cells (cached)."""
+    return (
+        cells.plain(d.node),
+        cells.Cell(str(d.index), d.index),
+        cells.plain(d.name if d.healthy else f"{d.name} (unhealthy)"),
+        cells.plain(d.backends),
+        cells.percent_bar(d.utilization),
+        cells.memory(d.used_mib, d.total_mib),
+        cells.sparkline(history),
+        cells.temperature(d.temperature_c),
+    )

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from textual.app import ComposeResult
 
 from megagpu.tui import cells
 from megagpu.tui.panel import Panel
-from megagpu.tui.rows import Snapshot
+from megagpu.tui.rows import NodeRow, Snapshot
 from megagpu.tui.synced_table import SyncedTable
 
 COLUMNS = (
@@ -35,18 +37,20 @@ class NodeTable(Panel):
         """Draw the snapshot's rows that match the filter."""
         needle = filter_text.lower()
         self.query_one(SyncedTable).sync(
-            {
-                n.name: (
-                    cells.plain(n.name),
-                    cells.Cell("yes", 1, "green") if n.ready else cells.Cell("NO", 0, "bold red"),
-                    cells.plain(n.device_class),
-                    cells.plain(n.backends),
-                    cells.Cell(str(n.devices), n.devices),
-                    cells.Cell(n.health, n.health, "" if "/" in n.health else "red"),
-                    cells.Cell(str(n.running), n.running),
-                    cells.age(n.probed_s),
-                )
-                for n in snapshot.nodes
-                if needle in n.text
-            }
+            {n.name: cells_of(n) for n in snapshot.nodes if needle in n.text}
         )
+
+
+@lru_cache(maxsize=4096)
+def cells_of(n: NodeRow) -> tuple[cells.Cell, ...]:
+    """One node's cells (cached)."""
+    return (
+        cells.plain(n.name),
+        cells.Cell("yes", 1, "green") if n.ready else cells.Cell("NO", 0, "bold red"),
+        cells.plain(n.device_class),
+        cells.plain(n.backends),
+        cells.Cell(str(n.devices), n.devices),
+        cells.Cell(n.health, n.health, "" if "/" in n.health else "red"),
+        cells.Cell(str(n.running), n.running),
+        cells.age(n.probed_s),
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 from textual import on
 from textual.app import ComposeResult
@@ -28,8 +29,9 @@ COLUMNS = (
 )
 
 
+@lru_cache(maxsize=16384)
 def cells_of(w: WorkloadRow) -> tuple[cells.Cell, ...]:
-    """One workload's cells."""
+    """One workload's cells (cached: most rows are the same from one frame to the next)."""
     return (
         cells.plain(w.namespace),
         cells.plain(w.name),
