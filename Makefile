@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 CACHE := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/megagpu
 PYTEST_ARGS ?=
 
-.PHONY: install binaries prometheus demo tui-demo test unit e2e e2e-scale lint bench bench-devcluster bench-sim bench-tui dev-up dev-down clean
+.PHONY: install binaries prometheus demo tui-demo chart-crds test unit e2e e2e-scale lint bench bench-devcluster bench-sim bench-tui dev-up dev-down clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -35,6 +35,10 @@ prometheus: $(PROM_DIR)/usr/bin/prometheus
 demo: binaries
 	$(BIN)/megagpu demo
 
+# The chart's CRDs are copies of crds/ (a unit test checks that they match).
+chart-crds:
+	cp crds/*.yaml charts/megagpu/crds/
+
 # The terminal dashboard on a simulation (no cluster needed).
 tui-demo: $(STAMP)
 	$(BIN)/megagpu tui --source sim
@@ -43,14 +47,14 @@ lint: $(STAMP)
 	$(BIN)/lint-imports
 	$(BIN)/ruff check megagpu tests benchmarks
 
-unit: $(STAMP)
-	$(BIN)/pytest -m "not e2e" $(PYTEST_ARGS)
+unit: $(STAMP) prometheus
+	MEGAGPU_PROMETHEUS=$(PROM_DIR)/usr/bin $(BIN)/pytest -m "not e2e" $(PYTEST_ARGS)
 
 e2e: binaries prometheus
-	$(BIN)/pytest -m e2e $(PYTEST_ARGS)
+	MEGAGPU_PROMETHEUS=$(PROM_DIR)/usr/bin $(BIN)/pytest -m e2e $(PYTEST_ARGS)
 
 test: binaries prometheus lint
-	@start=$$SECONDS; $(BIN)/pytest -m "not e2e" $(PYTEST_ARGS); rc=$$?; \
+	@start=$$SECONDS; MEGAGPU_PROMETHEUS=$(PROM_DIR)/usr/bin $(BIN)/pytest -m "not e2e" $(PYTEST_ARGS); rc=$$?; \
 	  echo "phase unit tests: $$((SECONDS - start))s"; exit $$rc
 	@start=$$SECONDS; MEGAGPU_PROMETHEUS=$(PROM_DIR)/usr/bin $(BIN)/pytest -m e2e $(PYTEST_ARGS); rc=$$?; \
 	  echo "phase e2e tests: $$((SECONDS - start))s"; exit $$rc

@@ -11,7 +11,6 @@ from typing import Any
 
 PLANNED = {
     "exec": ("5", "run a command with CUDA_VISIBLE_DEVICES and friends set from the assignment"),
-    "uninstall": ("8", "clear megagpu finalizers and remove the Helm release"),
 }
 
 
@@ -105,6 +104,7 @@ def _parser() -> argparse.ArgumentParser:
     ext.add_argument("--host", default="127.0.0.1")
     ext.add_argument("--port", type=int, default=8888)
     ext.add_argument("--metrics-port", type=int, default=8889)
+    ext.add_argument("--metrics-host", help="where /metrics listens (default: --host)")
     ext.add_argument("--tls-cert", type=Path)
     ext.add_argument("--tls-key", type=Path)
     op = sub.add_parser(
@@ -155,6 +155,8 @@ def _parser() -> argparse.ArgumentParser:
     tui.add_argument("--seed", type=int, default=0, help="sim: random seed")
     tui.add_argument("--speed", type=float, default=30.0, help="sim: simulated s per second")
     tui.add_argument("--refresh", type=float, default=1.0, help="seconds between refreshes")
+    uni = sub.add_parser("uninstall", help="clear megagpu finalizers (before helm uninstall)")
+    uni.add_argument("--kubeconfig", type=Path, help="default: in-cluster, then $KUBECONFIG")
     for name, (issue, what) in PLANNED.items():
         planned = sub.add_parser(name, help=f"{what} (planned: issue {issue})")
         planned.add_argument("args", nargs=argparse.REMAINDER)
@@ -186,6 +188,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "policy": _policy,
         "explain": _explain,
         "tui": _tui,
+        "uninstall": _uninstall,
     }
     try:
         return handlers[args.command](args)
@@ -484,7 +487,9 @@ def _extender(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if bool(args.tls_cert) != bool(args.tls_key):
         raise UsageError("--tls-cert and --tls-key go together")
-    listen = server.Listen(args.host, args.port, args.metrics_port, args.tls_cert, args.tls_key)
+    listen = server.Listen(
+        args.host, args.port, args.metrics_port, args.tls_cert, args.tls_key, args.metrics_host
+    )
     m = metrics.Metrics()
     if args.snapshot:
         nodes = cluster_spec.load(args.snapshot)
@@ -693,4 +698,19 @@ def _tui(args: argparse.Namespace) -> int:
 
         source = ClusterSource.connect(args.kubeconfig, args.namespace)
     MegagpuApp(source, refresh_s=args.refresh).run()
+    return 0
+
+
+def _uninstall(args: argparse.Namespace) -> int:
+    from kubernetes import client
+
+    from megagpu.kube import client as kube_client
+    from megagpu.kube import finalizers
+
+    custom = client.CustomObjectsApi(kube_client.api_client(args.kubeconfig))
+    changed, removed = finalizers.clear(custom)
+    print(
+        f"removed {removed} megagpu finalizers from {changed} GpuWorkloads; "
+        "`helm uninstall RELEASE` can now remove the rest"
+    )
     return 0

@@ -15,6 +15,9 @@ from megagpu.devcluster.errors import DevClusterError
 K8S_VERSION = "1.36.3"
 ETCD_VERSION = "3.6.13"
 KWOK_VERSION = "v0.8.0"
+HELM_VERSION = "v3.22.0"
+"""Built into the same bin directory; a stamp file records its version (not in the key, so a
+helm bump rebuilds only helm)."""
 VERSION_KEY = f"k8s-{K8S_VERSION}_etcd-{ETCD_VERSION}_kwok-{KWOK_VERSION.lstrip('v')}"
 NAMES = (
     "etcd",
@@ -24,6 +27,7 @@ NAMES = (
     "kubectl",
     "kwok",
     "kwokctl",
+    "helm",
 )
 BUILD_SCRIPT = Path(__file__).with_name("build-binaries.sh")
 BUILD_DISK_GIB = 6.0
@@ -53,9 +57,18 @@ def binary(name: str) -> Path:
     return bin_dir() / name
 
 
+def _helm_current() -> bool:
+    stamp = bin_dir() / ".helm-version"
+    return stamp.exists() and stamp.read_text().strip() == HELM_VERSION
+
+
 def missing() -> list[str]:
-    """Binaries not built yet."""
-    return [n for n in NAMES if not os.access(binary(n), os.X_OK)]
+    """Binaries not built yet (or, for helm, built at another version)."""
+    return [
+        n
+        for n in NAMES
+        if not os.access(binary(n), os.X_OK) or (n == "helm" and not _helm_current())
+    ]
 
 
 def ensure(out: Output) -> float:
@@ -80,7 +93,8 @@ def ensure(out: Output) -> float:
     missing_before = missing()
     out(f"building {', '.join(missing_before)} from Go module releases (once; about 8-30 min)")
     start = time.monotonic()
-    argv = ["bash", str(BUILD_SCRIPT), str(bin_dir()), K8S_VERSION, ETCD_VERSION, KWOK_VERSION]
+    versions = (K8S_VERSION, ETCD_VERSION, KWOK_VERSION, HELM_VERSION)
+    argv = ["bash", str(BUILD_SCRIPT), str(bin_dir()), *versions]
     modules = 0
     with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as p:
         for line in p.stdout or ():

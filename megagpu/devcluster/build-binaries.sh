@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Build the local control plane's binaries from Go module releases into BIN (DESIGN section 6).
-# Usage: build-binaries.sh BIN K8S_VERSION ETCD_VERSION KWOK_VERSION
+# Usage: build-binaries.sh BIN K8S_VERSION ETCD_VERSION KWOK_VERSION HELM_VERSION
 # Each binary is built only when missing, so an interrupted build resumes where it stopped.
 set -euo pipefail
-BIN=$1 KV=$2 EV=$3 KWOK=$4
+BIN=$1 KV=$2 EV=$3 KWOK=$4 HV=$5
 MINOR=$(echo "$KV" | cut -d. -f2)
 PATCH=${KV##*.}
 export CGO_ENABLED=0 GOFLAGS=-mod=mod
@@ -42,5 +42,11 @@ fi
 if [ ! -x "$BIN/kwokctl" ] || [ ! -x "$BIN/kwok" ]; then
   step "kwok $KWOK"
   GOFLAGS= GOBIN="$BIN" go install -trimpath -ldflags "-s -w" "sigs.k8s.io/kwok/cmd/kwok@$KWOK" "sigs.k8s.io/kwok/cmd/kwokctl@$KWOK"
+fi
+if [ ! -x "$BIN/helm" ] || [ "$(cat "$BIN/.helm-version" 2>/dev/null)" != "$HV" ]; then
+  step "helm $HV"
+  GOFLAGS= GOBIN="$BIN" go install -trimpath \
+    -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$HV" "helm.sh/helm/v3/cmd/helm@$HV"
+  echo "$HV" > "$BIN/.helm-version"
 fi
 step "done: $(ls "$BIN" | tr '\n' ' ')"

@@ -62,6 +62,8 @@ class Listen:
     metrics_port: int = 8889
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    metrics_host: str | None = None
+    """Where /metrics listens (default: ``host``), so the verbs can stay on loopback."""
 
 
 def snapshot_placement(
@@ -97,17 +99,23 @@ async def serve(
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(listen.tls_cert, listen.tls_key)
     runners = []
-    for application, port, tls in (
+    for application, host, port, tls in (
         (
             app_mod.make_app(placement, metrics, ready=ready, snapshot=snapshot),
+            listen.host,
             listen.port,
             context,
         ),
-        (app_mod.make_metrics_app(metrics, ready), listen.metrics_port, None),
+        (
+            app_mod.make_metrics_app(metrics, ready),
+            listen.metrics_host or listen.host,
+            listen.metrics_port,
+            None,
+        ),
     ):
         runner = web.AppRunner(application, access_log=None)
         await runner.setup()
-        await web.TCPSite(runner, listen.host, port, ssl_context=tls).start()
+        await web.TCPSite(runner, host, port, ssl_context=tls).start()
         runners.append(runner)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

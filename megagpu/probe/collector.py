@@ -123,6 +123,11 @@ class ProbeCollector(Collector):
             "Busy share, 0 to 1.",
             labels=["backend", "device", "name"],
         )
+        temperature = GaugeMetricFamily(
+            "megagpu_device_temperature_celsius",
+            "Device temperature.",
+            labels=["backend", "device", "name"],
+        )
         bench = GaugeMetricFamily(
             "megagpu_benchmark_flops", "Measured GEMM throughput.", labels=["backend", "precision"]
         )
@@ -145,6 +150,8 @@ class ProbeCollector(Collector):
                     used.add_metric(labels, float(d.used_bytes))
                 if d.utilization is not None:
                     util.add_metric(labels, d.utilization)
+                if d.temperature_c is not None:
+                    temperature.add_metric(labels, d.temperature_c)
             if b.benchmarks is not None:
                 for precision in ("fp32", "fp16"):
                     tflops = getattr(b.benchmarks, f"{precision}_tflops")
@@ -152,4 +159,5 @@ class ProbeCollector(Collector):
                         bench.add_metric([b.name, precision], tflops * 1e12)
                 if b.benchmarks.mem_gbps is not None:
                     copy.add_metric([b.name], b.benchmarks.mem_gbps * 1e9)
-        yield from (available, healthy, duration, memory, used, util, bench, copy, gpus)
+        yield from (available, healthy, duration, memory, used, util, temperature, bench, copy)
+        yield gpus

@@ -1,0 +1,198 @@
+"""The Helm chart against the dev cluster: lint, server-side dry run, install, upgrade, RBAC."""
+
+from __future__ import annotations
+
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+import yaml
+
+from megagpu.devcluster import binaries
+from tests.e2e.conftest import ROOT, kubectl
+
+CHART = ROOT / "charts" / "megagpu"
+# The dev cluster already has the PriorityClasses and the default policy (from `megagpu dev up`),
+# owned by no release: an install into it leaves those to the cluster.
+DEV = ["--set", "priorityClasses.create=false", "--set", "policy.create=false"]
+
+
+def helm(kubeconfig: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(binaries.binary("helm")), "--kubeconfig", str(kubeconfig), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def template(kubeconfig: Path, namespace: str, *values: str) -> str:
+    done = helm(kubeconfig, "template", "t", str(CHART), "-n", namespace, *values)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_helm_lint_is_clean(kubeconfig):
+    done = helm(kubeconfig, "lint", str(CHART), "--strict")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "[WARNING]" not in done.stdout and "[ERROR]" not in done.stdout
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        pytest.param([], id="defaults"),
+        pytest.param(
+            [
+                "--set",
+                "probe.vulkan.enabled=true",
+                "--set",
+                "resourceMode=vendor",
+                "--set",
+                "probe.runtimeClassName=nvidia",
+                "--set",
+                "probe.dcgmCompat=false",
+            ],
+            id="vulkan-vendor",
+        ),
+        pytest.param(
+            ["--set", "operator.enabled=false", "--set", "probe.enabled=false"], id="scheduler-only"
+        ),
+        pytest.param(
+            [
+                "--set",
+                "scheduler.enabled=false",
+                "--set",
+                "grafana.dashboard=false",
+                "--set",
+                "viewer.create=false",
+            ],
+            id="no-scheduler",
+        ),
+    ],
+)
+def test_every_rendered_object_passes_a_server_side_dry_run(kubeconfig, namespace, values):
+    manifest = template(kubeconfig, namespace, *values)
+    kinds = [d["kind"] for d in yaml.safe_load_all(manifest) if d]
+    done = kubectl(
+        kubeconfig, "apply", "--dry-run=server", "-n", namespace, "-f", "-", stdin=manifest
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("(server dry run)") == len(kinds)
+    if "operator.enabled=false" in values:
+        assert "DaemonSet" not in kinds and kinds.count("Deployment") == 1
+    if "scheduler.enabled=false" in values:
+        assert "ConfigMap" not in kinds and "megagpu-viewer" not in manifest
+
+
+@pytest.mark.parametrize(
+    ("values", "field"),
+    [
+        (["--set", "resourceMode=nvidia"], "resourceMode"),
+        (["--set", "scheduler.httpTimeout=soon"], "httpTimeout"),
+        (["--set", "probe.port=70000"], "port"),
+        (["--set", "policy.mode=eager"], "mode"),
+        (["--set", "operator.replicaz=2"], "replicaz"),
+    ],
+)
+def test_invalid_values_are_rejected_naming_the_field(kubeconfig, values, field):
+    done = helm(kubeconfig, "template", "t", str(CHART), *values)
+    assert done.returncode != 0
+    assert field in done.stderr and "values don't meet the specifications" in done.stderr
+
+
+def test_install_creates_every_object_upgrade_works_and_rbac_is_least_privilege(kubeconfig):
+    ns = f"chart-{uuid.uuid4().hex[:6]}"
+    release = "mg"
+    installed = helm(
+        kubeconfig, "install", release, str(CHART), "-n", ns, "--create-namespace", *DEV
+    )
+    try:
+        assert installed.returncode == 0, installed.stderr
+        manifest = helm(kubeconfig, "get", "manifest", release, "-n", ns).stdout
+        objects = [d for d in yaml.safe_load_all(manifest) if d]
+        found = kubectl(kubeconfig, "get", "-f", "-", "-n", ns, "-o", "name", stdin=manifest)
+        assert found.returncode == 0, found.stderr
+        assert len(found.stdout.split()) == len(objects) >= 20
+
+        upgraded = helm(
+            kubeconfig,
+            "upgrade",
+            release,
+            str(CHART),
+            "-n",
+            ns,
+            *DEV,
+            "--set",
+            "operator.replicas=1",
+        )
+        assert upgraded.returncode == 0, upgraded.stderr
+        replicas = kubectl(
+            kubeconfig,
+            "get",
+            "deploy",
+            f"{release}-megagpu-operator",
+            "-n",
+            ns,
+            "-o",
+            "jsonpath={.spec.replicas}",
+        )
+        assert replicas.stdout == "1"
+
+        def can(sa: str, *what: str) -> bool:
+            who = f"system:serviceaccount:{ns}:{release}-megagpu-{sa}"
+            done = kubectl(kubeconfig, "auth", "can-i", "--as", who, *what)
+            return done.stdout.strip() == "yes"
+
+        assert can("probe", "patch", "gpunodes.megagpu.io")
+        assert can("probe", "patch", "nodes")
+        assert not can("probe", "get", "secrets", "-A")
+        assert not can("probe", "delete", "pods", "-A")
+        assert can("scheduler", "create", "pods/binding", "-n", "default")
+        assert can("scheduler", "list", "gpunodes.megagpu.io")
+        assert not can("scheduler", "delete", "nodes")
+        assert not can("scheduler", "get", "secrets", "-n", "default")
+        assert can("operator", "create", "pods", "-n", "default")
+        assert can("operator", "patch", "gpuworkloads.megagpu.io/status", "-n", "default")
+        assert can("operator", "update", "configmaps", "-n", ns)
+        assert not can("operator", "update", "configmaps", "-n", "default")
+        assert not can("operator", "get", "secrets", "-A")
+
+        viewer = "tui-viewer"
+        kubectl(kubeconfig, "create", "serviceaccount", viewer, "-n", ns)
+        kubectl(
+            kubeconfig,
+            "create",
+            "clusterrolebinding",
+            f"{ns}-viewer",
+            "--clusterrole=megagpu-viewer",
+            f"--serviceaccount={ns}:{viewer}",
+        )
+        who = ["--as", f"system:serviceaccount:{ns}:{viewer}"]
+        for verb, resource in (
+            ("list", "gpuworkloads.megagpu.io"),
+            ("watch", "gpunodes.megagpu.io"),
+            ("get", "gpuschedulingpolicies.megagpu.io"),
+            ("list", "events"),
+        ):
+            assert (
+                kubectl(kubeconfig, "auth", "can-i", *who, verb, resource, "-A").stdout.strip()
+                == "yes"
+            )
+        for verb, resource in (
+            ("create", "gpuworkloads.megagpu.io"),
+            ("delete", "gpunodes.megagpu.io"),
+            ("patch", "gpuschedulingpolicies.megagpu.io"),
+            ("create", "pods"),
+            ("get", "secrets"),
+        ):
+            assert (
+                kubectl(kubeconfig, "auth", "can-i", *who, verb, resource, "-A").stdout.strip()
+                == "no"
+            )
+    finally:
+        kubectl(kubeconfig, "delete", "clusterrolebinding", f"{ns}-viewer", "--ignore-not-found")
+        helm(kubeconfig, "uninstall", release, "-n", ns, "--no-hooks")
+        kubectl(kubeconfig, "delete", "namespace", ns, "--wait=false")
