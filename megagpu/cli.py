@@ -676,6 +676,11 @@ def _explain(args: argparse.Namespace) -> int:
 
 
 def _tui(args: argparse.Namespace) -> int:
+    import os
+
+    # Textual waits ESCDELAY ms after Escape for an escape sequence (default 100); keys arrive
+    # whole from modern terminals, so 25 ms (curses programs' usual value) keeps Escape quick.
+    os.environ.setdefault("ESCDELAY", "25")
     from megagpu.tui.app import MegagpuApp
 
     if args.refresh <= 0 or args.speed <= 0:

@@ -15,6 +15,8 @@ from tests.e2e.conftest import ROOT, kubectl
 CHART = ROOT / "charts" / "megagpu"
 # The dev cluster already has the PriorityClasses and the default policy (from `megagpu dev up`),
 # owned by no release: an install into it leaves those to the cluster.
+KUBE = ["--kube-version", f"v{binaries.K8S_VERSION}"]
+"""helm template renders offline, for an old default version unless told."""
 DEV = ["--set", "priorityClasses.create=false", "--set", "policy.create=false"]
 
 
@@ -29,7 +31,7 @@ def helm(kubeconfig: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def template(kubeconfig: Path, namespace: str, *values: str) -> str:
-    done = helm(kubeconfig, "template", "t", str(CHART), "-n", namespace, *values)
+    done = helm(kubeconfig, "template", "t", str(CHART), "-n", namespace, *KUBE, *values)
     assert done.returncode == 0, done.stderr
     return done.stdout
 
@@ -76,9 +78,7 @@ def test_helm_lint_is_clean(kubeconfig):
 def test_every_rendered_object_passes_a_server_side_dry_run(kubeconfig, namespace, values):
     manifest = template(kubeconfig, namespace, *values)
     kinds = [d["kind"] for d in yaml.safe_load_all(manifest) if d]
-    done = kubectl(
-        kubeconfig, "apply", "--dry-run=server", "-n", namespace, "-f", "-", stdin=manifest
-    )
+    done = kubectl(kubeconfig, "apply", "--dry-run=server", "-f", "-", stdin=manifest)
     assert done.returncode == 0, done.stderr
     assert done.stdout.count("(server dry run)") == len(kinds)
     if "operator.enabled=false" in values:
@@ -98,7 +98,7 @@ def test_every_rendered_object_passes_a_server_side_dry_run(kubeconfig, namespac
     ],
 )
 def test_invalid_values_are_rejected_naming_the_field(kubeconfig, values, field):
-    done = helm(kubeconfig, "template", "t", str(CHART), *values)
+    done = helm(kubeconfig, "template", "t", str(CHART), *KUBE, *values)
     assert done.returncode != 0
     assert field in done.stderr and "values don't meet the specifications" in done.stderr
 
@@ -113,7 +113,7 @@ def test_install_creates_every_object_upgrade_works_and_rbac_is_least_privilege(
         assert installed.returncode == 0, installed.stderr
         manifest = helm(kubeconfig, "get", "manifest", release, "-n", ns).stdout
         objects = [d for d in yaml.safe_load_all(manifest) if d]
-        found = kubectl(kubeconfig, "get", "-f", "-", "-n", ns, "-o", "name", stdin=manifest)
+        found = kubectl(kubeconfig, "get", "-f", "-", "-o", "name", stdin=manifest)
         assert found.returncode == 0, found.stderr
         assert len(found.stdout.split()) == len(objects) >= 20
 
@@ -146,16 +146,18 @@ def test_install_creates_every_object_upgrade_works_and_rbac_is_least_privilege(
             done = kubectl(kubeconfig, "auth", "can-i", "--as", who, *what)
             return done.stdout.strip() == "yes"
 
-        assert can("probe", "patch", "gpunodes.megagpu.io")
+        assert can("probe", "patch", "gpunodes.megagpu.io", "--subresource=status")
         assert can("probe", "patch", "nodes")
         assert not can("probe", "get", "secrets", "-A")
         assert not can("probe", "delete", "pods", "-A")
-        assert can("scheduler", "create", "pods/binding", "-n", "default")
+        assert can("scheduler", "create", "pods", "--subresource=binding", "-n", "default")
         assert can("scheduler", "list", "gpunodes.megagpu.io")
         assert not can("scheduler", "delete", "nodes")
         assert not can("scheduler", "get", "secrets", "-n", "default")
         assert can("operator", "create", "pods", "-n", "default")
-        assert can("operator", "patch", "gpuworkloads.megagpu.io/status", "-n", "default")
+        assert can(
+            "operator", "patch", "gpuworkloads.megagpu.io", "--subresource=status", "-n", "default"
+        )
         assert can("operator", "update", "configmaps", "-n", ns)
         assert not can("operator", "update", "configmaps", "-n", "default")
         assert not can("operator", "get", "secrets", "-A")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import urllib.parse
 import urllib.request
@@ -16,7 +17,9 @@ import yaml
 from megagpu.devcluster import processes
 from tests.e2e.test_scheduler_extender import wait_for
 
-TARGETS = {"probe": 9400, "extender": 8889, "operator": 8080}
+TARGETS = {"megagpu-probe": 9400, "megagpu-extender": 8889, "megagpu-operator": 8080}
+CHART_FILES = Path(__file__).resolve().parents[2] / "charts" / "megagpu" / "files"
+COMPARISON = re.compile(r"\s*(==|!=|>=|<=|>|<)\s*[0-9.]+")
 
 
 def tools() -> Path:
@@ -80,8 +83,8 @@ def test_prometheus_scrapes_gpu_series_with_dcgm_and_megagpu_labels(prometheus):
     memory = query(prometheus, "megagpu_device_memory_used_bytes")
     assert memory and {"backend", "device", "name"} <= set(memory[0]["metric"])
     for expr in (
-        'up{job="extender"} == 1',
-        'up{job="operator"} == 1',
+        'up{job="megagpu-extender"} == 1',
+        'up{job="megagpu-operator"} == 1',
         "megagpu_operator_workloads",
         "megagpu_extender_policy_version",
     ):
@@ -102,3 +105,20 @@ def test_promtool_finds_the_megagpu_metrics_clean():
         check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_every_dashboard_query_and_alert_expression_returns_series(prometheus, api, namespace):
+    """A workload runs end to end first, so decisions, rewards and updates exist."""
+    from tests.e2e import gw
+
+    gw.create(api, namespace, gw.manifest("scraped", "inference", "llama3-8b-q4", 1, ["cuda"]))
+    gw.wait_phase(api, namespace, "scraped", ("Succeeded",), 90)
+    dashboard = json.loads((CHART_FILES / "grafana-dashboard.json").read_text())
+    exprs = {p["title"]: p["targets"][0]["expr"] for p in dashboard["panels"]}
+    rules = yaml.safe_load((CHART_FILES / "alerts.yaml").read_text())["groups"][0]["rules"]
+    for rule in rules:
+        stripped = COMPARISON.sub("", rule["expr"])
+        assert stripped != rule["expr"], rule["alert"]
+        exprs[rule["alert"]] = stripped
+    for name, expr in exprs.items():
+        wait_for(lambda expr=expr: query(prometheus, expr), timeout_s=90, what=f"{name}: {expr}")

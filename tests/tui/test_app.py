@@ -182,3 +182,12 @@ async def test_unreachable_cluster_shows_a_banner_and_forbidden_panels_say_which
         await settle(pilot)
         assert not banner.display and not problem.display
     assert source.stopped
+
+
+async def test_q_quits(sim):
+    app = MegagpuApp(sim)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot)
+        await pilot.press("q")
+        await pilot.pause()
+    assert app.return_code == 0 and not app.is_running
