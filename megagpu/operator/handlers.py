@@ -237,6 +237,7 @@ def _finish(
                 memo.metrics.updates.inc()
                 memo.metrics.reward.observe(learned.reward)
                 memo.metrics.epsilon.set(learned.policy.epsilon)
+                memo.metrics.reward_ema.set(learned.policy.reward_ema)
         if outcome.deadline_missed:
             kopf.warn(
                 gw,

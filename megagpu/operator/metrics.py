@@ -36,7 +36,7 @@ class _Phases(Collector):
 
 
 class Metrics:
-    """Reconcile latency, learning updates, rewards and epsilon, in an injected registry."""
+    """Reconcile latency, learning updates, rewards and their average, epsilon (one registry)."""
 
     def __init__(
         self,
@@ -60,6 +60,12 @@ class Metrics:
             "megagpu_operator_reward",
             "Rewards of learned outcomes.",
             buckets=(-3, -2, -1, -0.5, -0.25, -0.1, 0, 0.1, 0.5),
+            registry=self.registry,
+        )
+        self.reward_ema = Gauge(
+            "megagpu_operator_reward_ema",
+            "Moving average of learned rewards (0: the best known placement; the histogram has "
+            "negative buckets, so it carries no _sum).",
             registry=self.registry,
         )
         self.epsilon = Gauge(
