@@ -30,7 +30,6 @@ def installed(tmp_path_factory) -> Path:
             "pip",
             "wheel",
             "--no-deps",
-            "--no-build-isolation",
             "-q",
             "-w",
             str(tmp),
