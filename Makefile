@@ -21,6 +21,7 @@ install: $(STAMP)
 binaries: $(STAMP)
 	$(BIN)/megagpu dev build
 	ln -sf "$$($(BIN)/python -c 'from megagpu.devcluster import binaries; print(binaries.binary("kubectl"))')" $(BIN)/kubectl
+	ln -sf "$$($(BIN)/python -c 'from megagpu.devcluster import binaries; print(binaries.binary("helm"))')" $(BIN)/helm
 
 # A real Prometheus server (Debian's package, unpacked into the cache; no service is started).
 PROM_DIR := $(CACHE)/prometheus-deb12
