@@ -1,0 +1,181 @@
+"""``megagpu extender | operator | probe`` and the dev runtime: the long-running components."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from megagpu.cli.errors import UsageError
+
+
+def _load_policy(path: Path | None, mode: str | None = None) -> Any:
+    from megagpu.core import qpolicy, qstate
+
+    if path is None:
+        return qpolicy.QPolicy(qpolicy.Params(mode=mode or "active"))
+    try:
+        policy = qstate.loads(path.read_text())
+    except OSError as e:
+        raise UsageError(f"cannot read the Q-state {path}: {e.strerror}") from e
+    except qstate.StateError as e:
+        raise UsageError(f"{path}: {e}") from e
+    if mode is not None:
+        import dataclasses
+
+        policy.params = dataclasses.replace(policy.params, mode=mode)
+    return policy
+
+
+def cmd_extender(args: argparse.Namespace) -> int:
+    """``megagpu extender``: against a cluster, or a snapshot of a cluster spec."""
+    import asyncio
+    import logging
+
+    from megagpu.extender import metrics, server
+    from megagpu.io import cluster_spec
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise UsageError("--tls-cert and --tls-key go together")
+    listen = server.Listen(
+        args.host, args.port, args.metrics_port, args.tls_cert, args.tls_key, args.metrics_host
+    )
+    m = metrics.Metrics()
+    if args.snapshot:
+        nodes = cluster_spec.load(args.snapshot)
+        placement = server.snapshot_placement(
+            nodes, _load_policy(args.policy_state, args.mode), m, args.seed
+        )
+
+        def started() -> None:
+            print(
+                f"extender (snapshot of {len(nodes)} nodes) on {args.host}:{args.port}, "
+                f"metrics on :{args.metrics_port}",
+                flush=True,
+            )
+
+        asyncio.run(
+            server.serve(placement, m, listen, lambda: True, snapshot=True, on_started=started)
+        )
+        return 0
+    from megagpu.extender import cluster
+
+    asyncio.run(
+        cluster.run(
+            args.kubeconfig, args.namespace, listen, m, _load_policy(args.policy_state), args.seed
+        )
+    )
+    return 0
+
+
+def cmd_operator(args: argparse.Namespace) -> int:
+    """``megagpu operator``: the lease, then kopf."""
+    import asyncio
+    import logging
+
+    from megagpu.operator import run
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    asyncio.run(
+        run.run(
+            args.kubeconfig,
+            args.namespace,
+            resource_mode=args.resource_mode,
+            liveness=args.liveness,
+            metrics_listen=_host_port(args.metrics),
+        )
+    )
+    return 0
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not port.isdigit():
+        raise UsageError(f"expected HOST:PORT, got {text!r}")
+    return host or "127.0.0.1", int(port)
+
+
+def cmd_runtime(args: argparse.Namespace) -> int:
+    """``megagpu dev runtime``: complete simulated pods after their durations."""
+    import logging
+    import threading
+
+    from megagpu.devcluster import runtime
+    from megagpu.kube import client as kube_client
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    if args.time_scale <= 0:
+        raise UsageError("--time-scale must be positive")
+    sim = runtime.Runtime(kube_client.api_client(args.kubeconfig), args.time_scale)
+    runtime.serve_health(sim, args.health_port)
+    sim.start()
+    threading.Event().wait()
+    return 0
+
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    """``megagpu probe``: one reading, or metrics and GpuNode publishing in a loop."""
+    import os
+    import time
+
+    from prometheus_client import CollectorRegistry, generate_latest, start_http_server
+
+    from megagpu.probe import collector, cpu, cuda, node, simulated, vulkan
+
+    sources = [cuda.Cuda(), vulkan.Vulkan(), cpu.Cpu()]
+    hostname = args.node_name or os.environ.get("NODE_NAME")
+
+    def read() -> node.NodeReading:
+        reading = node.read(sources, hostname)
+        if args.benchmarks:
+            for backend in reading.backends:
+                if backend.name == "cuda" and backend.available and backend.devices:
+                    backend.benchmarks = cuda.benchmark(0)
+                if backend.name == "cpu":
+                    backend.benchmarks = cpu.benchmark()
+        return reading
+
+    readers = [read]
+    if args.simulate:
+        from megagpu.io import cluster_spec
+
+        if args.cluster_spec is None:
+            raise UsageError("--simulate needs --cluster-spec FILE (the fake nodes)")
+        readers = simulated.readers(cluster_spec.load(args.cluster_spec))
+    registry = CollectorRegistry()
+    registry.register(collector.ProbeCollector(readers[0], dcgm=not args.no_dcgm))
+    if args.once:
+        if args.format == "json":
+            print(
+                json.dumps([r().to_json() for r in readers], indent=1)
+                if args.simulate
+                else json.dumps(read().to_json(), indent=1)
+            )
+        else:
+            print(generate_latest(registry).decode(), end="")
+        return 0
+    host, port = _host_port(args.listen)
+    start_http_server(port, addr=host, registry=registry)
+    print(f"probe metrics on http://{host}:{port}/metrics", flush=True)
+    publish = None
+    if args.publish or args.simulate:
+        from kubernetes import client
+
+        from megagpu.kube import client as kube_client
+        from megagpu.kube import gpunodes
+
+        custom = client.CustomObjectsApi(kube_client.api_client(args.kubeconfig))
+
+        def publish(reading: node.NodeReading) -> None:
+            gpunodes.publish(custom, reading)
+
+    while True:
+        for reader in readers:
+            if publish is not None:
+                try:
+                    publish(reader())
+                except Exception as e:  # noqa: BLE001 - the API away must not stop the probe
+                    print(f"publishing failed, retrying next round: {e}", flush=True)
+        time.sleep(args.interval)
