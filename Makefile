@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 CACHE := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/megagpu
 PYTEST_ARGS ?=
 
-.PHONY: install binaries prometheus demo tui-demo chart-crds test unit e2e e2e-scale lint bench bench-devcluster bench-sim bench-tui dev-up dev-down clean
+.PHONY: install binaries prometheus demo tui-demo chart-crds e2e-kind test unit e2e e2e-scale lint bench bench-devcluster bench-sim bench-tui dev-up dev-down clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -35,6 +35,20 @@ prometheus: $(PROM_DIR)/usr/bin/prometheus
 
 demo: binaries
 	$(BIN)/megagpu demo
+
+# Where Docker and kind exist (not on the development machine): the image, the chart on a kind
+# cluster, `helm test`, and the chart's e2e tests against that cluster.
+KIND_CLUSTER ?= megagpu-e2e
+IMAGE ?= ghcr.io/megagpu/megagpu:0.1.0
+e2e-kind: binaries
+	docker build -t $(IMAGE) .
+	kind create cluster --name $(KIND_CLUSTER) --kubeconfig $(CACHE)/kind.kubeconfig
+	kind load docker-image $(IMAGE) --name $(KIND_CLUSTER)
+	MEGAGPU_E2E_KUBECONFIG=$(CACHE)/kind.kubeconfig $(BIN)/pytest -m e2e tests/e2e/test_chart.py $(PYTEST_ARGS)
+	$(BIN)/helm --kubeconfig $(CACHE)/kind.kubeconfig install megagpu charts/megagpu \
+	  -n megagpu-system --create-namespace --wait --timeout 5m
+	$(BIN)/helm --kubeconfig $(CACHE)/kind.kubeconfig test megagpu -n megagpu-system --logs
+	kind delete cluster --name $(KIND_CLUSTER)
 
 # The chart's CRDs are copies of crds/ (a unit test checks that they match).
 chart-crds:

@@ -243,6 +243,7 @@ def first_frame(command: list[str], ready) -> tuple[float, float]:
 
 def main() -> int:
     if "--serve" in sys.argv:
+        os.environ.setdefault("ESCDELAY", "25")  # as `megagpu tui` does (megagpu/cli/tools.py)
         from megagpu.tui.app import MegagpuApp
 
         MegagpuApp(SyntheticSource()).run()

@@ -152,6 +152,10 @@ def _parser() -> argparse.ArgumentParser:
     tui.add_argument("--seed", type=int, default=0, help="sim: random seed")
     tui.add_argument("--speed", type=float, default=30.0, help="sim: simulated s per second")
     tui.add_argument("--refresh", type=float, default=1.0, help="seconds between refreshes")
+    crd = sub.add_parser("crds", help="apply megagpu's CRDs server-side (the chart's upgrade hook)")
+    crd.add_argument("action", choices=("apply",))
+    crd.add_argument("--dir", type=Path, default=Path("crds"), help="directory of CRD YAML")
+    crd.add_argument("--kubeconfig", type=Path, help="default: in-cluster, then $KUBECONFIG")
     uni = sub.add_parser("uninstall", help="clear megagpu finalizers (before helm uninstall)")
     uni.add_argument("--kubeconfig", type=Path, help="default: in-cluster, then $KUBECONFIG")
     for name, (issue, what) in PLANNED.items():
@@ -186,6 +190,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "explain": tools.cmd_explain,
         "tui": tools.cmd_tui,
         "uninstall": tools.cmd_uninstall,
+        "crds": tools.cmd_crds,
     }
     try:
         return handlers[args.command](args)

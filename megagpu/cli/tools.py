@@ -105,3 +105,15 @@ def cmd_uninstall(args: argparse.Namespace) -> int:
         "`helm uninstall RELEASE` can now remove the rest"
     )
     return 0
+
+
+def cmd_crds(args: argparse.Namespace) -> int:
+    """``megagpu crds apply``: server-side apply of the CRDs in ``--dir``."""
+    from megagpu.kube import client as kube_client
+    from megagpu.kube import crds
+
+    if not args.dir.is_dir():
+        raise UsageError(f"{args.dir} is not a directory of CRD YAML files")
+    applied = crds.apply(kube_client.api_client(args.kubeconfig), crds.load(args.dir))
+    print(f"applied server-side as {crds.FIELD_MANAGER}: {', '.join(applied)}")
+    return 0

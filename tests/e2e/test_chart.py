@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import uuid
 from pathlib import Path
@@ -198,3 +199,81 @@ def test_install_creates_every_object_upgrade_works_and_rbac_is_least_privilege(
         kubectl(kubeconfig, "delete", "clusterrolebinding", f"{ns}-viewer", "--ignore-not-found")
         helm(kubeconfig, "uninstall", release, "-n", ns, "--no-hooks")
         kubectl(kubeconfig, "delete", "namespace", ns, "--wait=false")
+
+
+def test_the_upgrade_hook_reapplies_the_crds_server_side_as_its_own_account(
+    kubeconfig, namespace, tmp_path
+):
+    """The pre-upgrade hook's objects and command, run here: kwok's fake pods run no container."""
+    rendered = helm(
+        kubeconfig,
+        "template",
+        "t",
+        str(CHART),
+        "-n",
+        namespace,
+        *KUBE,
+        "--show-only",
+        "templates/crd-upgrade.yaml",
+    )
+    assert rendered.returncode == 0, rendered.stderr
+    docs = [d for d in yaml.safe_load_all(rendered.stdout) if d]
+    assert all(d["metadata"]["annotations"]["helm.sh/hook"] == "pre-upgrade" for d in docs)
+    job = next(d for d in docs if d["kind"] == "Job")
+    files = next(d for d in docs if d["kind"] == "ConfigMap")["data"]
+    assert sorted(files) == sorted(p.name for p in (CHART / "crds").glob("*.yaml"))
+    account = [
+        d for d in docs if d["kind"] in ("ServiceAccount", "ClusterRole", "ClusterRoleBinding")
+    ]
+    applied = kubectl(kubeconfig, "apply", "-f", "-", stdin=yaml.safe_dump_all(account))
+    assert applied.returncode == 0, applied.stderr
+    try:
+        crd_dir = tmp_path / "crds"
+        crd_dir.mkdir()
+        for name, text in files.items():
+            (crd_dir / name).write_text(text)
+        token = kubectl(kubeconfig, "create", "token", "t-megagpu-crds", "-n", namespace).stdout
+        config = yaml.safe_load(kubeconfig.read_text())
+        config["users"] = [{"name": "hook", "user": {"token": token.strip()}}]
+        for context in config["contexts"]:
+            context["context"]["user"] = "hook"
+        hook_config = tmp_path / "hook.kubeconfig"
+        hook_config.write_text(yaml.safe_dump(config))
+        # Someone else takes the fields; the hook's apply must take them back.
+        for path in (CHART / "crds").glob("*.yaml"):
+            kubectl(
+                kubeconfig,
+                "apply",
+                "--server-side",
+                "--force-conflicts",
+                "--field-manager=someone-else",
+                "-f",
+                str(path),
+            )
+        args = job["spec"]["template"]["spec"]["containers"][0]["args"]
+        assert args[:2] == ["crds", "apply"]
+        from tests.e2e.conftest import megagpu
+
+        done = megagpu(*args[:2], f"--dir={crd_dir}", "--kubeconfig", str(hook_config))
+        assert done.returncode == 0, done.stderr
+        owners = kubectl(kubeconfig, "get", "crd", "gpuworkloads.megagpu.io", "-o", "json").stdout
+        managed = json.loads(owners)["metadata"]["managedFields"]
+        spec_owners = {m["manager"] for m in managed if "f:spec" in (m.get("fieldsV1") or {})}
+        assert "megagpu" in spec_owners and "someone-else" not in spec_owners, managed
+        denied = kubectl(
+            hook_config,
+            "delete",
+            "crd",
+            "gpuworkloads.megagpu.io",
+            "--dry-run=server",
+        )
+        assert denied.returncode != 0 and "forbidden" in denied.stderr
+    finally:
+        kubectl(
+            kubeconfig,
+            "delete",
+            "-f",
+            "-",
+            "--ignore-not-found",
+            stdin=yaml.safe_dump_all([d for d in account if d["kind"] != "ServiceAccount"]),
+        )

@@ -22,8 +22,8 @@ def cache(tmp_path: Path) -> Iterator[Path]:
     home = tmp_path / "xdg"
     target = home / "megagpu" / binaries.VERSION_KEY / "bin"
     target.mkdir(parents=True)
-    for name in binaries.NAMES:
-        (target / name).symlink_to(binaries.binary(name))
+    for name in (*binaries.NAMES, ".helm-version"):
+        (target / name).symlink_to(binaries.bin_dir() / name)
     yield home
     dev(home, "down")
 
