@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import uuid
 from pathlib import Path
@@ -239,27 +238,32 @@ def test_the_upgrade_hook_reapplies_the_crds_server_side_as_its_own_account(
             context["context"]["user"] = "hook"
         hook_config = tmp_path / "hook.kubeconfig"
         hook_config.write_text(yaml.safe_dump(config))
-        # Someone else takes the fields; the hook's apply must take them back.
-        for path in (CHART / "crds").glob("*.yaml"):
-            kubectl(
-                kubeconfig,
-                "apply",
-                "--server-side",
-                "--force-conflicts",
-                "--field-manager=someone-else",
-                "-f",
-                str(path),
-            )
+        # Someone else changes a field the chart sets; the hook's apply must take it back.
+        crd = yaml.safe_load((CHART / "crds" / "gpuworkloads.yaml").read_text())
+        schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+        wanted, schema["description"] = schema["description"], "stale"
+        taken = kubectl(
+            kubeconfig,
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "--field-manager=someone-else",
+            "-f",
+            "-",
+            stdin=yaml.safe_dump(crd),
+        )
+        assert taken.returncode == 0, taken.stderr
+        path = "jsonpath={.spec.versions[0].schema.openAPIV3Schema.description}"
+        before = kubectl(kubeconfig, "get", "crd", "gpuworkloads.megagpu.io", "-o", path)
+        assert before.stdout == "stale"
         args = job["spec"]["template"]["spec"]["containers"][0]["args"]
         assert args[:2] == ["crds", "apply"]
         from tests.e2e.conftest import megagpu
 
         done = megagpu(*args[:2], f"--dir={crd_dir}", "--kubeconfig", str(hook_config))
         assert done.returncode == 0, done.stderr
-        owners = kubectl(kubeconfig, "get", "crd", "gpuworkloads.megagpu.io", "-o", "json").stdout
-        managed = json.loads(owners)["metadata"]["managedFields"]
-        spec_owners = {m["manager"] for m in managed if "f:spec" in (m.get("fieldsV1") or {})}
-        assert "megagpu" in spec_owners and "someone-else" not in spec_owners, managed
+        after = kubectl(kubeconfig, "get", "crd", "gpuworkloads.megagpu.io", "-o", path)
+        assert after.stdout == wanted
         denied = kubectl(
             hook_config,
             "delete",
