@@ -122,9 +122,9 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
     from prometheus_client import CollectorRegistry, generate_latest, start_http_server
 
-    from megagpu.probe import collector, cpu, cuda, node, simulated, vulkan
+    from megagpu.probe import collector, cpu, cuda, metal, node, simulated, vulkan
 
-    sources = [cuda.Cuda(), vulkan.Vulkan(), cpu.Cpu()]
+    sources = [cuda.Cuda(), vulkan.Vulkan(), metal.Metal(), cpu.Cpu()]
     hostname = args.node_name or os.environ.get("NODE_NAME")
 
     def read() -> node.NodeReading:
