@@ -130,6 +130,18 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--kubeconfig", type=Path, help="with --publish (default: in-cluster)")
     pr.add_argument("--node-name", help="GpuNode name (default: $NODE_NAME or the hostname)")
     pr.add_argument("--interval", type=float, default=15.0, help="seconds between readings")
+    pr.add_argument(
+        "--recover-after",
+        type=float,
+        default=60.0,
+        help="seconds a failed device must read healthy before it is used again",
+    )
+    pr.add_argument(
+        "--resource-mode",
+        choices=("megagpu", "vendor"),
+        default="megagpu",
+        help="megagpu: advertise megagpu.io/gpu on the Node; vendor: the device plugin does",
+    )
     pol = sub.add_parser("policy", help="show, reset, export, import or roll back the Q-state")
     pol.add_argument("action", choices=("show", "reset", "export", "import", "rollback"))
     pol.add_argument("file", nargs="?", type=Path, help="import: the Q-state JSON document")

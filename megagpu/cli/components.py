@@ -122,13 +122,16 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
     from prometheus_client import CollectorRegistry, generate_latest, start_http_server
 
-    from megagpu.probe import collector, cpu, cuda, metal, node, simulated, vulkan
+    from megagpu.probe import collector, cpu, cuda, health, metal, node, simulated, vulkan
 
     sources = [cuda.Cuda(), vulkan.Vulkan(), metal.Metal(), cpu.Cpu()]
     hostname = args.node_name or os.environ.get("NODE_NAME")
+    if args.recover_after < 0:
+        raise UsageError("--recover-after must not be negative")
+    gate = health.HealthGate(args.recover_after)
 
     def read() -> node.NodeReading:
-        reading = node.read(sources, hostname)
+        reading = gate.apply(node.read(sources, hostname))
         if args.benchmarks:
             for backend in reading.backends:
                 if backend.name == "cuda" and backend.available and backend.devices:
@@ -166,10 +169,13 @@ def cmd_probe(args: argparse.Namespace) -> int:
         from megagpu.kube import client as kube_client
         from megagpu.kube import gpunodes
 
-        custom = client.CustomObjectsApi(kube_client.api_client(args.kubeconfig))
+        api = kube_client.api_client(args.kubeconfig)
+        custom, core = client.CustomObjectsApi(api), client.CoreV1Api(api)
 
         def publish(reading: node.NodeReading) -> None:
             gpunodes.publish(custom, reading)
+            if not args.simulate:  # fake nodes keep the labels `megagpu dev up` gave them
+                gpunodes.publish_node(core, reading.hostname, reading, args.resource_mode)
 
     while True:
         for reader in readers:

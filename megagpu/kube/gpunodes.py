@@ -8,6 +8,7 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from megagpu.core import model
 from megagpu.kube import names
 
 
@@ -87,3 +88,34 @@ def publish(custom: client.CustomObjectsApi, reading: Any) -> None:
         if e.status != 409:
             raise
     custom.patch_cluster_custom_object_status(*args, reading.hostname, {"status": status(reading)})
+
+
+def node_labels(reading: Any) -> dict[str, str | None]:
+    """The labels of DESIGN 9.3 for a reading; None removes a label that no longer holds."""
+    available = {b.name for b in reading.backends if b.available}
+    labels: dict[str, str | None] = {
+        names.LABEL_BACKEND.format(backend=b): "true" if b in available else None
+        for b in model.BACKENDS
+    }
+    gpus = reading.gpus()
+    memory = [d.memory_bytes for d in gpus if d.memory_bytes]
+    labels[names.LABEL_GPU_PRODUCT] = names.label_value(gpus[0].name) if gpus else None
+    labels[names.LABEL_GPU_COUNT] = str(len(gpus)) if gpus else None
+    labels[names.LABEL_GPU_MEMORY] = str(min(memory) // 2**20) if memory else None
+    return labels
+
+
+def publish_node(
+    core: client.CoreV1Api, node_name: str, reading: Any, resource_mode: str = "megagpu"
+) -> None:
+    """Label the Node and, in resource mode ``megagpu``, advertise its healthy GPUs.
+
+    In mode ``vendor`` the vendor's device plugin advertises them (``nvidia.com/gpu``).
+    """
+    core.patch_node(node_name, {"metadata": {"labels": node_labels(reading)}})
+    if resource_mode == "megagpu":
+        healthy = str(sum(d.healthy for d in reading.gpus()))
+        resources = {names.RESOURCE_GPU: healthy}
+        core.patch_node_status(
+            node_name, {"status": {"capacity": resources, "allocatable": resources}}
+        )
