@@ -75,7 +75,7 @@ def main(out_dir: Path) -> int:
     checks["device copy above 2 TB/s"] = (bench.mem_gbps or 0) > 2000
     nvml = source._init()
     times = []
-    for _ in range(50):
+    for _ in range(200):
         start = time.perf_counter()
         source._device(nvml, 0)
         times.append((time.perf_counter() - start) * 1000)
@@ -92,6 +92,7 @@ def main(out_dir: Path) -> int:
         vk and vk.available and any(d.kind == "gpu" and "NVIDIA" in d.name for d in vk.devices)
     )
     checks["each GPU counted once"] = len(reading.gpus()) == len(truth)
+    checks["XID events watched (NVML event set thread)"] = bool(source.xid and source.xid.running)
     card = truth[0]["name"] if truth else "none"
     result = {
         "card": card,
@@ -103,6 +104,11 @@ def main(out_dir: Path) -> int:
         "nvml_read_ms": nvml_ms["p50"],
         "nvml_read_ms_p99": nvml_ms["p99"],
         "driver": gpu.driver_version if gpu else "",
+        "xid": {
+            "running": bool(source.xid and source.xid.running),
+            "error": source.xid.error if source.xid else "",
+            "last": source.xid.last if source.xid else {},
+        },
         "checks": checks,
         "nvidia_smi": truth,
         "reading": reading.to_json(),

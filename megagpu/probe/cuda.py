@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from megagpu.probe import readings
+from megagpu.probe import readings, xid
 
 HINT = "install nvidia-ml-py and run where the NVIDIA driver is visible (libnvidia-ml.so.1)"
 
@@ -45,9 +45,12 @@ class Cuda:
 
     name = "cuda"
 
-    def __init__(self, nvml: Any | None = None) -> None:
+    def __init__(self, nvml: Any | None = None, watch_xid: bool = True) -> None:
         self._nvml = nvml
         self._initialized = False
+        self._watch_xid = watch_xid
+        self.xid: xid.XidWatcher | None = None
+        """The XID event thread, started by the first successful read."""
 
     def _init(self) -> Any:
         nvml = self._nvml or load_nvml()
@@ -69,6 +72,8 @@ class Cuda:
         except Exception as e:  # noqa: BLE001 - NVMLError_LibraryNotFound, DriverNotLoaded, ...
             self._initialized = False
             return readings.Backend(self.name, False, f"NVML failed to start: {e}; {HINT}")
+        if self._watch_xid and self.xid is None:
+            self._start_xid(nvml, count)
         devices = [self._device(nvml, i) for i in range(count)]
         return readings.Backend(
             self.name,
@@ -78,6 +83,24 @@ class Cuda:
             read_seconds=time.perf_counter() - start,
         )
 
+    def _start_xid(self, nvml: Any, count: int) -> None:
+        self.xid = xid.XidWatcher(nvml)
+        try:
+            handles = {}
+            for i in range(count):
+                handle = nvml.nvmlDeviceGetHandleByIndex(i)
+                handles[_text(nvml.nvmlDeviceGetUUID(handle))] = handle
+        except nvml.NVMLError as e:
+            self.xid.error = f"XID events unavailable: {e}"
+            return
+        self.xid.start(handles)
+
+    def _xid_of(self, uuid: str) -> tuple[int | None, int | None]:
+        """(last XID or None when not watched, a hardware-failure XID to report now)."""
+        if self.xid is None or not self.xid.running:
+            return None, None
+        return self.xid.last.get(uuid, 0), self.xid.fatal.pop(uuid, None)
+
     def _device(self, nvml: Any, index: int) -> readings.Device:
         try:
             handle = nvml.nvmlDeviceGetHandleByIndex(index)
@@ -86,10 +109,12 @@ class Cuda:
             util = _na(lambda: nvml.nvmlDeviceGetUtilizationRates(handle), nvml)
             major_minor = _na(lambda: nvml.nvmlDeviceGetCudaComputeCapability(handle), nvml)
             power = _na(lambda: nvml.nvmlDeviceGetPowerUsage(handle), nvml)
+            uuid = _text(nvml.nvmlDeviceGetUUID(handle))
+            last_xid, fatal_xid = self._xid_of(uuid)
             return readings.Device(
                 index=index,
                 name=name,
-                uuid=_text(nvml.nvmlDeviceGetUUID(handle)),
+                uuid=uuid,
                 pci_bus_id=_text(nvml.nvmlDeviceGetPciInfo(handle).busId),
                 memory_bytes=memory.total if memory else None,
                 used_bytes=memory.used if memory else None,
@@ -106,7 +131,7 @@ class Cuda:
                     lambda: nvml.nvmlDeviceGetClockInfo(handle, nvml.NVML_CLOCK_MEM), nvml
                 ),
                 energy_mj=_na(lambda: nvml.nvmlDeviceGetTotalEnergyConsumption(handle), nvml),
-                xid=0,
+                xid=last_xid,
                 ecc_uncorrected=_na(
                     lambda: nvml.nvmlDeviceGetTotalEccErrors(
                         handle, nvml.NVML_MEMORY_ERROR_TYPE_UNCORRECTED, nvml.NVML_VOLATILE_ECC
@@ -116,6 +141,10 @@ class Cuda:
                 compute_capability=f"{major_minor[0]}.{major_minor[1]}" if major_minor else "",
                 fp64=bool(major_minor and major_minor[0] >= 6 and major_minor[1] == 0),
                 fp16=bool(major_minor and major_minor[0] >= 6),
+                healthy=fatal_xid is None,
+                reason=""
+                if fatal_xid is None
+                else f"XID {fatal_xid}: the device reported a hardware failure",
             )
         except Exception as e:  # noqa: BLE001 - a lost device is reported, not raised
             return readings.Device(
