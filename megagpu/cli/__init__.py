@@ -118,6 +118,12 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--once", action="store_true", help="print one reading and exit")
     pr.add_argument("--format", choices=("json", "prometheus"), default="json")
     pr.add_argument("--benchmarks", action="store_true", help="run short GEMM/copy benchmarks")
+    pr.add_argument(
+        "--benchmark-every",
+        type=float,
+        default=3600.0,
+        help="with --benchmarks: seconds between runs per idle device (first run at start)",
+    )
     pr.add_argument("--no-dcgm", action="store_true", help="leave out the DCGM families")
     pr.add_argument("--listen", default="127.0.0.1:9400", help="HOST:PORT of /metrics")
     pr.add_argument(

@@ -122,22 +122,23 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
     from prometheus_client import CollectorRegistry, generate_latest, start_http_server
 
-    from megagpu.probe import collector, cpu, cuda, health, metal, node, simulated, vulkan
+    from megagpu.probe import collector, cpu, cuda, health, metal, node, schedule, simulated, vulkan
 
     sources = [cuda.Cuda(), vulkan.Vulkan(), metal.Metal(), cpu.Cpu()]
     hostname = args.node_name or os.environ.get("NODE_NAME")
     if args.recover_after < 0:
         raise UsageError("--recover-after must not be negative")
+    if args.benchmark_every <= 0:
+        raise UsageError("--benchmark-every must be positive")
     gate = health.HealthGate(args.recover_after)
+    runs = {"cuda": cuda.benchmark, "cpu": lambda _: cpu.benchmark()}
+    benchmarks = schedule.BenchmarkSchedule(runs, args.benchmark_every)
 
     def read() -> node.NodeReading:
         reading = gate.apply(node.read(sources, hostname))
         if args.benchmarks:
             for backend in reading.backends:
-                if backend.name == "cuda" and backend.available and backend.devices:
-                    backend.benchmarks = cuda.benchmark(0)
-                if backend.name == "cpu":
-                    backend.benchmarks = cpu.benchmark()
+                benchmarks.apply(backend)
         return reading
 
     readers = [read]
