@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 CACHE := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/megagpu
 PYTEST_ARGS ?=
 
-.PHONY: install binaries prometheus demo tui-demo chart-crds e2e-kind test unit e2e e2e-scale lint bench bench-devcluster bench-sim bench-tui dev-up dev-down clean
+.PHONY: install binaries prometheus demo tui-demo chart-crds e2e-kind test unit e2e e2e-scale lint bench bench-devcluster bench-sim bench-tui bench-probe dev-up dev-down clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -87,7 +87,10 @@ bench-sim: $(STAMP)
 bench-tui: $(STAMP)
 	$(BIN)/python benchmarks/tui.py
 
-bench: bench-devcluster bench-sim bench-tui
+bench-probe: $(STAMP)
+	$(BIN)/python benchmarks/probe.py
+
+bench: bench-devcluster bench-sim bench-tui bench-probe
 
 dev-up: binaries
 	$(BIN)/megagpu dev up
