@@ -1,0 +1,188 @@
+"""`make e2e-scale`: 500 mixed GpuWorkloads learn, and survive chaos while 300 run.
+
+Results go to benchmarks/results/operator-e2e-scale.json: the reward moving average and, per
+model class, the share of placements on the class's fastest device, first 100 against last 100.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import json
+import os
+import signal
+import threading
+import time
+from collections import Counter, defaultdict
+
+import pytest
+from kubernetes import client
+
+from megagpu.devcluster import cluster, processes, runtime
+from megagpu.kube import names
+from tests.e2e import gw as g
+from tests.e2e.conftest import ROOT, megagpu, restart_apiserver
+
+COUNT = 500
+WINDOW = 100
+RESULT = ROOT / "benchmarks" / "results" / "operator-e2e-scale.json"
+pytestmark = pytest.mark.scale
+
+
+class Watcher(threading.Thread):
+    """Samples the Q-state version and the live pods per workload while the run goes on."""
+
+    def __init__(self, api: client.ApiClient, namespace: str) -> None:
+        super().__init__(daemon=True)
+        self.core, self.namespace = client.CoreV1Api(api), namespace
+        self.versions: list[int] = []
+        self.most_live_pods = 0
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                cm = self.core.read_namespaced_config_map(names.STATE_CONFIGMAP, "megagpu-system")
+                self.versions.append(int(json.loads(cm.data["state.json"])["version"]))
+                pods = self.core.list_namespaced_pod(self.namespace).items
+                live = Counter(
+                    (p.metadata.labels or {}).get(names.LABEL_WORKLOAD)
+                    for p in pods
+                    if p.status.phase in ("Pending", "Running")
+                    and not p.metadata.deletion_timestamp
+                )
+                self.most_live_pods = max([self.most_live_pods, *live.values()])
+            except Exception:  # noqa: BLE001 - the API server is restarted on purpose
+                pass
+            self.stop.wait(0.5)
+
+
+def kill_operator() -> None:
+    os.kill(processes.pids(cluster.paths().pids)["operator"], signal.SIGKILL)
+    assert megagpu("dev", "up").returncode == 0  # restarts the dead operator
+
+
+def fastest_class(pod: dict, nodes: list[dict], tables) -> str:
+    """The device class where this pod would run fastest (the runtime's own durations)."""
+    wanted = pod["metadata"]["annotations"][names.ANN_BACKENDS].split(",")
+    gpus = int(pod["metadata"]["annotations"].get(names.ANN_GPUS, "1"))
+    best, best_s = "", float("inf")
+    for node in nodes:
+        labels = node["metadata"].get("labels") or {}
+        usable = [b for b in wanted if labels.get(f"megagpu.io/backend.{b}") == "true"]
+        count = int(labels.get(names.LABEL_GPU_COUNT, "0") or 0)
+        if not usable or (gpus > 0 and count < gpus):
+            continue
+        trial = copy.deepcopy(pod)
+        trial["metadata"]["annotations"][names.ANN_ASSIGNED_BACKEND] = usable[0]
+        seconds = runtime.run_seconds(trial, node, tables)
+        if seconds < best_s:
+            best, best_s = labels.get(names.LABEL_GPU_PRODUCT, "cpu"), seconds
+    return best
+
+
+def test_500_workloads_learn_and_every_one_ends_once_through_chaos(api, namespace):
+    core = client.CoreV1Api(api)
+    before = g.policy_status(api).get("updates", 0)
+    watcher = Watcher(api, namespace)
+    watcher.start()
+    start = time.monotonic()
+    for i in range(COUNT):
+        kind, model, gpus, backends = g.MIX[i % len(g.MIX)]
+        g.create(api, namespace, g.manifest(f"w{i:03d}", kind, model, gpus, backends))
+    chaos = []
+
+    def phases() -> Counter:
+        items = client.CustomObjectsApi(api).list_namespaced_custom_object(
+            g.GROUP, g.VERSION, namespace, g.PLURAL
+        )["items"]
+        return Counter((w.get("status") or {}).get("phase", "Pending") for w in items)
+
+    while sum(n for p, n in phases().items() if p in ("Succeeded", "Failed")) < COUNT - 300:
+        time.sleep(0.5)
+    live = COUNT - sum(n for p, n in phases().items() if p in ("Succeeded", "Failed"))
+    chaos.append(f"operator kill -9 with {live} not yet terminal")
+    kill_operator()
+    restart_apiserver()
+    chaos.append("kube-apiserver kill -9 and restart")
+    time.sleep(5)
+    kill_operator()
+    chaos.append("operator kill -9 again")
+    deadline = time.monotonic() + 1200
+    while sum(n for p, n in phases().items() if p in ("Succeeded", "Failed")) < COUNT:
+        assert time.monotonic() < deadline, phases()
+        time.sleep(1)
+    elapsed = time.monotonic() - start
+    time.sleep(2)
+    watcher.stop.set()
+    watcher.join()
+
+    items = client.CustomObjectsApi(api).list_namespaced_custom_object(
+        g.GROUP, g.VERSION, namespace, g.PLURAL
+    )["items"]
+    done = [w for w in items if w["status"]["phase"] in ("Succeeded", "Failed")]
+    assert len(done) == COUNT
+    updates = g.policy_status(api)["updates"] - before
+    assert updates == COUNT, f"{updates} learning updates for {COUNT} outcomes"
+    assert watcher.most_live_pods <= 1, "two live pods for one workload"
+    assert watcher.versions == sorted(watcher.versions), "the Q-state version went back"
+
+    pods = {
+        p["metadata"]["labels"][names.LABEL_WORKLOAD]: p
+        for p in (
+            core.api_client.sanitize_for_serialization(x)
+            for x in core.list_namespaced_pod(namespace).items
+        )
+    }
+    nodes = [core.api_client.sanitize_for_serialization(n) for n in core.list_node().items]
+    by_node = {n["metadata"]["name"]: n for n in nodes}
+    tables = runtime.load_tables()
+    placed = sorted(
+        (w for w in done if w["status"].get("node") and w["status"].get("startedAt")),
+        key=lambda w: (w["status"]["startedAt"], w["metadata"]["name"]),
+    )
+    rows = []
+    for w in placed:
+        name = w["metadata"]["name"]
+        pod = pods[name]
+        node = by_node[w["status"]["node"]]
+        product = (node["metadata"].get("labels") or {}).get(names.LABEL_GPU_PRODUCT, "cpu")
+        rows.append(
+            {
+                "model": w["spec"]["model"],
+                "reward": float(w["status"].get("reward", 0.0)),
+                "on_fastest": product == fastest_class(pod, nodes, tables),
+            }
+        )
+
+    def summary(part: list[dict]) -> dict:
+        shares = defaultdict(list)
+        for r in part:
+            shares[r["model"]].append(r["on_fastest"])
+        return {
+            "reward_mean": round(sum(r["reward"] for r in part) / len(part), 4),
+            "fastest_share_by_model": {
+                m: round(sum(v) / len(v), 3) for m, v in sorted(shares.items())
+            },
+            "fastest_share": round(sum(r["on_fastest"] for r in part) / len(part), 3),
+        }
+
+    first, last = summary(rows[:WINDOW]), summary(rows[-WINDOW:])
+    result = {
+        "command": "make e2e-scale (tests/e2e/test_operator_scale.py)",
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "workloads": COUNT,
+        "seconds": round(elapsed, 1),
+        "chaos": chaos,
+        "phases": dict(Counter(w["status"]["phase"] for w in done)),
+        "learning_updates": updates,
+        "most_live_pods_per_workload": watcher.most_live_pods,
+        "q_state_versions_sampled": len(watcher.versions),
+        "q_state_version_first_last": [watcher.versions[0], watcher.versions[-1]],
+        "first_100": first,
+        "last_100": last,
+    }
+    RESULT.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+    assert last["reward_mean"] >= first["reward_mean"], (first, last)
+    assert last["fastest_share"] >= first["fastest_share"], (first, last)
