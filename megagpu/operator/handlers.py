@@ -219,6 +219,10 @@ def _finish(
     created = outcomes.parse_time(gw["metadata"].get("creationTimestamp"))
     outcome = outcomes.outcome_of(pod, end, node, spec.get("deadlineSeconds"), created)
     fields: dict[str, Any] = {"finishedAt": status.now_iso(), "durationSeconds": end.duration_s}
+    if not old.get("startedAt"):  # it ended before a Running state was seen
+        started = (pod.get("status") or {}).get("startTime")
+        if started:
+            fields["startedAt"] = started
     if outcome is not None:
         decided = outcomes.decision(pod)["mode"] != "fallback"
         learned = outcomes.learn(
