@@ -127,12 +127,16 @@ def follow(pod: dict[str, Any], memo: Memo) -> None:
     """Bring the owning GpuWorkload's status in line with its current pod."""
     meta = pod.get("metadata") or {}
     name = (meta.get("labels") or {}).get(names.LABEL_WORKLOAD)
+    if meta.get("deletionTimestamp") and outcomes.terminal(pod) is None:
+        return  # removed before it ended (a start timeout, a deleted workload): no news
     gw = _gw(memo, meta.get("namespace", ""), name) if name else None
     if gw is None:
         return
     old = gw.get("status") or {}
     if old.get("podName") != meta.get("name") or old.get("phase") in ("Succeeded", "Failed"):
         return
+    if (gw.get("metadata") or {}).get("deletionTimestamp"):
+        return  # its pod is removed on purpose: not an outcome to learn from
     fields = _progress(pod, old)
     if "node" in fields and not fields.get("backend"):
         fields["backend"] = _fallback_backend(memo, fields["node"], pod)
@@ -141,6 +145,21 @@ def follow(pod: dict[str, Any], memo: Memo) -> None:
         fields.update(_finish(gw, pod, end, memo))
     if fields:
         _patch_status(memo, gw, fields)
+
+
+def remove_pods(gw: dict[str, Any], memo: Memo) -> int:
+    """Delete every pod of a GpuWorkload that is being deleted; returns how many."""
+    meta = gw["metadata"]
+    pods = memo.core.list_namespaced_pod(
+        meta["namespace"], label_selector=f"{names.LABEL_WORKLOAD}={meta['name']}"
+    ).items
+    for pod in pods:
+        try:
+            memo.core.delete_namespaced_pod(pod.metadata.name, meta["namespace"])
+        except ApiException as e:
+            if e.status != 404:
+                raise
+    return len(pods)
 
 
 def _fallback_backend(memo: Memo, node_name: str, pod: dict[str, Any]) -> str | None:
@@ -386,6 +405,11 @@ def make_registry() -> kopf.OperatorRegistry:
             return
         patch.status.update({"phase": "Pending"})
         patch.status.update(start_attempt(dict(body), 1, memo))
+
+    @kopf.on.delete(*GW, registry=registry)
+    def deleted(body: kopf.Body, memo: Memo, **_: Any) -> None:
+        """Kopf's finalizer holds the workload until its pods are gone (never learned)."""
+        remove_pods(dict(body), memo)
 
     @kopf.on.event("", "v1", "pods", labels={names.LABEL_WORKLOAD: kopf.PRESENT}, registry=registry)
     def pod_event(body: kopf.Body, memo: Memo, **_: Any) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import time
 
 from kubernetes import client
 
@@ -198,3 +199,37 @@ def test_operator_metrics_count_phases_and_learning(api, namespace):
     assert 'megagpu_operator_workloads{phase="Succeeded"}' in text
     assert "megagpu_operator_learning_updates_total" in text
     assert "megagpu_operator_reconcile_seconds_count" in text
+
+
+def test_deleting_a_running_workload_removes_its_pod_without_learning(api, namespace):
+    g.create(
+        api,
+        namespace,
+        g.manifest(
+            "gone",
+            "training",
+            "resnet-50-bs64",
+            1,
+            ["cuda"],
+            annotations={"megagpu.io/sim-work": "1000000000"},
+        ),
+    )
+    found = g.wait_phase(api, namespace, "gone", ("Running",), 90)
+    finalizers = found["metadata"].get("finalizers") or []
+    assert any(f.startswith("kopf.zalando.org/") for f in finalizers), finalizers
+    before = g.policy_status(api)["updates"]
+    custom, core = client.CustomObjectsApi(api), client.CoreV1Api(api)
+    custom.delete_namespaced_custom_object(g.GROUP, g.VERSION, namespace, g.PLURAL, "gone")
+
+    def removed() -> bool:
+        try:
+            g.get(api, namespace, "gone")
+        except client.exceptions.ApiException as e:
+            return e.status == 404
+        return False
+
+    wait_for(removed, 30, "the workload to be removed through its finalizer")
+    pods = core.list_namespaced_pod(namespace, label_selector="megagpu.io/workload=gone").items
+    assert all(p.metadata.deletion_timestamp for p in pods), "a pod outlived its workload"
+    time.sleep(3)
+    assert g.policy_status(api)["updates"] == before  # a removed pod is not an outcome
