@@ -23,7 +23,7 @@ from megagpu.kube import client as kube_client  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 COUNT = 1000
-NAMESPACE = "bench-operator"
+NAMESPACE = f"bench-operator-{int(time.time())}"
 
 
 def rss_mib(pid: int) -> float:
