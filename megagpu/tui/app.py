@@ -25,6 +25,7 @@ from megagpu.tui.detail_screen import DetailScreen
 from megagpu.tui.gpu_monitor import GpuMonitor
 from megagpu.tui.help_screen import HelpScreen
 from megagpu.tui.node_table import NodeTable
+from megagpu.tui.panel import Panel
 from megagpu.tui.source import Health, Objects, Source
 from megagpu.tui.status_bar import StatusBar
 from megagpu.tui.synced_table import SyncedTable
@@ -196,8 +197,10 @@ class MegagpuApp(App[None]):
         return str(self.query_one(ContentSwitcher).current)
 
     def action_view(self, view: str) -> None:
-        """Switch to a view and focus its table."""
+        """Switch to a view, draw what changed while it was hidden, and focus its table."""
         self.query_one(ContentSwitcher).current = view
+        for panel in self.query(Panel):
+            panel.catch_up()
         self.query_one(StatusBar).view = view
         self.query_one(f"#{'gpus' if view == 'dashboard' else view}").query_one(SyncedTable).focus()
 

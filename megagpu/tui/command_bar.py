@@ -11,7 +11,7 @@ from textual.widgets import Input
 
 
 class CommandBar(Input):
-    """Hidden until ``/`` or ``:``; Enter submits, Escape closes."""
+    """Invisible until ``/`` or ``:`` (its line is kept); Enter submits, Escape closes."""
 
     BINDINGS = [Binding("escape", "close", "Close", show=False)]
 
@@ -30,18 +30,19 @@ class CommandBar(Input):
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
         self.kind = "filter"
+        self.can_focus = False
 
     def open(self, kind: str, text: str = "") -> None:
         """Show the prompt for ``filter`` or ``command``."""
         self.kind = kind
         self.placeholder = "filter…" if kind == "filter" else "command: gw, nodes, policy, gpus, q"
         self.value = text
-        self.display = True
+        self.visible = self.can_focus = True
         self.focus()
 
     def action_close(self) -> None:
         """Hide the prompt, keeping the current filter."""
-        self.display = False
+        self.visible = self.can_focus = False  # its line stays: no reflow of the screen
         self.screen.focus_next()
 
     @on(Input.Changed)

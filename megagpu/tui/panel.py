@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.reactive import reactive
@@ -30,20 +32,43 @@ class Panel(Vertical):
         yield Static("", classes="problem")
         yield from self.compose_body()
 
+    stale = False
+    """A change arrived while the panel was hidden: drawn when it is shown (``catch_up``)."""
+
+    def shown(self) -> bool:
+        """Whether this panel and every container above it are displayed."""
+        node: Any = self
+        while node is not None and node is not self.screen:
+            if not node.display:
+                return False
+            node = node.parent
+        return True
+
+    def catch_up(self) -> None:
+        """Draw what changed while hidden."""
+        if self.stale and self.snapshot is not None:
+            self.stale = False
+            self._draw(self.snapshot)
+
     def watch_snapshot(self, snapshot: Snapshot | None) -> None:
-        """Redraw on a new snapshot."""
-        if snapshot is None:
+        """Redraw on a new snapshot (hidden panels wait for ``catch_up``)."""
+        if snapshot is not None:
+            self._draw(snapshot)
+
+    def watch_filter_text(self, text: str) -> None:
+        """Redraw with the new filter (hidden panels wait for ``catch_up``)."""
+        if self.snapshot is not None:
+            self._draw(self.snapshot)
+
+    def _draw(self, snapshot: Snapshot) -> None:
+        if not self.shown():
+            self.stale = True
             return
         problem = self.query_one(".problem", Static)
         text = snapshot.health.problems.get(self.PANEL, "")
         problem.update(text)
         problem.display = bool(text)
         self.show(snapshot, self.filter_text)
-
-    def watch_filter_text(self, text: str) -> None:
-        """Redraw with the new filter."""
-        if self.snapshot is not None:
-            self.show(self.snapshot, text)
 
     def show(self, snapshot: Snapshot, filter_text: str) -> None:
         """Draw ``snapshot``, keeping only rows that match ``filter_text``."""

@@ -54,7 +54,7 @@ async def test_colon_commands_jump_like_k9s_and_unknown_ones_say_so(sim):
         for command, view in (("gw", "workloads"), ("nodes", "nodes"), ("policy", "dashboard")):
             await pilot.press("colon", *command, "enter")
             assert switcher.current == view, command
-            assert not app.query_one(CommandBar).display
+            assert not app.query_one(CommandBar).visible
         await pilot.press("colon", *"bogus", "enter")
         await pilot.pause()
         assert any("unknown command 'bogus'" in n.message for n in app._notifications)
