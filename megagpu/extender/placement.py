@@ -22,7 +22,7 @@ from megagpu.extender import protocol
 from megagpu.kube import convert, names
 
 REMEMBERED = 10_000
-TOP = 5
+TOP = convert.DECISION_TOP
 DECISION_MAX_BYTES = 8 * 1024
 NOT_READY = "extender caches are not synced yet"
 DECISION_KEYS = frozenset(
@@ -328,20 +328,7 @@ def decision_record(
     reason: str,
 ) -> str:
     """The decision JSON (keys of ``status.decision``), at most 8 KiB."""
-    ranked = sorted((n for n in values if n != node), key=lambda n: -values[n])[:TOP]
-    q_values = {n: round(values[n], 4) for n in [node, *ranked] if n in values}
-    record = {
-        "mode": mode,
-        "score": int(node_scores.get(node, 10)),
-        "qValues": q_values,
-        "alternatives": [
-            {"node": n, "score": int(node_scores.get(n, 0)), "qValue": round(values[n], 4)}
-            for n in ranked
-        ],
-        "policyVersion": version,
-        "reason": reason[:256],
-        "predictedSeconds": None,
-    }
+    record = convert.decision(mode, node, values, node_scores, version, reason)
     text = json.dumps(record, separators=(",", ":"), allow_nan=False)
     if len(text.encode()) > DECISION_MAX_BYTES:
         record["alternatives"], record["qValues"] = [], {}

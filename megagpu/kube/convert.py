@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from megagpu.core import model, qpolicy
@@ -188,4 +189,42 @@ def policy_status(policy: qpolicy.QPolicy, configmap: str, updated: str) -> dict
         "phase": policy.phase,
         "lastUpdated": updated,
         "stateConfigMap": configmap,
+    }
+
+
+def parse_time(text: Any) -> dt.datetime | None:
+    """An RFC 3339 time from the API, or None when absent or malformed."""
+    if not isinstance(text, str):
+        return None
+    try:
+        return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+DECISION_TOP = 5
+"""Alternatives kept in a decision record."""
+
+
+def decision(
+    mode: str,
+    node: str,
+    values: dict[str, float],
+    node_scores: dict[str, int],
+    version: int,
+    reason: str,
+) -> dict[str, Any]:
+    """The ``status.decision`` record: the chosen node and the best alternatives by value."""
+    ranked = sorted((n for n in values if n != node), key=lambda n: -values[n])[:DECISION_TOP]
+    return {
+        "mode": mode,
+        "score": int(node_scores.get(node, 10)),
+        "qValues": {n: round(values[n], 4) for n in [node, *ranked] if n in values},
+        "alternatives": [
+            {"node": n, "score": int(node_scores.get(n, 0)), "qValue": round(values[n], 4)}
+            for n in ranked
+        ],
+        "policyVersion": version,
+        "reason": reason[:256],
+        "predictedSeconds": None,
     }

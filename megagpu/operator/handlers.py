@@ -235,7 +235,7 @@ def _finish(
     spec, old = gw.get("spec") or {}, gw.get("status") or {}
     nodes = _nodes(memo)
     node = nodes.get((pod.get("spec") or {}).get("nodeName", ""))
-    created = outcomes.parse_time(gw["metadata"].get("creationTimestamp"))
+    created = convert.parse_time(gw["metadata"].get("creationTimestamp"))
     outcome = outcomes.outcome_of(pod, end, node, spec.get("deadlineSeconds"), created)
     fields: dict[str, Any] = {"finishedAt": status.now_iso(), "durationSeconds": end.duration_s}
     if not old.get("startedAt"):  # it ended before a Running state was seen
@@ -356,10 +356,10 @@ def watchdog(gw: dict[str, Any], memo: Memo) -> dict[str, Any] | None:
     if not old.get("attempts"):  # the create handler's status write was lost (a crash)
         return start_attempt(gw, 1, memo)
     now = dt.datetime.now(dt.UTC)
-    retry_at = outcomes.parse_time(old.get("retryAt"))
+    retry_at = convert.parse_time(old.get("retryAt"))
     if retry_at is not None and now >= retry_at:
         return start_attempt(gw, int(old.get("attempts", 1)) + 1, memo)
-    started = outcomes.parse_time(old.get("attemptStartedAt"))
+    started = convert.parse_time(old.get("attemptStartedAt"))
     timeout = int(spec.get("startTimeoutSeconds", 300))
     if (
         old.get("phase") in ("Pending", "Scheduling")

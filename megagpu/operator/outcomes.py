@@ -32,16 +32,6 @@ class Terminal(NamedTuple):
         return max((self.finished - self.started).total_seconds(), 0.0)
 
 
-def parse_time(text: Any) -> dt.datetime | None:
-    """An RFC 3339 time from the API, or None when absent or malformed."""
-    if not isinstance(text, str):
-        return None
-    try:
-        return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-
-
 def terminal(pod: dict[str, Any]) -> Terminal | None:
     """The end of a Succeeded or Failed pod, else None."""
     status = pod.get("status") or {}
@@ -53,9 +43,13 @@ def terminal(pod: dict[str, Any]) -> Terminal | None:
         for c in status.get("containerStatuses") or []
     ]
     ended = [t for t in ended if t]
-    started = min((t for t in (parse_time(e.get("startedAt")) for e in ended) if t), default=None)
-    finished = max((t for t in (parse_time(e.get("finishedAt")) for e in ended) if t), default=None)
-    started = started or parse_time(status.get("startTime"))
+    started = min(
+        (t for t in (convert.parse_time(e.get("startedAt")) for e in ended) if t), default=None
+    )
+    finished = max(
+        (t for t in (convert.parse_time(e.get("finishedAt")) for e in ended) if t), default=None
+    )
+    started = started or convert.parse_time(status.get("startTime"))
     codes = [e.get("exitCode") for e in ended if e.get("exitCode")]
     reason = status.get("reason") or next((e.get("reason") for e in ended if e.get("reason")), None)
     if phase == "Failed" and not reason:

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-from megagpu.kube import names
+from megagpu.kube import convert, names
 from megagpu.tui.source import Health, Obj, Objects
 
 GPU_BACKENDS = ("cuda", "vulkan", "metal")
@@ -15,12 +14,8 @@ RECENT_DECISIONS = 12
 
 def epoch(text: Any) -> float | None:
     """Seconds since the epoch of an RFC 3339 time, or None."""
-    if not isinstance(text, str) or not text:
-        return None
-    try:
-        return dt.datetime.fromisoformat(text).timestamp()
-    except ValueError:
-        return None
+    when = convert.parse_time(text)
+    return None if when is None else when.timestamp()
 
 
 def _number(value: Any) -> float | None:

@@ -11,7 +11,6 @@ import bisect
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -24,7 +23,6 @@ from megagpu.tui.source import Health, Obj, Objects
 SIM_EPOCH = 1_767_225_600.0
 """The simulated clock's origin: 2026-01-01T00:00:00Z."""
 NAMESPACE = "sim"
-TOP = 5
 
 
 def iso(t: float) -> str:
@@ -71,12 +69,6 @@ def stream(
     return jobs
 
 
-@dataclass
-class _Placed:
-    decision: dict[str, Any]
-    epsilon: float
-
-
 class _Recorder:
     """The Q-policy, with every decision and the policy status after every event kept."""
 
@@ -84,7 +76,8 @@ class _Recorder:
 
     def __init__(self, policy: qpolicy.QPolicy) -> None:
         self.policy = policy
-        self.placed: dict[str, _Placed] = {}
+        self.placed: dict[str, dict[str, Any]] = {}
+        """Workload UID -> its decision record."""
         self.rewards: dict[str, float] = {}
         self.statuses: list[tuple[str, str, dict[str, Any]]] = []
         """(event, uid, policy status) in the order events happened."""
@@ -98,20 +91,13 @@ class _Recorder:
             name = f.nodes[n].name
             values[name] = max(v, values.get(name, -np.inf))
         chosen = f.nodes[int(f.row_node[choice.row])].name
-        score = scoring.node_scores(values, chosen)
-        ranked = sorted((n for n in values if n != chosen), key=lambda n: -values[n])[:TOP]
-        self.placed[workload.uid] = _Placed(
-            {
-                "mode": choice.mode,
-                "score": score[chosen],
-                "qValues": {n: round(values[n], 4) for n in [chosen, *ranked]},
-                "alternatives": [
-                    {"node": n, "score": score[n], "qValue": round(values[n], 4)} for n in ranked
-                ],
-                "policyVersion": self.policy.version,
-                "reason": f"Q-policy {choice.mode} among {len(values)} feasible nodes",
-            },
-            self.policy.epsilon,
+        self.placed[workload.uid] = convert.decision(
+            choice.mode,
+            chosen,
+            values,
+            scoring.node_scores(values, chosen),
+            self.policy.version,
+            f"Q-policy {choice.mode} among {len(values)} feasible nodes",
         )
         self._status("decide", workload.uid)
         return choice
@@ -257,7 +243,7 @@ class SimSource:
             "attempts": 1,
             "node": r.node,
             "backend": r.backend,
-            "decision": self.placed[w.uid].decision,
+            "decision": self.placed[w.uid],
             "startedAt": iso(r.start_s),
             "conditions": [_condition("Scheduled", "Placed", r.start_s)],
         }
