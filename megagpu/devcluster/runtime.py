@@ -23,6 +23,7 @@ from kubernetes.client.exceptions import ApiException
 
 from megagpu.core import model, prior
 from megagpu.io import devices, presets, tables
+from megagpu.kube import client as kube_client
 from megagpu.kube import convert, informers, names
 from megagpu.sim import hardware
 
@@ -200,7 +201,7 @@ class Runtime:
                 "containerStatuses": containers,
             }
         }
-        self.core.patch_namespaced_pod_status(name, namespace, body)
+        kube_client.send(self.core.patch_namespaced_pod_status, name, namespace, body)
 
 
 def serve_health(runtime: Runtime, port: int) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from megagpu.kube import client as kube_client
+
 
 class AlreadyBound(Exception):
     """The pod was bound before; ``node`` is where (empty when unknown)."""
@@ -30,7 +32,7 @@ def bind(
         target=client.V1ObjectReference(kind="Node", api_version="v1", name=node),
     )
     try:
-        core.create_namespaced_binding(namespace, body, _preload_content=False)
+        kube_client.send(core.create_namespaced_binding, namespace, body)
     except ApiException as e:
         if e.status != 409:
             raise

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from kubernetes import client, config
 from kubernetes.config.config_exception import ConfigException
@@ -46,3 +48,12 @@ def context_name(kubeconfig: Path | None) -> str:
     except (ConfigException, OSError):
         return "in-cluster"
     return str((active or {}).get("name", "in-cluster"))
+
+
+def send(call: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+    """Make an API call whose reply is not needed, without parsing it into models.
+
+    The raw reply is read to its end, so its connection goes back to the pool; an unread one
+    is dropped, and the next call pays a new TLS handshake.
+    """
+    call(*args, _preload_content=False, **kwargs).read()

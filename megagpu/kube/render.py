@@ -29,7 +29,7 @@ def spec_backends(spec: dict[str, Any]) -> list[str]:
 
 def pod_name(workload: str, attempt: int) -> str:
     """Deterministic pod name of an attempt, so a retried handler never makes a second pod."""
-    return f"{workload[:55]}-a{attempt}"
+    return f"{workload}-a{attempt}"
 
 
 def render_pod(gw: dict[str, Any], attempt: int, resource_mode: str = "megagpu") -> dict[str, Any]:

@@ -17,11 +17,16 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from megagpu.core import model
+from megagpu.kube import client as kube_client
 from megagpu.kube import convert, names, qstore, render
 from megagpu.operator import outcomes, status
 
 GW = (names.GROUP, names.VERSION, names.GPUWORKLOADS)
 RUNNING_PHASES = ("Pending", "Scheduling", "Running")
+WORKERS = 16
+"""Threads running handlers: most of their time is spent waiting for the API server."""
+LOST_AFTER_S = 30.0
+"""A workload this old without an attempt lost its create handler's write (a crash)."""
 LOG = logging.getLogger("megagpu.operator")
 
 
@@ -39,6 +44,8 @@ class Memo:
     metrics: Any = None
     """``operator.metrics.Metrics`` when served."""
     learned: dict[str, int] = field(default_factory=dict)
+    pods: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    """The newest state of every megagpu pod, trimmed, as the pod watch last saw it."""
 
 
 def _gw(memo: Memo, namespace: str, name: str) -> dict[str, Any] | None:
@@ -66,7 +73,7 @@ def start_attempt(gw: dict[str, Any], attempt: int, memo: Memo) -> dict[str, Any
     generation = meta.get("generation")
     try:
         pod = render.render_pod(gw, attempt, memo.resource_mode)
-        memo.core.create_namespaced_pod(meta["namespace"], pod, dry_run="All")
+        kube_client.send(memo.core.create_namespaced_pod, meta["namespace"], pod, dry_run="All")
     except render.TemplateError as e:
         return _invalid(gw, str(e))
     except ApiException as e:
@@ -75,7 +82,7 @@ def start_attempt(gw: dict[str, Any], attempt: int, memo: Memo) -> dict[str, Any
         if e.status != 409:  # 409: this attempt's pod exists already (a retried handler)
             raise kopf.TemporaryError(f"dry run failed: {e.reason}", delay=5) from e
     try:
-        memo.core.create_namespaced_pod(meta["namespace"], pod)
+        kube_client.send(memo.core.create_namespaced_pod, meta["namespace"], pod)
     except ApiException as e:
         if e.status != 409:
             raise kopf.TemporaryError(f"pod creation failed: {e.reason}", delay=5) from e
@@ -123,12 +130,40 @@ def _nodes(memo: Memo) -> dict[str, model.Node]:
     }
 
 
+def remember(pod: dict[str, Any], event: str, memo: Memo) -> None:
+    """Keep what the pod watch says of a pod (what ``news`` needs), dropping deleted ones."""
+    meta = pod.get("metadata") or {}
+    key = (meta.get("namespace", ""), meta.get("name", ""))
+    if event == "DELETED":
+        memo.pods.pop(key, None)
+        return
+    memo.pods[key] = {
+        "metadata": {"name": key[1], "annotations": meta.get("annotations") or {}},
+        "spec": {"nodeName": (pod.get("spec") or {}).get("nodeName")},
+        "status": pod.get("status") or {},
+    }
+
+
+def news(pod: dict[str, Any], old: dict[str, Any]) -> bool:
+    """Whether following ``pod`` could change a GpuWorkload status like ``old`` (no API call).
+
+    ``old`` without a podName stands for a status not read yet: only the pod is judged.
+    """
+    if old.get("podName") not in (None, (pod.get("metadata") or {}).get("name")):
+        return False
+    if old.get("phase") in ("Succeeded", "Failed"):
+        return False
+    return outcomes.terminal(pod) is not None or bool(_progress(pod, old))
+
+
 def follow(pod: dict[str, Any], memo: Memo) -> None:
     """Bring the owning GpuWorkload's status in line with its current pod."""
     meta = pod.get("metadata") or {}
     name = (meta.get("labels") or {}).get(names.LABEL_WORKLOAD)
     if meta.get("deletionTimestamp") and outcomes.terminal(pod) is None:
         return  # removed before it ended (a start timeout, a deleted workload): no news
+    if not news(pod, {}):
+        return  # created, not yet scheduled: nothing a status could show
     gw = _gw(memo, meta.get("namespace", ""), name) if name else None
     if gw is None:
         return
@@ -148,18 +183,25 @@ def follow(pod: dict[str, Any], memo: Memo) -> None:
 
 
 def remove_pods(gw: dict[str, Any], memo: Memo) -> int:
-    """Delete every pod of a GpuWorkload that is being deleted; returns how many."""
-    meta = gw["metadata"]
-    pods = memo.core.list_namespaced_pod(
-        meta["namespace"], label_selector=f"{names.LABEL_WORKLOAD}={meta['name']}"
-    ).items
-    for pod in pods:
+    """Delete every attempt's pod of a GpuWorkload that is being deleted; returns how many.
+
+    Pods are named per attempt, so this deletes by name; one past the recorded attempts covers
+    an attempt whose status write was lost.
+    """
+    meta, attempts = gw["metadata"], int((gw.get("status") or {}).get("attempts") or 0)
+    removed = 0
+    for attempt in range(1, attempts + 2):
         try:
-            memo.core.delete_namespaced_pod(pod.metadata.name, meta["namespace"])
+            kube_client.send(
+                memo.core.delete_namespaced_pod,
+                render.pod_name(meta["name"], attempt),
+                meta["namespace"],
+            )
+            removed += 1
         except ApiException as e:
             if e.status != 404:
                 raise
-    return len(pods)
+    return removed
 
 
 def _fallback_backend(memo: Memo, node_name: str, pod: dict[str, Any]) -> str | None:
@@ -190,6 +232,8 @@ def _progress(pod: dict[str, Any], old: dict[str, Any]) -> dict[str, Any]:
         None,
     )
     if blocked and not spec.get("nodeName"):
+        if _has_condition(conditions, "Unschedulable", blocked.get("message", "")):
+            return {}
         return {
             "phase": "Scheduling",
             "conditions": status.merge(
@@ -227,6 +271,13 @@ def _progress(pod: dict[str, Any], old: dict[str, Any]) -> dict[str, Any]:
     if conditions is not old.get("conditions"):
         fields["conditions"] = conditions
     return fields
+
+
+def _has_condition(conditions: list[dict[str, Any]] | None, kind: str, message: str) -> bool:
+    return any(
+        c.get("type") == kind and c.get("status") == "True" and c.get("message") == message
+        for c in conditions or []
+    )
 
 
 def _finish(
@@ -335,9 +386,15 @@ def _policy_status(memo: Memo, policy: Any) -> None:
 
 
 def resync(gw: dict[str, Any], memo: Memo) -> None:
-    """Follow the current pod again, in case an event came before the status named it."""
+    """Follow the current pod again, in case an event came before the status named it.
+
+    Costs no API call while the pod watch has seen nothing the status does not show.
+    """
     old = gw.get("status") or {}
     if not old.get("podName") or old.get("retryAt"):
+        return
+    seen = memo.pods.get((gw["metadata"]["namespace"], old["podName"]))
+    if seen is not None and not news(seen, old):
         return
     try:
         raw = memo.core.read_namespaced_pod(
@@ -353,9 +410,12 @@ def resync(gw: dict[str, Any], memo: Memo) -> None:
 def watchdog(gw: dict[str, Any], memo: Memo) -> dict[str, Any] | None:
     """Start due retries and fail attempts stuck before Running (status fields or None)."""
     old, spec = gw.get("status") or {}, gw.get("spec") or {}
-    if not old.get("attempts"):  # the create handler's status write was lost (a crash)
-        return start_attempt(gw, 1, memo)
     now = dt.datetime.now(dt.UTC)
+    if not old.get("attempts"):
+        created = convert.parse_time(gw["metadata"].get("creationTimestamp"))
+        if created is not None and (now - created).total_seconds() > LOST_AFTER_S:
+            return start_attempt(gw, 1, memo)  # the create handler's status write was lost
+        return None
     retry_at = convert.parse_time(old.get("retryAt"))
     if retry_at is not None and now >= retry_at:
         return start_attempt(gw, int(old.get("attempts", 1)) + 1, memo)
@@ -368,7 +428,9 @@ def watchdog(gw: dict[str, Any], memo: Memo) -> dict[str, Any] | None:
         and (now - started).total_seconds() > timeout
     ):
         try:
-            memo.core.delete_namespaced_pod(old["podName"], gw["metadata"]["namespace"])
+            kube_client.send(
+                memo.core.delete_namespaced_pod, old["podName"], gw["metadata"]["namespace"]
+            )
         except ApiException as e:
             if e.status != 404:
                 raise
@@ -392,7 +454,9 @@ def make_registry() -> kopf.OperatorRegistry:
             prefix=names.GROUP, key="last-handled-configuration"
         )
         settings.posting.level = logging.INFO
+        settings.posting.loggers = False  # our Events only, not one per handler run
         settings.watching.server_timeout = 120
+        settings.execution.max_workers = WORKERS
 
     @kopf.on.login(registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
@@ -412,7 +476,8 @@ def make_registry() -> kopf.OperatorRegistry:
         remove_pods(dict(body), memo)
 
     @kopf.on.event("", "v1", "pods", labels={names.LABEL_WORKLOAD: kopf.PRESENT}, registry=registry)
-    def pod_event(body: kopf.Body, memo: Memo, **_: Any) -> None:
+    def pod_event(body: kopf.Body, type: str | None, memo: Memo, **_: Any) -> None:
+        remember(dict(body), type or "", memo)
         if memo.metrics is None:
             follow(dict(body), memo)
             return
@@ -423,7 +488,10 @@ def make_registry() -> kopf.OperatorRegistry:
         *GW,
         interval=3.0,
         registry=registry,
-        when=lambda status, **_: (status or {}).get("phase") in (*RUNNING_PHASES, None),
+        when=lambda status, meta, **_: (
+            (status or {}).get("phase") in (*RUNNING_PHASES, None)
+            and not meta.get("deletionTimestamp")
+        ),
     )
     def retries_and_timeouts(body: kopf.Body, patch: kopf.Patch, memo: Memo, **_: Any) -> None:
         fields = watchdog(dict(body), memo)

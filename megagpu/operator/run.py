@@ -40,7 +40,7 @@ async def run(
     """Wait for the Lease, then reconcile until stopped or the Lease is lost."""
     if kubeconfig is not None:
         os.environ["KUBECONFIG"] = str(kubeconfig)  # kopf logs in with the same file
-    api = kube_client.api_client(kubeconfig, pool=16)
+    api = kube_client.api_client(kubeconfig, pool=handlers.WORKERS)
     core = client.CoreV1Api(api)
     lease = lease_mod.Lease(client.CoordinationV1Api(api), namespace, identity())
     loop = asyncio.get_running_loop()
