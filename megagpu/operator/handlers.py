@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,10 +24,9 @@ from megagpu.operator import outcomes, status
 
 GW = (names.GROUP, names.VERSION, names.GPUWORKLOADS)
 RUNNING_PHASES = ("Pending", "Scheduling", "Running")
+KEPT_METADATA = ("name", "namespace", "uid", "generation", "creationTimestamp", "deletionTimestamp")
 WORKERS = 16
 """Threads running handlers: most of their time is spent waiting for the API server."""
-LOST_AFTER_S = 30.0
-"""A workload this old without an attempt lost its create handler's write (a crash)."""
 LOG = logging.getLogger("megagpu.operator")
 
 
@@ -43,9 +43,12 @@ class Memo:
     """First retry delay; doubled per attempt, at most 60 s."""
     metrics: Any = None
     """``operator.metrics.Metrics`` when served."""
-    learned: dict[str, int] = field(default_factory=dict)
+    learning: threading.Lock = field(default_factory=threading.Lock)
+    """One learning update at a time: the Q-state is one object, so concurrent ones conflict."""
     pods: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     """The newest state of every megagpu pod, trimmed, as the pod watch last saw it."""
+    workloads: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    """Every GpuWorkload as the watch last saw it, without managedFields and annotations."""
 
 
 def _gw(memo: Memo, namespace: str, name: str) -> dict[str, Any] | None:
@@ -60,7 +63,8 @@ def _gw(memo: Memo, namespace: str, name: str) -> dict[str, Any] | None:
         raise
 
 
-def _patch_status(memo: Memo, gw: dict[str, Any], fields: dict[str, Any]) -> None:
+def patch_status(memo: Memo, gw: dict[str, Any], fields: dict[str, Any]) -> None:
+    """Write status fields of a GpuWorkload (a merge patch of its status subresource)."""
     meta = gw["metadata"]
     memo.custom.patch_namespaced_custom_object_status(
         *GW[:2], meta["namespace"], GW[2], meta["name"], {"status": fields}
@@ -130,6 +134,22 @@ def _nodes(memo: Memo) -> dict[str, model.Node]:
     }
 
 
+def remember_workload(gw: dict[str, Any], event: str, memo: Memo) -> None:
+    """Keep what the watchdog and the metrics need of a GpuWorkload, dropping deleted ones."""
+    meta = gw.get("metadata") or {}
+    key = (meta.get("namespace", ""), meta.get("name", ""))
+    if event == "DELETED":
+        memo.workloads.pop(key, None)
+        return
+    memo.workloads[key] = {
+        "apiVersion": gw.get("apiVersion"),
+        "kind": gw.get("kind"),
+        "metadata": {k: meta[k] for k in KEPT_METADATA if k in meta},
+        "spec": gw.get("spec") or {},
+        "status": gw.get("status") or {},
+    }
+
+
 def remember(pod: dict[str, Any], event: str, memo: Memo) -> None:
     """Keep what the pod watch says of a pod (what ``news`` needs), dropping deleted ones."""
     meta = pod.get("metadata") or {}
@@ -179,7 +199,7 @@ def follow(pod: dict[str, Any], memo: Memo) -> None:
     if end is not None:
         fields.update(_finish(gw, pod, end, memo))
     if fields:
-        _patch_status(memo, gw, fields)
+        patch_status(memo, gw, fields)
 
 
 def remove_pods(gw: dict[str, Any], memo: Memo) -> int:
@@ -295,18 +315,19 @@ def _finish(
             fields["startedAt"] = started
     if outcome is not None:
         decided = outcomes.decision(pod)["mode"] != "fallback"
-        learned = outcomes.learn(
-            memo.store,
-            outcome,
-            list(nodes.values()),
-            decided=decided,
-            on_bad_state=lambda why: kopf.warn(
-                gw, reason="QStateRejected", message=f"Q-state not loaded, using priors: {why}"
-            ),
-        )
+        with memo.learning:
+            learned = outcomes.learn(
+                memo.store,
+                outcome,
+                list(nodes.values()),
+                decided=decided,
+                on_bad_state=lambda why: kopf.warn(
+                    gw, reason="QStateRejected", message=f"Q-state not loaded, using priors: {why}"
+                ),
+            )
         fields["reward"] = round(learned.reward, 4)
         if learned.new:
-            _policy_status(memo, learned.policy)
+            publish_policy(memo, learned.policy)
             if memo.metrics is not None:
                 memo.metrics.updates.inc()
                 memo.metrics.reward.observe(learned.reward)
@@ -334,11 +355,13 @@ def _finish(
         return fields
     return {
         **fields,
-        **_failed(gw, end.reason, f"attempt {old.get('attempts', 1)} failed: {end.reason}", memo),
+        **fail_attempt(
+            gw, end.reason, f"attempt {old.get('attempts', 1)} failed: {end.reason}", memo
+        ),
     }
 
 
-def _failed(gw: dict[str, Any], reason: str, message: str, memo: Memo) -> dict[str, Any]:
+def fail_attempt(gw: dict[str, Any], reason: str, message: str, memo: Memo) -> dict[str, Any]:
     """Schedule a retry with backoff, or end Failed when attempts are used up."""
     spec, old = gw.get("spec") or {}, gw.get("status") or {}
     attempts = int(old.get("attempts", 1))
@@ -365,7 +388,7 @@ def _failed(gw: dict[str, Any], reason: str, message: str, memo: Memo) -> dict[s
     }
 
 
-def _policy_status(memo: Memo, policy: Any) -> None:
+def publish_policy(memo: Memo, policy: Any) -> None:
     """Publish the policy's progress, never replacing a newer version's (optimistic lock)."""
     args = (names.GROUP, names.VERSION, names.POLICIES, names.POLICY_NAME)
     for _ in range(3):
@@ -385,139 +408,28 @@ def _policy_status(memo: Memo, policy: Any) -> None:
                 return
 
 
-def resync(gw: dict[str, Any], memo: Memo) -> None:
-    """Follow the current pod again, in case an event came before the status named it.
-
-    Costs no API call while the pod watch has seen nothing the status does not show.
-    """
-    old = gw.get("status") or {}
-    if not old.get("podName") or old.get("retryAt"):
-        return
-    seen = memo.pods.get((gw["metadata"]["namespace"], old["podName"]))
-    if seen is not None and not news(seen, old):
-        return
+def remove_gpunode(name: str, memo: Memo) -> None:
+    """Delete the GpuNode of a Node that is gone."""
     try:
-        raw = memo.core.read_namespaced_pod(
-            old["podName"], gw["metadata"]["namespace"], _preload_content=False
+        kube_client.send(
+            memo.custom.delete_cluster_custom_object,
+            names.GROUP,
+            names.VERSION,
+            names.GPUNODES,
+            name,
         )
+        LOG.info("removed GpuNode %s: its Node is gone", name)
+    except ApiException as e:
+        if e.status != 404:
+            raise
+
+
+def remove_gpunode_without_node(name: str, memo: Memo) -> None:
+    """Delete a GpuNode whose Node does not exist (deleted while the operator was away)."""
+    try:
+        kube_client.send(memo.core.read_node, name)
     except ApiException as e:
         if e.status == 404:
+            remove_gpunode(name, memo)
             return
         raise
-    follow(json.loads(raw.data), memo)
-
-
-def watchdog(gw: dict[str, Any], memo: Memo) -> dict[str, Any] | None:
-    """Start due retries and fail attempts stuck before Running (status fields or None)."""
-    old, spec = gw.get("status") or {}, gw.get("spec") or {}
-    now = dt.datetime.now(dt.UTC)
-    if not old.get("attempts"):
-        created = convert.parse_time(gw["metadata"].get("creationTimestamp"))
-        if created is not None and (now - created).total_seconds() > LOST_AFTER_S:
-            return start_attempt(gw, 1, memo)  # the create handler's status write was lost
-        return None
-    retry_at = convert.parse_time(old.get("retryAt"))
-    if retry_at is not None and now >= retry_at:
-        return start_attempt(gw, int(old.get("attempts", 1)) + 1, memo)
-    started = convert.parse_time(old.get("attemptStartedAt"))
-    timeout = int(spec.get("startTimeoutSeconds", 300))
-    if (
-        old.get("phase") in ("Pending", "Scheduling")
-        and retry_at is None
-        and started
-        and (now - started).total_seconds() > timeout
-    ):
-        try:
-            kube_client.send(
-                memo.core.delete_namespaced_pod, old["podName"], gw["metadata"]["namespace"]
-            )
-        except ApiException as e:
-            if e.status != 404:
-                raise
-        return _failed(
-            gw,
-            "StartTimeout",
-            f"attempt {old.get('attempts', 1)} did not start within startTimeoutSeconds={timeout}",
-            memo,
-        )
-    return None
-
-
-def make_registry() -> kopf.OperatorRegistry:
-    """Every handler of the operator, on a fresh registry."""
-    registry = kopf.OperatorRegistry()
-
-    @kopf.on.startup(registry=registry)
-    def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
-        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=names.GROUP)
-        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-            prefix=names.GROUP, key="last-handled-configuration"
-        )
-        settings.posting.level = logging.INFO
-        settings.posting.loggers = False  # our Events only, not one per handler run
-        settings.watching.server_timeout = 120
-        settings.execution.max_workers = WORKERS
-
-    @kopf.on.login(registry=registry)
-    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-        found = kopf.login_with_kubeconfig(**kwargs)
-        return found or kopf.login_with_service_account(**kwargs)
-
-    @kopf.on.create(*GW, registry=registry)
-    def created(body: kopf.Body, patch: kopf.Patch, memo: Memo, **_: Any) -> None:
-        if (body.get("status") or {}).get("attempts"):
-            return
-        patch.status.update({"phase": "Pending"})
-        patch.status.update(start_attempt(dict(body), 1, memo))
-
-    @kopf.on.delete(*GW, registry=registry)
-    def deleted(body: kopf.Body, memo: Memo, **_: Any) -> None:
-        """Kopf's finalizer holds the workload until its pods are gone (never learned)."""
-        remove_pods(dict(body), memo)
-
-    @kopf.on.event("", "v1", "pods", labels={names.LABEL_WORKLOAD: kopf.PRESENT}, registry=registry)
-    def pod_event(body: kopf.Body, type: str | None, memo: Memo, **_: Any) -> None:
-        remember(dict(body), type or "", memo)
-        if memo.metrics is None:
-            follow(dict(body), memo)
-            return
-        with memo.metrics.reconcile.labels("pod").time():
-            follow(dict(body), memo)
-
-    @kopf.timer(
-        *GW,
-        interval=3.0,
-        registry=registry,
-        when=lambda status, meta, **_: (
-            (status or {}).get("phase") in (*RUNNING_PHASES, None)
-            and not meta.get("deletionTimestamp")
-        ),
-    )
-    def retries_and_timeouts(body: kopf.Body, patch: kopf.Patch, memo: Memo, **_: Any) -> None:
-        fields = watchdog(dict(body), memo)
-        if fields:
-            patch.status.update(fields)
-        else:
-            resync(dict(body), memo)
-
-    @kopf.on.create(names.GROUP, names.VERSION, names.POLICIES, registry=registry)
-    @kopf.on.update(names.GROUP, names.VERSION, names.POLICIES, field="spec", registry=registry)
-    @kopf.on.resume(names.GROUP, names.VERSION, names.POLICIES, registry=registry)
-    def policy_spec(spec: kopf.Spec, memo: Memo, body: kopf.Body, **_: Any) -> None:
-        try:
-            policy = outcomes.apply_spec(memo.store, dict(spec))
-        except (model.ValidationError, ValueError, TypeError) as e:
-            kopf.warn(dict(body), reason="InvalidPolicy", message=str(e))
-            raise kopf.PermanentError(f"invalid GpuSchedulingPolicy spec: {e}") from e
-        _policy_status(memo, policy)
-
-    def node_gone(name: str, memo: Memo, **_: Any) -> None:
-        try:
-            memo.custom.delete_cluster_custom_object(
-                names.GROUP, names.VERSION, names.GPUNODES, name
-            )
-        except ApiException as e:
-            if e.status != 404:
-                raise
-
-    return registry

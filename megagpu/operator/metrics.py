@@ -14,7 +14,7 @@ PHASES = ("Pending", "Scheduling", "Running", "Succeeded", "Failed")
 
 
 class _Phases(Collector):
-    """GpuWorkloads by phase, counted when scraped."""
+    """GpuWorkloads by phase, counted when scraped from the operator's watch copies."""
 
     def __init__(self, list_workloads: Callable[[], list[dict[str, Any]]]) -> None:
         self._list = list_workloads
@@ -26,10 +26,7 @@ class _Phases(Collector):
         family = GaugeMetricFamily(
             "megagpu_operator_workloads", "GpuWorkloads by phase.", labels=["phase"]
         )
-        try:
-            tally = Tally((w.get("status") or {}).get("phase") or "Pending" for w in self._list())
-        except Exception:  # noqa: BLE001 - a scrape must not fail when the API is away
-            return
+        tally = Tally((w.get("status") or {}).get("phase") or "Pending" for w in self._list())
         for phase in PHASES:
             family.add_metric([phase], tally.get(phase, 0))
         yield family

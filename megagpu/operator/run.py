@@ -9,7 +9,6 @@ import os
 import socket
 import threading
 from pathlib import Path
-from typing import Any
 
 import kopf
 import prometheus_client
@@ -17,8 +16,8 @@ from kubernetes import client
 
 from megagpu.kube import client as kube_client
 from megagpu.kube import lease as lease_mod
-from megagpu.kube import names, qstore
-from megagpu.operator import handlers
+from megagpu.kube import qstore
+from megagpu.operator import handlers, registry
 from megagpu.operator import metrics as metrics_mod
 
 LOG = logging.getLogger("megagpu.operator")
@@ -51,21 +50,15 @@ async def run(
     stop = threading.Event()
     custom = client.CustomObjectsApi(api)
 
-    def workloads() -> list[dict[str, Any]]:
-        found = custom.list_cluster_custom_object(names.GROUP, names.VERSION, names.GPUWORKLOADS)
-        return list(found.get("items") or [])
-
-    served = metrics_mod.Metrics(workloads)
+    memo = handlers.Memo(core, custom, qstore.Store(core, namespace), namespace, resource_mode)
+    memo.metrics = metrics_mod.Metrics(lambda: list(memo.workloads.values()))
     prometheus_client.start_http_server(
-        metrics_listen[1], addr=metrics_listen[0], registry=served.registry
-    )
-    memo = handlers.Memo(
-        core, custom, qstore.Store(core, namespace), namespace, resource_mode, metrics=served
+        metrics_listen[1], addr=metrics_listen[0], registry=memo.metrics.registry
     )
     renewer = asyncio.create_task(_renew(lease, stop))
     try:
         await kopf.operator(
-            registry=handlers.make_registry(),
+            registry=registry.make_registry(),
             memo=memo,
             clusterwide=True,
             standalone=True,

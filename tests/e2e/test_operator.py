@@ -233,3 +233,30 @@ def test_deleting_a_running_workload_removes_its_pod_without_learning(api, names
     assert all(p.metadata.deletion_timestamp for p in pods), "a pod outlived its workload"
     time.sleep(3)
     assert g.policy_status(api)["updates"] == before  # a removed pod is not an outcome
+
+
+def test_gpunodes_of_nodes_that_are_gone_are_removed(api):
+    """The GpuNode of a deleted Node goes; so does one created for a Node that never was."""
+    core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
+    gone, never = f"e2e-gone-{os.getpid()}", f"e2e-never-{os.getpid()}"
+    core.create_node(client.V1Node(metadata=client.V1ObjectMeta(name=gone)))
+    for name in (gone, never):
+        custom.create_cluster_custom_object(
+            "megagpu.io",
+            "v1alpha1",
+            "gpunodes",
+            {"apiVersion": "megagpu.io/v1alpha1", "kind": "GpuNode", "metadata": {"name": name}},
+        )
+
+    def exists(name: str) -> bool:
+        try:
+            custom.get_cluster_custom_object("megagpu.io", "v1alpha1", "gpunodes", name)
+            return True
+        except client.exceptions.ApiException as e:
+            assert e.status == 404
+            return False
+
+    wait_for(lambda: not exists(never) or None, 30, "the GpuNode without a Node removed")
+    assert exists(gone)  # its Node is there: kept
+    core.delete_node(gone)
+    wait_for(lambda: not exists(gone) or None, 30, "the GpuNode of the deleted Node removed")

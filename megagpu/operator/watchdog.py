@@ -1,0 +1,114 @@
+"""The watchdog: one pass every few seconds over the followed GpuWorkloads.
+
+It starts due retries, fails attempts stuck before Running, recovers a create handler's lost
+write, and follows a pod again when the pod watch saw something the status does not show.
+One loop over the watch's copies replaces a kopf timer per workload (a task, a live body and
+a handler run each, thousands of them at scale); a pass with nothing to do calls no API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import datetime as dt
+import json
+import logging
+from typing import Any
+
+from kubernetes.client.exceptions import ApiException
+
+from megagpu.kube import client as kube_client
+from megagpu.kube import convert
+from megagpu.operator import handlers
+
+LOG = logging.getLogger("megagpu.operator")
+INTERVAL_S = 3.0
+LOST_AFTER_S = 30.0
+"""A workload this old without an attempt lost its create handler's write (a crash)."""
+
+
+def check(gw: dict[str, Any], memo: handlers.Memo) -> dict[str, Any] | None:
+    """Start a due retry or fail a stuck attempt: the status fields to write, or None."""
+    old, spec = gw.get("status") or {}, gw.get("spec") or {}
+    now = dt.datetime.now(dt.UTC)
+    if not old.get("attempts"):
+        created = convert.parse_time(gw["metadata"].get("creationTimestamp"))
+        if created is not None and (now - created).total_seconds() > LOST_AFTER_S:
+            return handlers.start_attempt(gw, 1, memo)
+        return None
+    retry_at = convert.parse_time(old.get("retryAt"))
+    if retry_at is not None and now >= retry_at:
+        return handlers.start_attempt(gw, int(old.get("attempts", 1)) + 1, memo)
+    started = convert.parse_time(old.get("attemptStartedAt"))
+    timeout = int(spec.get("startTimeoutSeconds", 300))
+    if (
+        old.get("phase") in ("Pending", "Scheduling")
+        and retry_at is None
+        and started
+        and (now - started).total_seconds() > timeout
+    ):
+        try:
+            kube_client.send(
+                memo.core.delete_namespaced_pod, old["podName"], gw["metadata"]["namespace"]
+            )
+        except ApiException as e:
+            if e.status != 404:
+                raise
+        return handlers.fail_attempt(
+            gw,
+            "StartTimeout",
+            f"attempt {old.get('attempts', 1)} did not start within startTimeoutSeconds={timeout}",
+            memo,
+        )
+    return None
+
+
+def resync(gw: dict[str, Any], memo: handlers.Memo) -> None:
+    """Follow the current pod again, in case an event came before the status named it.
+
+    Costs no API call while the pod watch has seen nothing the status does not show.
+    """
+    old = gw.get("status") or {}
+    if not old.get("podName") or old.get("retryAt"):
+        return
+    seen = memo.pods.get((gw["metadata"]["namespace"], old["podName"]))
+    if seen is not None and not handlers.news(seen, old):
+        return
+    try:
+        raw = memo.core.read_namespaced_pod(
+            old["podName"], gw["metadata"]["namespace"], _preload_content=False
+        )
+    except ApiException as e:
+        if e.status == 404:
+            return
+        raise
+    handlers.follow(json.loads(raw.data), memo)
+
+
+def sweep(memo: handlers.Memo) -> int:
+    """One pass over every unfinished workload; returns how many statuses it wrote."""
+    written = 0
+    for gw in list(memo.workloads.values()):
+        phase = (gw.get("status") or {}).get("phase")
+        if phase not in (*handlers.RUNNING_PHASES, None) or gw["metadata"].get("deletionTimestamp"):
+            continue
+        try:
+            fields = check(gw, memo)
+            if fields:
+                handlers.patch_status(memo, gw, fields)
+                written += 1
+            else:
+                resync(gw, memo)
+        except Exception as e:  # noqa: BLE001 - one workload's trouble must not stop the rest
+            meta = gw["metadata"]
+            LOG.warning("%s/%s: %s; tried again next pass", meta["namespace"], meta["name"], e)
+    return written
+
+
+async def run(memo: handlers.Memo) -> None:
+    """Sweep every INTERVAL_S until cancelled, in a thread with the caller's (kopf's) context."""
+    loop = asyncio.get_running_loop()
+    while True:
+        await asyncio.sleep(INTERVAL_S)
+        context = contextvars.copy_context()
+        await loop.run_in_executor(None, context.run, sweep, memo)
