@@ -20,7 +20,7 @@ from kubernetes.client.exceptions import ApiException
 from megagpu.core import model
 from megagpu.kube import client as kube_client
 from megagpu.kube import convert, names, qstore, render
-from megagpu.operator import outcomes, status
+from megagpu.operator import outcomes, status, templates
 
 GW = (names.GROUP, names.VERSION, names.GPUWORKLOADS)
 RUNNING_PHASES = ("Pending", "Scheduling", "Running")
@@ -43,6 +43,7 @@ class Memo:
     """First retry delay; doubled per attempt, at most 60 s."""
     metrics: Any = None
     """``operator.metrics.Metrics`` when served."""
+    validated: templates.Validated = field(default_factory=templates.Validated)
     learning: threading.Lock = field(default_factory=threading.Lock)
     """One learning update at a time: the Q-state is one object, so concurrent ones conflict."""
     pods: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
@@ -77,18 +78,18 @@ def start_attempt(gw: dict[str, Any], attempt: int, memo: Memo) -> dict[str, Any
     generation = meta.get("generation")
     try:
         pod = render.render_pod(gw, attempt, memo.resource_mode)
-        kube_client.send(memo.core.create_namespaced_pod, meta["namespace"], pod, dry_run="All")
     except render.TemplateError as e:
         return _invalid(gw, str(e))
+    shape = templates.shape(pod)
+    try:
+        if not memo.validated.known(shape):
+            kube_client.send(memo.core.create_namespaced_pod, meta["namespace"], pod, dry_run="All")
+            memo.validated.add(shape)
+        kube_client.send(memo.core.create_namespaced_pod, meta["namespace"], pod)
     except ApiException as e:
         if e.status in (400, 422):
             return _invalid(gw, f"the API server rejected the rendered pod: {e.body or e.reason}")
         if e.status != 409:  # 409: this attempt's pod exists already (a retried handler)
-            raise kopf.TemporaryError(f"dry run failed: {e.reason}", delay=5) from e
-    try:
-        kube_client.send(memo.core.create_namespaced_pod, meta["namespace"], pod)
-    except ApiException as e:
-        if e.status != 409:
             raise kopf.TemporaryError(f"pod creation failed: {e.reason}", delay=5) from e
     kopf.info(
         gw,
