@@ -7,7 +7,9 @@ from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.reactive import reactive
 from textual.screen import Screen
-from textual.widgets import Footer, Static
+from textual.widgets import Static
+
+from megagpu.tui.key_bar import KeyBar
 
 
 class DetailScreen(Screen[None]):
@@ -27,7 +29,7 @@ class DetailScreen(Screen[None]):
         with VerticalScroll():
             yield Static(self.key, classes="panel-title")
             yield Static("\n".join(self.lines), id="detail-text", markup=False)
-        yield Footer()
+        yield KeyBar(self.BINDINGS, id="keys")
 
     def watch_lines(self, lines: tuple[str, ...]) -> None:
         """Redraw when the workload changes."""
