@@ -14,7 +14,7 @@ from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.reactive import reactive
-from textual.widgets import ContentSwitcher, Static
+from textual.widgets import ContentSwitcher, Footer, Static
 from textual.worker import get_current_worker
 
 from megagpu.kube import explain
@@ -24,7 +24,6 @@ from megagpu.tui.command_bar import CommandBar
 from megagpu.tui.detail_screen import DetailScreen
 from megagpu.tui.gpu_monitor import GpuMonitor
 from megagpu.tui.help_screen import HelpScreen
-from megagpu.tui.key_bar import KeyBar
 from megagpu.tui.node_table import NodeTable
 from megagpu.tui.panel import Panel
 from megagpu.tui.source import Health, Objects, Source
@@ -100,7 +99,7 @@ class MegagpuApp(App[None]):
             yield NodeTable(id="nodes").data_bind(MegagpuApp.snapshot, MegagpuApp.filter_text)
         yield CommandBar(id="prompt")
         yield StatusBar(id="status").data_bind(MegagpuApp.live, MegagpuApp.filter_text)
-        yield KeyBar(self.BINDINGS, id="keys")
+        yield Footer()
 
     def on_mount(self) -> None:
         """Start the source and the refresh timer."""

@@ -7,9 +7,7 @@ from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.reactive import reactive
 from textual.screen import Screen
-from textual.widgets import Static
-
-from megagpu.tui.key_bar import KeyBar
+from textual.widgets import Footer, Static
 
 
 class DetailScreen(Screen[None]):
@@ -29,7 +27,7 @@ class DetailScreen(Screen[None]):
         with VerticalScroll():
             yield Static(self.key, classes="panel-title")
             yield Static("\n".join(self.lines), id="detail-text", markup=False)
-        yield KeyBar(self.BINDINGS, id="keys")
+        yield Footer()
 
     def watch_lines(self, lines: tuple[str, ...]) -> None:
         """Redraw when the workload changes."""
