@@ -202,6 +202,7 @@ def test_500_workloads_learn_and_every_one_ends_once_through_chaos(
                 "reward": float(w["status"].get("reward", 0.0)),
                 "on_fastest": product == fastest_class(pod, nodes, tables),
                 "node": w["status"]["node"],
+                "mode": (w["status"].get("decision") or {}).get("mode"),
             }
         )
 
@@ -215,6 +216,7 @@ def test_500_workloads_learn_and_every_one_ends_once_through_chaos(
                 m: round(sum(v) / len(v), 3) for m, v in sorted(shares.items())
             },
             "fastest_share": round(sum(r["on_fastest"] for r in part) / len(part), 3),
+            "forced": sum(r["mode"] == "forced" for r in part),
         }
 
     first, last = summary(rows[:WINDOW]), summary(rows[-WINDOW:])
