@@ -20,6 +20,7 @@ from typing import Any
 
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
+from urllib3.exceptions import HTTPError
 
 from megagpu.core import model, prior
 from megagpu.io import devices, presets, tables
@@ -30,6 +31,8 @@ from megagpu.sim import hardware
 LOG = logging.getLogger("megagpu.runtime")
 DEFAULT_TIME_SCALE = 1 / 3600
 DEFAULT_HOURS = 1.0
+RETRY_S = 1.0
+"""Delay before completing a pod again after the API server failed the call."""
 
 
 def load_tables() -> list[hardware.ThroughputTable]:
@@ -155,8 +158,18 @@ class Runtime:
             try:
                 self._complete(namespace, name, simulated)
             except ApiException as e:
-                if e.status != 404:
-                    LOG.warning("%s/%s: completing failed: %s", namespace, name, e.reason)
+                if e.status != 404:  # 404: the pod is gone, nothing to complete
+                    self._retry(uid, namespace, name, simulated, e.reason)
+            except (HTTPError, OSError) as e:  # the API server away: keep the completion
+                self._retry(uid, namespace, name, simulated, str(e))
+
+    def _retry(self, uid: str, namespace: str, name: str, simulated: float, why: Any) -> None:
+        LOG.warning(
+            "%s/%s: completing failed (%s); retrying in %.0fs", namespace, name, why, RETRY_S
+        )
+        with self._lock:
+            heapq.heappush(self._due, (time.monotonic() + RETRY_S, uid, namespace, name, simulated))
+            self._lock.notify()
 
     def _complete(self, namespace: str, name: str, simulated_s: float) -> None:
         pod = self.core.read_namespaced_pod(name, namespace)

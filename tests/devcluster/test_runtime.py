@@ -58,3 +58,31 @@ def test_missing_backend_row_is_scaled_by_the_backend_efficiency():
 
 def test_default_work_is_an_hour_on_the_fastest_device():
     assert runtime.run_seconds(pod("llama3-8b-q4", "cuda"), H100, TABLES) == pytest.approx(3600)
+
+
+def test_a_completion_survives_the_api_server_being_away(monkeypatch):
+    """The completion loop keeps a pod whose completion failed and tries it again."""
+    import heapq
+    import threading
+    import time
+
+    from kubernetes import client
+    from urllib3.exceptions import MaxRetryError
+
+    rt = runtime.Runtime(client.ApiClient())
+    done = threading.Event()
+    calls = []
+
+    def complete(namespace, name, simulated):
+        calls.append(name)
+        if len(calls) == 1:
+            raise MaxRetryError(None, "/api/v1/pods", "connection refused")
+        done.set()
+
+    rt._complete = complete
+    monkeypatch.setattr(runtime, "RETRY_S", 0.05)
+    with rt._lock:
+        heapq.heappush(rt._due, (time.monotonic(), "uid-1", "ns", "pod-1", 1.0))
+    threading.Thread(target=rt._loop, daemon=True).start()
+    assert done.wait(5), calls
+    assert calls == ["pod-1", "pod-1"]
