@@ -24,6 +24,9 @@ from megagpu.operator import outcomes, status, templates
 
 GW = (names.GROUP, names.VERSION, names.GPUWORKLOADS)
 RUNNING_PHASES = ("Pending", "Scheduling", "Running")
+DIFFBASE = "last-handled-configuration"
+HANDLED = f"{names.GROUP}/{DIFFBASE}"
+"""kopf writes this annotation once every create handler has succeeded."""
 KEPT_METADATA = ("name", "namespace", "uid", "generation", "creationTimestamp", "deletionTimestamp")
 WORKERS = 16
 """Threads running handlers: most of their time is spent waiting for the API server."""
@@ -136,7 +139,10 @@ def _nodes(memo: Memo) -> dict[str, model.Node]:
 
 
 def remember_workload(gw: dict[str, Any], event: str, memo: Memo) -> None:
-    """Keep what the watchdog and the metrics need of a GpuWorkload, dropping deleted ones."""
+    """Keep what the watchdog and the metrics need of a GpuWorkload, dropping deleted ones.
+
+    ``handled``: kopf has finished the create handler (its diff-base annotation is written).
+    """
     meta = gw.get("metadata") or {}
     key = (meta.get("namespace", ""), meta.get("name", ""))
     if event == "DELETED":
@@ -148,6 +154,7 @@ def remember_workload(gw: dict[str, Any], event: str, memo: Memo) -> None:
         "metadata": {k: meta[k] for k in KEPT_METADATA if k in meta},
         "spec": gw.get("spec") or {},
         "status": gw.get("status") or {},
+        "handled": HANDLED in (meta.get("annotations") or {}),
     }
 
 

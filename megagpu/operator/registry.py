@@ -29,7 +29,7 @@ def make_registry() -> kopf.OperatorRegistry:
     def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=names.GROUP)
         settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-            prefix=names.GROUP, key="last-handled-configuration"
+            prefix=names.GROUP, key=handlers.DIFFBASE
         )
         settings.posting.level = logging.INFO
         settings.posting.loggers = False  # our Events only, not one per handler run

@@ -24,7 +24,7 @@ from megagpu.operator import handlers
 LOG = logging.getLogger("megagpu.operator")
 INTERVAL_S = 3.0
 LOST_AFTER_S = 30.0
-"""A workload this old without an attempt lost its create handler's write (a crash)."""
+"""A handled workload this old without an attempt lost its create handler's status write."""
 
 
 def check(gw: dict[str, Any], memo: handlers.Memo) -> dict[str, Any] | None:
@@ -32,8 +32,10 @@ def check(gw: dict[str, Any], memo: handlers.Memo) -> dict[str, Any] | None:
     old, spec = gw.get("status") or {}, gw.get("spec") or {}
     now = dt.datetime.now(dt.UTC)
     if not old.get("attempts"):
+        # kopf runs (and after a crash reruns) the create handler until it succeeds; only a
+        # handled workload without an attempt lost the handler's status write.
         created = convert.parse_time(gw["metadata"].get("creationTimestamp"))
-        if created is not None and (now - created).total_seconds() > LOST_AFTER_S:
+        if gw.get("handled") and created and (now - created).total_seconds() > LOST_AFTER_S:
             return handlers.start_attempt(gw, 1, memo)
         return None
     retry_at = convert.parse_time(old.get("retryAt"))

@@ -2,8 +2,11 @@
 
 Two nodes advertise benchmarks about ten times better than they run (a misleading vendor figure):
 the benchmark priors send work there and the outcomes must teach the policy otherwise. Results go
-to benchmarks/results/operator-e2e-scale.json: the reward average and, per model class, the share
-of placements on the class's fastest device, first 100 against last 100.
+to benchmarks/results/operator-e2e-scale.json, first 100 against last 100: the average reward
+against the fastest device (log of speed relative to it, a fixed reference), the operator's own
+reward average (relative to the best speed known when it was learned, a reference that rises as
+the policy learns, so it is reported, not compared) and, per model class, the share of placements
+on the class's fastest device.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import json
+import math
 import os
 import signal
 import threading
@@ -100,8 +104,8 @@ def kill_operator() -> None:
     assert megagpu("dev", "up").returncode == 0  # restarts the dead operator
 
 
-def fastest_class(pod: dict, nodes: list[dict], tables) -> str:
-    """The device class where this pod would run fastest (the runtime's own durations)."""
+def fastest(pod: dict, nodes: list[dict], tables) -> tuple[str, float]:
+    """The device class where this pod runs fastest and its run time (the runtime's durations)."""
     wanted = pod["metadata"]["annotations"][names.ANN_BACKENDS].split(",")
     gpus = int(pod["metadata"]["annotations"].get(names.ANN_GPUS, "1"))
     best, best_s = "", float("inf")
@@ -116,7 +120,7 @@ def fastest_class(pod: dict, nodes: list[dict], tables) -> str:
         seconds = runtime.run_seconds(trial, node, tables)
         if seconds < best_s:
             best, best_s = labels.get(names.LABEL_GPU_PRODUCT, "cpu"), seconds
-    return best
+    return best, best_s
 
 
 OVERRATED = [
@@ -221,18 +225,22 @@ def test_500_workloads_learn_and_every_one_ends_once_through_chaos(
         return str(when), w["metadata"]["name"]
 
     placed = sorted((w for w in done if w["status"].get("node")), key=bound_at)
-    assert len(placed) == COUNT
+    assert len(placed) == COUNT, [
+        (w["metadata"]["name"], w["status"]) for w in done if not w["status"].get("node")
+    ][:3]
     rows = []
     for w in placed:
         name = w["metadata"]["name"]
         pod = pods[name]
         node = by_node[w["status"]["node"]]
         product = (node["metadata"].get("labels") or {}).get(names.LABEL_GPU_PRODUCT, "cpu")
+        best_class, best_s = fastest(pod, nodes, tables)
         rows.append(
             {
                 "model": w["spec"]["model"],
                 "reward": float(w["status"].get("reward", 0.0)),
-                "on_fastest": product == fastest_class(pod, nodes, tables),
+                "on_fastest": product == best_class,
+                "speed": round(math.log(best_s / runtime.run_seconds(pod, node, tables)), 4),
                 "node": w["status"]["node"],
                 "mode": (w["status"].get("decision") or {}).get("mode"),
             }
@@ -244,6 +252,7 @@ def test_500_workloads_learn_and_every_one_ends_once_through_chaos(
             shares[r["model"]].append(r["on_fastest"])
         return {
             "reward_mean": round(sum(r["reward"] for r in part) / len(part), 4),
+            "speed_vs_fastest_mean": round(sum(r["speed"] for r in part) / len(part), 4),
             "fastest_share_by_model": {
                 m: round(sum(v) / len(v), 3) for m, v in sorted(shares.items())
             },
@@ -274,5 +283,5 @@ def test_500_workloads_learn_and_every_one_ends_once_through_chaos(
     }
     RESULT.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
-    assert last["reward_mean"] >= first["reward_mean"], (first, last)
+    assert last["speed_vs_fastest_mean"] > first["speed_vs_fastest_mean"], (first, last)
     assert last["fastest_share"] >= first["fastest_share"], (first, last)
