@@ -18,7 +18,7 @@ from textual.widgets import ContentSwitcher, Footer, Static
 from textual.worker import get_current_worker
 
 from megagpu.kube import explain
-from megagpu.tui import rows
+from megagpu.tui import driver, rows
 from megagpu.tui.agent_panel import AgentPanel
 from megagpu.tui.command_bar import CommandBar
 from megagpu.tui.detail_screen import DetailScreen
@@ -80,6 +80,8 @@ class MegagpuApp(App[None]):
 
     def __init__(self, source: Source, *, refresh_s: float = 1.0) -> None:
         super().__init__()
+        if self.driver_class is driver.QuickEscapeDriver.__base__:
+            self.driver_class = driver.QuickEscapeDriver  # Escape without a 100 ms wait
         self.source = source
         self.refresh_s = refresh_s
         self.objects: Objects | None = None
