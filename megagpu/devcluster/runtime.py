@@ -31,6 +31,8 @@ from megagpu.sim import hardware
 LOG = logging.getLogger("megagpu.runtime")
 DEFAULT_TIME_SCALE = 1 / 3600
 DEFAULT_HOURS = 1.0
+MAX_WAIT_S = 3600.0
+"""Longest single wait of the completion loop (a pod meant to run for ages overflowed it)."""
 RETRY_S = 1.0
 """Delay before completing a pod again after the API server failed the call."""
 
@@ -153,7 +155,7 @@ class Runtime:
             with self._lock:
                 while not self._due or self._due[0][0] > time.monotonic():
                     wait = self._due[0][0] - time.monotonic() if self._due else None
-                    self._lock.wait(wait)
+                    self._lock.wait(None if wait is None else min(wait, MAX_WAIT_S))
                 _, uid, namespace, name, simulated = heapq.heappop(self._due)
             try:
                 self._complete(namespace, name, simulated)

@@ -86,3 +86,25 @@ def test_a_completion_survives_the_api_server_being_away(monkeypatch):
     threading.Thread(target=rt._loop, daemon=True).start()
     assert done.wait(5), calls
     assert calls == ["pod-1", "pod-1"]
+
+
+def test_a_pod_meant_to_run_for_ages_does_not_stop_the_completion_loop():
+    import heapq
+    import threading
+    import time
+
+    from kubernetes import client
+
+    rt = runtime.Runtime(client.ApiClient())
+    done = threading.Event()
+    rt._complete = lambda namespace, name, simulated: done.set()
+    with rt._lock:
+        heapq.heappush(rt._due, (time.monotonic() + 1e300, "uid-forever", "ns", "forever", 1e300))
+    worker = threading.Thread(target=rt._loop, daemon=True)
+    worker.start()
+    time.sleep(0.2)
+    assert worker.is_alive()
+    with rt._lock:  # a pod due now still completes
+        heapq.heappush(rt._due, (time.monotonic(), "uid-now", "ns", "now", 1.0))
+        rt._lock.notify()
+    assert done.wait(5)
