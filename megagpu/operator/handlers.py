@@ -210,14 +210,13 @@ def follow(pod: dict[str, Any], memo: Memo) -> None:
         patch_status(memo, gw, fields)
 
 
-def remove_pods(gw: dict[str, Any], memo: Memo) -> int:
-    """Delete every attempt's pod of a GpuWorkload that is being deleted; returns how many.
+def remove_pods(gw: dict[str, Any], memo: Memo) -> None:
+    """Delete every attempt's pod of a GpuWorkload that is being deleted.
 
     Pods are named per attempt, so this deletes by name; one past the recorded attempts covers
     an attempt whose status write was lost.
     """
     meta, attempts = gw["metadata"], int((gw.get("status") or {}).get("attempts") or 0)
-    removed = 0
     for attempt in range(1, attempts + 2):
         try:
             kube_client.send(
@@ -225,11 +224,9 @@ def remove_pods(gw: dict[str, Any], memo: Memo) -> int:
                 render.pod_name(meta["name"], attempt),
                 meta["namespace"],
             )
-            removed += 1
         except ApiException as e:
             if e.status != 404:
                 raise
-    return removed
 
 
 def _fallback_backend(memo: Memo, node_name: str, pod: dict[str, Any]) -> str | None:

@@ -87,9 +87,8 @@ def resync(gw: dict[str, Any], memo: handlers.Memo) -> None:
     handlers.follow(json.loads(raw.data), memo)
 
 
-def sweep(memo: handlers.Memo) -> int:
-    """One pass over every unfinished workload; returns how many statuses it wrote."""
-    written = 0
+def sweep(memo: handlers.Memo) -> None:
+    """One pass over every unfinished workload."""
     for gw in list(memo.workloads.values()):
         phase = (gw.get("status") or {}).get("phase")
         if phase not in (*handlers.RUNNING_PHASES, None) or gw["metadata"].get("deletionTimestamp"):
@@ -98,13 +97,11 @@ def sweep(memo: handlers.Memo) -> int:
             fields = check(gw, memo)
             if fields:
                 handlers.patch_status(memo, gw, fields)
-                written += 1
             else:
                 resync(gw, memo)
         except Exception as e:  # noqa: BLE001 - one workload's trouble must not stop the rest
             meta = gw["metadata"]
             LOG.warning("%s/%s: %s; tried again next pass", meta["namespace"], meta["name"], e)
-    return written
 
 
 async def run(memo: handlers.Memo) -> None:
