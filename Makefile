@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 CACHE := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/megagpu
 PYTEST_ARGS ?=
 
-.PHONY: install binaries prometheus demo tui-demo chart-crds e2e-kind test unit e2e e2e-scale lint bench bench-devcluster bench-sim bench-tui bench-probe dev-up dev-down clean
+.PHONY: install binaries prometheus demo tui-demo chart-crds e2e-kind test unit e2e e2e-scale lint bench bench-devcluster bench-extender bench-sim bench-tui bench-probe dev-up dev-down clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -80,6 +80,9 @@ e2e-scale: binaries
 bench-devcluster: binaries
 	$(BIN)/python benchmarks/devcluster.py
 
+bench-extender: binaries
+	$(BIN)/python benchmarks/extender_load.py
+
 bench-sim: $(STAMP)
 	$(BIN)/python benchmarks/sim_speed.py
 	$(BIN)/python benchmarks/sim_quality.py
@@ -90,7 +93,7 @@ bench-tui: $(STAMP)
 bench-probe: $(STAMP)
 	$(BIN)/python benchmarks/probe.py
 
-bench: bench-devcluster bench-sim bench-tui bench-probe
+bench: bench-devcluster bench-extender bench-sim bench-tui bench-probe
 
 dev-up: binaries
 	$(BIN)/megagpu dev up

@@ -92,8 +92,9 @@ class Fleet:
         else:
             acceptable = [b for b in workload.backends if b != "cpu"]
             ok &= self.row_memory_mib >= workload.memory_mib
-        ok &= np.isin(self.row_backend_id, [model.BACKENDS.index(b) for b in acceptable])
-        return np.flatnonzero(ok)
+        offered = np.zeros(len(model.BACKENDS), dtype=bool)
+        offered[[model.BACKENDS.index(b) for b in acceptable]] = True
+        return np.flatnonzero(ok & offered[self.row_backend_id])
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ import random
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -22,6 +23,16 @@ from megagpu.core import baselines, features, fleet, model, ports, prior, replay
 MODES = ("active", "shadow", "frozen")
 LEARNED_UIDS = 4096
 RECENT_REWARDS = 100
+SPEEDS_MEMO = 4096
+
+
+class Scale(NamedTuple):
+    """The prior's calibration for one workload key: Q = log(scale * estimate / best)."""
+
+    scale: float
+    best: float
+    observed: bool
+    """Whether throughputs were observed (else ``best`` is the fastest usable estimate)."""
 
 
 @dataclass(frozen=True)
@@ -131,6 +142,8 @@ class QPolicy:
         self.reward_ema = 0.0
         self.recent_rewards: deque[float] = deque(maxlen=RECENT_REWARDS)
         self._fleet_id = 0
+        self._speeds: dict[tuple[Any, ...], float] = {}
+        """The prior's speed by its inputs (profile, benchmarks): a pure function, memoized."""
 
     # --- reading values ----------------------------------------------------------------
     @property
@@ -179,9 +192,18 @@ class QPolicy:
         return wkey, features.model_key(workload, cls)
 
     def _estimate(self, wkey: str, akey: str) -> float:
-        kind, intensity, precision, _ = self.profiles.get(wkey, ("training", 0.7, "fp16", ""))
-        eff, fp16, fp32, gbps = self.benchmarks.get(akey, (1.0, 1.0, 1.0, 1.0))
-        return float(prior.relative_speed(kind, intensity, eff, fp16, fp32, gbps, precision))
+        inputs = (
+            self.profiles.get(wkey, ("training", 0.7, "fp16", "")),
+            self.benchmarks.get(akey, (1.0, 1.0, 1.0, 1.0)),
+        )
+        speed = self._speeds.get(inputs)
+        if speed is None:
+            (kind, intensity, precision, _), (eff, fp16, fp32, gbps) = inputs
+            speed = float(prior.relative_speed(kind, intensity, eff, fp16, fp32, gbps, precision))
+            if len(self._speeds) >= SPEEDS_MEMO:
+                self._speeds.clear()
+            self._speeds[inputs] = speed
+        return speed
 
     def _calibration(self, table: Table, key: str, wkey: str) -> tuple[float, float] | None:
         """(scale, best known throughput) at one level, or None when nothing was observed."""
@@ -213,18 +235,28 @@ class QPolicy:
         )
         return found[1] if found else 0.0
 
-    def prior_value(self, wkey: str, mkey: str, akey: str) -> float:
-        """Prior Q: log of the calibrated benchmark speed over the best known throughput."""
+    def scale(self, wkey: str, mkey: str) -> Scale:
+        """How the prior of this workload key is scaled (the same for all of its actions)."""
         found = self._calibration(self.workloads, wkey, wkey) or self._calibration(
             self.models, mkey, wkey
         )
-        if found is None:
-            best = max((self._estimate(wkey, a) for a in self._usable(wkey) | {akey}), default=1.0)
-            return math.log(self._estimate(wkey, akey) / best)
-        scale, best = found
-        return math.log(scale * self._estimate(wkey, akey) / best)
+        if found is not None:
+            return Scale(*found, observed=True)
+        best = max((self._estimate(wkey, a) for a in self._usable(wkey)), default=0.0)
+        return Scale(1.0, best, observed=False)
 
-    def value(self, wkey: str, mkey: str, akey: str) -> float:
+    def prior_value(self, wkey: str, mkey: str, akey: str, scale: Scale | None = None) -> float:
+        """Prior Q: log of the calibrated benchmark speed over the best known throughput.
+
+        Unobserved, the best is the fastest benchmark estimate among usable actions and this one.
+        ``scale``: ``self.scale(wkey, mkey)`` when the caller has it already.
+        """
+        s = scale or self.scale(wkey, mkey)
+        estimate = self._estimate(wkey, akey)
+        best = s.best if s.observed else max(s.best, estimate)
+        return math.log(s.scale * estimate / best)
+
+    def value(self, wkey: str, mkey: str, akey: str, scale: Scale | None = None) -> float:
         """Q of an action for a workload, before the context term."""
         cell = self.workloads.get(wkey, {}).get(akey)
         if cell is not None and cell.n:
@@ -232,7 +264,7 @@ class QPolicy:
         cell = self.models.get(mkey, {}).get(akey)
         if cell is not None and cell.n:
             return cell.q
-        return self.prior_value(wkey, mkey, akey)
+        return self.prior_value(wkey, mkey, akey, scale)
 
     def know(self, f: fleet.Fleet) -> None:
         """Learn the benchmarks of every action key in ``f`` (for the prior)."""
@@ -260,9 +292,10 @@ class QPolicy:
         per_action = np.zeros(len(view.fleet.action_keys))
         visits = self.workloads.get(wkey, {})
         total = sum(c.n for c in visits.values())
-        for aid in np.unique(aids):
+        scale = self.scale(wkey, mkey)
+        for aid in np.unique(aids).tolist():
             akey = view.fleet.action_keys[aid]
-            per_action[aid] = self.value(wkey, mkey, akey)
+            per_action[aid] = self.value(wkey, mkey, akey, scale)
             if self.params.ucb_bonus and self.params.mode != "frozen":
                 n = visits[akey].n if akey in visits else 0
                 per_action[aid] += self.params.ucb_bonus * math.sqrt(math.log1p(total) / (1 + n))

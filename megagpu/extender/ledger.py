@@ -28,6 +28,10 @@ class Ledger:
         self._clock = clock
         self._holders: dict[str, dict[str, tuple[int, ...]]] = {}
         self._tentative: dict[str, tuple[str, int, float]] = {}
+        self._tentative_on: dict[str, int] = {}
+        """Devices held tentatively, per node (the sum over ``_tentative``)."""
+        self._next_lapse = float("inf")
+        """No tentative hold lapses before this time."""
         self.set_nodes(nodes)
 
     def set_nodes(self, nodes: Sequence[model.Node]) -> None:
@@ -41,26 +45,38 @@ class Ledger:
 
     def _recount(self) -> None:
         self.free = np.asarray([n.slots for n in self.fleet.nodes], dtype=np.int64)
-        for node in set(self._holders) | {n for n, _, _ in self._tentative.values()}:
+        for node in set(self._holders) | set(self._tentative_on):
             self._recount_node(node)
 
     def _recount_node(self, node: str) -> None:
         index = self._index.get(node)
         if index is None:
             return
-        tentative = sum(c for n, c, _ in self._tentative.values() if n == node)
         held = self._held_count(self._holders.get(node, {}))
-        self.free[index] = self.fleet.nodes[index].slots - held - tentative
+        self.free[index] = self.fleet.nodes[index].slots - held - self._tentative_on.get(node, 0)
 
     def free_counts(self) -> np.ndarray:
         """Free slots per node (fleet order), after lapsing expired tentative holds."""
         with self._lock:
             now = self._clock()
-            lapsed = [uid for uid, (_, _, expires) in self._tentative.items() if expires < now]
-            for uid in lapsed:
-                node = self._tentative.pop(uid)[0]
-                self._recount_node(node)
+            if now > self._next_lapse:
+                lapsed = [uid for uid, (_, _, expires) in self._tentative.items() if expires < now]
+                for node in {self._drop_tentative(uid) for uid in lapsed}:
+                    self._recount_node(node)
+                self._next_lapse = min(
+                    (e for _, _, e in self._tentative.values()), default=float("inf")
+                )
             return self.free.copy()
+
+    def _drop_tentative(self, uid: str) -> str:
+        """Forget ``uid``'s tentative hold; returns its node (not recounted yet)."""
+        node, count, _ = self._tentative.pop(uid)
+        left = self._tentative_on[node] - count
+        if left:
+            self._tentative_on[node] = left
+        else:
+            del self._tentative_on[node]
+        return node
 
     @staticmethod
     def _held_count(holders: dict[str, tuple[int, ...]]) -> int:
@@ -83,7 +99,10 @@ class Ledger:
         """Count ``count`` devices of ``node`` as taken until bind confirms or the TTL ends."""
         with self._lock:
             touched = self._release(uid)
-            self._tentative[uid] = (node, count, self._clock() + RESERVATION_TTL_S)
+            expires = self._clock() + RESERVATION_TTL_S
+            self._tentative[uid] = (node, count, expires)
+            self._tentative_on[node] = self._tentative_on.get(node, 0) + count
+            self._next_lapse = min(self._next_lapse, expires)
             for name in touched | {node}:
                 self._recount_node(name)
 
@@ -97,7 +116,7 @@ class Ledger:
         """Drop ``uid``'s holds; returns the nodes whose counts changed (not recounted yet)."""
         touched = set()
         if uid in self._tentative:
-            touched.add(self._tentative.pop(uid)[0])
+            touched.add(self._drop_tentative(uid))
         for node, holders in self._holders.items():
             if holders.pop(uid, None) is not None:
                 touched.add(node)

@@ -7,6 +7,7 @@ holds the devices tentatively, so that filters of other pods count them. Bind ma
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 from collections import OrderedDict
@@ -109,7 +110,7 @@ class Placement:
         free = self.ledger.free_counts()
         index, codes = self._check(workload, args.node_names, free)
         names_ = args.node_names
-        passed = [names_[i] for i in np.flatnonzero(codes == PASS).tolist()]
+        passed = list(itertools.compress(names_, (codes == PASS).tolist()))
         failed, never = {}, {}
         for i in np.flatnonzero(codes != PASS).tolist():
             code = int(codes[i])
@@ -130,8 +131,7 @@ class Placement:
     ) -> tuple[np.ndarray, np.ndarray]:
         """(fleet index or -1, check code) for every requested node, vectorized."""
         f = self.ledger.fleet
-        positions = self.ledger.positions
-        index = np.asarray([positions.get(n, -1) for n in node_names], dtype=np.int64)
+        index = self._positions(node_names)
         codes = np.full(len(node_names), UNKNOWN, dtype=np.int64)
         known = index >= 0
         at = index[known]
@@ -151,6 +151,11 @@ class Placement:
             result[failing] = code
         codes[known] = result
         return index, codes
+
+    def _positions(self, node_names: tuple[str, ...]) -> np.ndarray:
+        """Fleet index of every name (-1 when unknown)."""
+        get = self.ledger.positions.get
+        return np.fromiter(map(get, node_names, itertools.repeat(-1)), np.int64, len(node_names))
 
     def _reason(self, code: int, w: model.Workload, position: int, free: np.ndarray) -> str:
         if code == UNKNOWN:
@@ -182,10 +187,13 @@ class Placement:
         except convert.ConvertError:
             return []
         free = self.ledger.free_counts()
-        index, codes = self._check(workload, args.node_names, free)
+        index = self._positions(args.node_names)
         f = self.ledger.fleet
+        # feasible_rows checks backend, memory and free devices (so enough devices) as filter
+        # does; health and being asked about are the node-level rest of filter's checks
         wanted = np.zeros(len(f.nodes), dtype=bool)
-        wanted[index[codes == PASS]] = True
+        wanted[index[index >= 0]] = True
+        wanted &= f.node_healthy
         rows = f.feasible_rows(workload, free)
         rows = rows[wanted[f.row_node[rows]]]
         if len(rows) == 0:
@@ -198,7 +206,7 @@ class Placement:
         requested = np.where(index >= 0, node_values[np.maximum(index, 0)], -np.inf)
         position = int(np.flatnonzero(index == chosen_index)[0])
         node_scores = scoring.scores(requested, position)
-        top = np.argsort(-requested)[: TOP + 1]
+        top = _top(requested)
         values = {args.node_names[i]: float(requested[i]) for i in top if np.isfinite(requested[i])}
         scores_top = {args.node_names[i]: int(node_scores[i]) for i in top}
         chosen = f.nodes[chosen_index].name
@@ -305,6 +313,16 @@ class Placement:
             names.ANN_ASSIGNED_DEVICES: ",".join(str(d) for d in devices),
             names.ANN_POLICY_VERSION: str(version),
         }
+
+
+def _top(values: np.ndarray) -> np.ndarray:
+    """Indices of the TOP + 1 largest values, largest first (no full sort)."""
+    top = (
+        np.argpartition(-values, TOP)[: TOP + 1]
+        if len(values) > TOP + 1
+        else np.arange(len(values))
+    )
+    return top[np.argsort(-values[top], kind="stable")]
 
 
 def acceptable(workload: model.Workload) -> list[str]:

@@ -61,9 +61,18 @@ def parse_args(body: Any) -> ExtenderArgs:
         names = [
             (n.get("metadata") or {}).get("name") if isinstance(n, dict) else None for n in items
         ]
-    if not isinstance(names, list) or set(map(type, names)) - {str} or "" in names:
+    if not isinstance(names, list) or not _all_strings(names) or "" in names:
         raise ProtocolError("NodeNames must be a list of non-empty strings")
     return ExtenderArgs(pod=pod, node_names=tuple(dict.fromkeys(names)))
+
+
+def _all_strings(items: list[Any]) -> bool:
+    """Whether every item is a str (``str.join`` checks that in C: 5,000 names in microseconds)."""
+    try:
+        "".join(items)
+    except TypeError:
+        return False
+    return True
 
 
 def parse_binding(body: Any) -> BindingArgs:

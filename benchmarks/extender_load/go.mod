@@ -1,0 +1,3 @@
+module megagpu.io/benchmarks/extenderload
+
+go 1.22

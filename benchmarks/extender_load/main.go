@@ -1,0 +1,214 @@
+// Command extenderload drives a scheduler extender the way kube-scheduler does: Go's net/http
+// with keep-alive, encoding/json bodies of the k8s.io/kube-scheduler/extender/v1 shapes
+// (nodeCacheCapable: node names only), filter then prioritize with the filter's survivors.
+//
+// Usage: extenderload -url http://127.0.0.1:PORT -pod pod.json -nodes names.json
+//
+//	[-requests 600] [-warmup 50] [-concurrency 8] [-seconds 5]
+//
+// Latency is the HTTP exchange: from sending the request to the last byte of the answer
+// (decoding the answer is the client's work). It prints one JSON object: per-verb latencies in milliseconds (one pod at a time, as one
+// scheduling cycle sends them), then requests per second of each verb alone with -concurrency
+// requests in flight for -seconds. Prioritize holds devices in snapshot mode; each pod's are
+// released (POST /release, untimed) so that a long run does not fill the snapshot.
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// ExtenderArgs is the filter and prioritize request (nodeCacheCapable).
+type ExtenderArgs struct {
+	Pod       json.RawMessage `json:"Pod"`
+	Nodes     *struct{}       `json:"Nodes"`
+	NodeNames *[]string       `json:"NodeNames"`
+}
+
+// FilterResult is the filter answer.
+type FilterResult struct {
+	NodeNames                  *[]string         `json:"NodeNames"`
+	FailedNodes                map[string]string `json:"FailedNodes"`
+	FailedAndUnresolvableNodes map[string]string `json:"FailedAndUnresolvableNodes"`
+	Error                      string            `json:"Error"`
+}
+
+// HostPriority is one entry of the prioritize answer.
+type HostPriority struct {
+	Host  string `json:"Host"`
+	Score int64  `json:"Score"`
+}
+
+type driver struct {
+	client *http.Client
+	url    string
+	pod    []byte
+	nodes  []string
+}
+
+func (d *driver) post(verb string, names []string, uid int, out any) (time.Duration, error) {
+	pod := bytes.Replace(d.pod, []byte("UID"), []byte(fmt.Sprintf("u%d", uid)), -1)
+	body, err := json.Marshal(ExtenderArgs{Pod: pod, NodeNames: &names})
+	if err != nil {
+		return 0, err
+	}
+	start := time.Now()
+	resp, err := d.client.Post(d.url+"/"+verb, "application/json", bytes.NewReader(body))
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return 0, err
+	}
+	took := time.Since(start)
+	if resp.StatusCode != http.StatusOK {
+		return 0, fmt.Errorf("%s: HTTP %d: %s", verb, resp.StatusCode, raw)
+	}
+	if err := json.Unmarshal(raw, out); err != nil {
+		return 0, fmt.Errorf("%s: %v", verb, err)
+	}
+	return took, nil
+}
+
+// cycle sends filter then prioritize for pod number uid, as one scheduling cycle does, then
+// releases what prioritize held (snapshot mode's /release; untimed).
+func (d *driver) cycle(uid int) (time.Duration, time.Duration, error) {
+	var filtered FilterResult
+	f, err := d.post("filter", d.nodes, uid, &filtered)
+	if err != nil {
+		return 0, 0, err
+	}
+	if filtered.Error != "" || filtered.NodeNames == nil {
+		return 0, 0, fmt.Errorf("filter: %q", filtered.Error)
+	}
+	var scores []HostPriority
+	p, err := d.post("prioritize", *filtered.NodeNames, uid, &scores)
+	if err != nil {
+		return 0, 0, err
+	}
+	return f, p, d.release(uid)
+}
+
+func (d *driver) release(uid int) error {
+	resp, err := d.client.Post(
+		d.url+"/release", "application/json", strings.NewReader(fmt.Sprintf(`{"PodUID":"u%d"}`, uid)),
+	)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	_, err = io.Copy(io.Discard, resp.Body)
+	return err
+}
+
+// rate posts verb with names for -seconds from -concurrency goroutines: requests per second.
+func (d *driver) rate(verb string, names []string, concurrency int, seconds float64) float64 {
+	var done atomic.Int64
+	deadline := time.Now().Add(time.Duration(seconds * float64(time.Second)))
+	var wg sync.WaitGroup
+	start := time.Now()
+	for w := 0; w < concurrency; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			for i := 0; time.Now().Before(deadline); i++ {
+				var out any
+				uid := 10_000_000 + w*1_000_000 + i
+				if _, err := d.post(verb, names, uid, &out); err != nil {
+					fail(err)
+				}
+				if verb == "prioritize" {
+					if err := d.release(uid); err != nil {
+						fail(err)
+					}
+				}
+				done.Add(1)
+			}
+		}(w)
+	}
+	wg.Wait()
+	return float64(done.Load()) / time.Since(start).Seconds()
+}
+
+func summary(samples []time.Duration) map[string]float64 {
+	sort.Slice(samples, func(i, j int) bool { return samples[i] < samples[j] })
+	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+	return map[string]float64{
+		"p50_ms": ms(samples[len(samples)/2]),
+		"p99_ms": ms(samples[(len(samples)-1)*99/100]),
+		"max_ms": ms(samples[len(samples)-1]),
+	}
+}
+
+func main() {
+	url := flag.String("url", "", "extender base URL")
+	podFile := flag.String("pod", "", "pod JSON; the text UID is replaced by a unique uid")
+	nodesFile := flag.String("nodes", "", "JSON list of node names")
+	requests := flag.Int("requests", 600, "timed scheduling cycles")
+	warmup := flag.Int("warmup", 50, "untimed cycles first")
+	concurrency := flag.Int("concurrency", 8, "pods in flight for the throughput phase")
+	seconds := flag.Float64("seconds", 5, "length of the throughput phase")
+	flag.Parse()
+	d := &driver{url: *url, client: &http.Client{
+		Timeout:   10 * time.Second,
+		Transport: &http.Transport{MaxIdleConnsPerHost: 64},
+	}}
+	var err error
+	if d.pod, err = os.ReadFile(*podFile); err != nil {
+		fail(err)
+	}
+	raw, err := os.ReadFile(*nodesFile)
+	if err == nil {
+		err = json.Unmarshal(raw, &d.nodes)
+	}
+	if err != nil {
+		fail(err)
+	}
+	for i := 0; i < *warmup; i++ {
+		if _, _, err := d.cycle(-1 - i); err != nil {
+			fail(err)
+		}
+	}
+	var filters, prioritizes, pairs []time.Duration
+	for i := 0; i < *requests; i++ {
+		f, p, err := d.cycle(i)
+		if err != nil {
+			fail(err)
+		}
+		filters, prioritizes, pairs = append(filters, f), append(prioritizes, p), append(pairs, f+p)
+	}
+	var filtered FilterResult
+	if _, err := d.post("filter", d.nodes, -1, &filtered); err != nil {
+		fail(err)
+	}
+	out := map[string]any{
+		"filter":     summary(filters),
+		"prioritize": summary(prioritizes),
+		"pair":       summary(pairs),
+		"requests_per_s": map[string]float64{
+			"concurrency": float64(*concurrency),
+			"filter":      d.rate("filter", d.nodes, *concurrency, *seconds),
+			"prioritize":  d.rate("prioritize", *filtered.NodeNames, *concurrency, *seconds),
+		},
+	}
+	if err := json.NewEncoder(os.Stdout).Encode(out); err != nil {
+		fail(err)
+	}
+}
+
+func fail(err error) {
+	fmt.Fprintln(os.Stderr, "extenderload:", err)
+	os.Exit(1)
+}
