@@ -21,12 +21,26 @@ class ExtenderOptions:
     """httpTimeout: a slow extender must not stall scheduling."""
     ignorable: bool = True
     """When the extender is down, kube-scheduler places pods without it."""
+    tls_ca: Path | None = None
+    """CA that signed the extender's certificate (an https urlPrefix)."""
 
 
 def config(
     kubeconfig: Path, extender: ExtenderOptions, scheduler_name: str = names.SCHEDULER_NAME
 ) -> dict[str, Any]:
     """KubeSchedulerConfiguration: one profile, score plugins off, the extender stanza."""
+    stanza: dict[str, Any] = {
+        "urlPrefix": extender.url,
+        "filterVerb": "filter",
+        "prioritizeVerb": "prioritize",
+        "bindVerb": "bind",
+        "weight": 1,
+        "nodeCacheCapable": True,
+        "ignorable": extender.ignorable,
+        "httpTimeout": f"{extender.timeout_s:g}s",
+    }
+    if extender.tls_ca is not None:
+        stanza["tlsConfig"] = {"caFile": str(extender.tls_ca)}
     return {
         "apiVersion": "kubescheduler.config.k8s.io/v1",
         "kind": "KubeSchedulerConfiguration",
@@ -39,18 +53,7 @@ def config(
                 "plugins": {"score": {"disabled": [{"name": "*"}]}},
             }
         ],
-        "extenders": [
-            {
-                "urlPrefix": extender.url,
-                "filterVerb": "filter",
-                "prioritizeVerb": "prioritize",
-                "bindVerb": "bind",
-                "weight": 1,
-                "nodeCacheCapable": True,
-                "ignorable": extender.ignorable,
-                "httpTimeout": f"{extender.timeout_s:g}s",
-            }
-        ],
+        "extenders": [stanza],
     }
 
 

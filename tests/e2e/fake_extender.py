@@ -5,11 +5,15 @@ Run: python -m tests.e2e.fake_extender PORT KUBECONFIG PREFERRED_NODE
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from collections import Counter
+from pathlib import Path
 
 from aiohttp import web
-from kubernetes import client, config
+from kubernetes import client
+
+from megagpu.kube.client import api_client, send
 
 
 def make_app(api: client.CoreV1Api, preferred: str) -> web.Application:
@@ -43,7 +47,7 @@ def make_app(api: client.CoreV1Api, preferred: str) -> web.Application:
             ),
             target=client.V1ObjectReference(kind="Node", name=args["Node"], api_version="v1"),
         )
-        api.create_namespaced_binding(args["PodNamespace"], body, _preload_content=False)
+        await asyncio.to_thread(send, api.create_namespaced_binding, args["PodNamespace"], body)
         return web.json_response({"Error": ""})
 
     async def get_counts(_: web.Request) -> web.Response:
@@ -63,5 +67,5 @@ def make_app(api: client.CoreV1Api, preferred: str) -> web.Application:
 
 if __name__ == "__main__":
     port, kubeconfig, preferred = int(sys.argv[1]), sys.argv[2], sys.argv[3]
-    core = client.CoreV1Api(config.new_client_from_config(kubeconfig))
+    core = client.CoreV1Api(api_client(Path(kubeconfig), pool=32))
     web.run_app(make_app(core, preferred), host="127.0.0.1", port=port, print=None)
