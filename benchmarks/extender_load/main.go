@@ -9,8 +9,8 @@
 // Latency is the HTTP exchange: from sending the request to the last byte of the answer
 // (decoding the answer is the client's work). It prints one JSON object: per-verb latencies in milliseconds (one pod at a time, as one
 // scheduling cycle sends them), then requests per second of each verb alone with -concurrency
-// requests in flight for -seconds. Prioritize holds devices in snapshot mode; each pod's are
-// released (POST /release, untimed) so that a long run does not fill the snapshot.
+// requests in flight for -seconds. Prioritize holds devices in snapshot mode; in the latency
+// phase each pod's are released (POST /release, untimed) so that the run does not fill it.
 package main
 
 import (
@@ -114,6 +114,8 @@ func (d *driver) release(uid int) error {
 }
 
 // rate posts verb with names for -seconds from -concurrency goroutines: requests per second.
+// Each goroutine repeats one pod (as kube-scheduler retries one), so prioritize's tentative
+// hold replaces the last one instead of filling the snapshot.
 func (d *driver) rate(verb string, names []string, concurrency int, seconds float64) float64 {
 	var done atomic.Int64
 	deadline := time.Now().Add(time.Duration(seconds * float64(time.Second)))
@@ -123,16 +125,10 @@ func (d *driver) rate(verb string, names []string, concurrency int, seconds floa
 		wg.Add(1)
 		go func(w int) {
 			defer wg.Done()
-			for i := 0; time.Now().Before(deadline); i++ {
+			for time.Now().Before(deadline) {
 				var out any
-				uid := 10_000_000 + w*1_000_000 + i
-				if _, err := d.post(verb, names, uid, &out); err != nil {
+				if _, err := d.post(verb, names, 10_000_000+w, &out); err != nil {
 					fail(err)
-				}
-				if verb == "prioritize" {
-					if err := d.release(uid); err != nil {
-						fail(err)
-					}
 				}
 				done.Add(1)
 			}

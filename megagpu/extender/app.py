@@ -35,8 +35,9 @@ async def _body(request: web.Request) -> Any:
 
 
 def _json(result: Any, status: int = 200) -> web.Response:
-    """A JSON response (orjson: a 5,000-node prioritize answer is 2 ms with json.dumps)."""
-    return web.Response(body=orjson.dumps(result), status=status, content_type="application/json")
+    """A JSON response (orjson: a 5,000-node filter answer is 2 ms with json.dumps)."""
+    body = result.to_json() if isinstance(result, protocol.HostPriorities) else orjson.dumps(result)
+    return web.Response(body=body, status=status, content_type="application/json")
 
 
 def _verb(name: str, decide: Callable[[web.Request, Any], Awaitable[Any]]) -> Handler:
@@ -55,7 +56,11 @@ def _verb(name: str, decide: Callable[[web.Request, Any], Awaitable[Any]]) -> Ha
         except Exception as e:  # noqa: BLE001 - a bug must not turn into a scheduler outage
             LOG.exception("%s failed", name)
             m.errors.labels("internal").inc()
-            result = [] if name == "prioritize" else {"Error": f"internal error: {e!r}"}
+            result = (
+                protocol.NO_PRIORITIES
+                if name == "prioritize"
+                else {"Error": f"internal error: {e!r}"}
+            )
         finally:
             m.latency.labels(name).observe(time.perf_counter() - start)
         if isinstance(result, dict) and result.get("Error"):

@@ -95,6 +95,8 @@ class Placement:
         """Called with (mode, backend) for every megagpu pod bound."""
         self.ready = ready
         """Whether the caches have synced; until then megagpu pods get an Error (fallback)."""
+        self._prefixes_of: fleet.Fleet | None = None
+        self._fleet_prefixes = protocol.host_prefixes(())
 
     # --- filter ------------------------------------------------------------------------
     def filter(self, args: protocol.ExtenderArgs) -> dict[str, Any]:
@@ -178,14 +180,14 @@ class Placement:
         return f"devices busy: {int(free[position])} free, needs {max(w.gpus, 1)}"
 
     # --- prioritize --------------------------------------------------------------------
-    def prioritize(self, args: protocol.ExtenderArgs) -> list[dict[str, Any]]:
+    def prioritize(self, args: protocol.ExtenderArgs) -> protocol.HostPriorities:
         """Score feasible nodes: the policy's choice 10, the rest 0-9 by value."""
         if not convert.is_megagpu_pod(args.pod) or not self.ready():
-            return []
+            return protocol.NO_PRIORITIES
         try:
             workload = self._remember_workload(args.pod)
         except convert.ConvertError:
-            return []
+            return protocol.NO_PRIORITIES
         free = self.ledger.free_counts()
         index = self._positions(args.node_names)
         f = self.ledger.fleet
@@ -197,7 +199,9 @@ class Placement:
         rows = f.feasible_rows(workload, free)
         rows = rows[wanted[f.row_node[rows]]]
         if len(rows) == 0:
-            return [{"Host": n, "Score": 0} for n in args.node_names]
+            return protocol.HostPriorities(
+                self._prefixes(f, args.node_names, index), np.zeros(len(index), dtype=np.int64)
+            )
         policy = self.policies.current()
         choice = policy.choose(workload, fleet.View(f, rows, free, queue_length=0), self.rng)
         node_values = np.full(len(f.nodes), -np.inf)
@@ -231,10 +235,19 @@ class Placement:
             ),
         )
         self.ledger.tentative(workload.uid, chosen, max(workload.gpus, 1))
-        return [
-            {"Host": n, "Score": s}
-            for n, s in zip(args.node_names, node_scores.tolist(), strict=True)
-        ]
+        return protocol.HostPriorities(self._prefixes(f, args.node_names, index), node_scores)
+
+    def _prefixes(
+        self, f: fleet.Fleet, node_names: tuple[str, ...], index: np.ndarray
+    ) -> np.ndarray:
+        """The JSON prefix of each requested host: the fleet's, encoded once per node set."""
+        if self._prefixes_of is not f:
+            self._prefixes_of, self._fleet_prefixes = f, protocol.host_prefixes(f.node_names)
+        prefixes = self._fleet_prefixes[np.maximum(index, 0)]
+        unknown = np.flatnonzero(index < 0)
+        if len(unknown):
+            prefixes[unknown] = protocol.host_prefixes([node_names[i] for i in unknown.tolist()])
+        return prefixes
 
     def _remember(self, workload: model.Workload, remembered: Remembered) -> None:
         self.remembered[workload.uid] = remembered

@@ -44,7 +44,7 @@ def test_unlabelled_pods_pass_through():
     p, _ = make()
     plain = pod("a", labelled=False)
     assert p.filter(args(plain))["NodeNames"] == NAMES
-    assert p.prioritize(args(plain)) == []
+    assert p.prioritize(args(plain)).as_list() == []
 
 
 def test_filter_has_no_side_effects():
@@ -57,7 +57,8 @@ def test_filter_has_no_side_effects():
 def test_prioritize_scores_the_choice_10_and_others_0_to_9():
     p, _ = make()
     scores = {
-        h["Host"]: h["Score"] for h in p.prioritize(args(pod("a"), ["h100-0", "t4-0", "mi-0"]))
+        h["Host"]: h["Score"]
+        for h in p.prioritize(args(pod("a"), ["h100-0", "t4-0", "mi-0"])).as_list()
     }
     assert scores["h100-0"] == 10
     assert all(0 <= s <= 9 for n, s in scores.items() if n != "h100-0")
@@ -122,7 +123,7 @@ def test_not_ready_means_error_so_the_scheduler_falls_back():
     p, _ = make()
     p.ready = lambda: False
     assert p.filter(args(pod("a")))["Error"] == placement.NOT_READY
-    assert p.prioritize(args(pod("a"))) == []
+    assert p.prioritize(args(pod("a"))).as_list() == []
     assert asyncio.run(p.bind(binding("a", "h100-0")))["Error"] == placement.NOT_READY
 
 
