@@ -287,6 +287,7 @@ def scheduling_rate(tmp: Path, extender_cmd: list[str] | None = None) -> dict[st
     )
     core = client.CoreV1Api(config.new_client_from_config(str(kubeconfig)))
     rates: dict[str, Any] = {}
+    started: list[subprocess.Popen[bytes]] = []
     try:
         ext_port, metrics_port = processes.free_port(), processes.free_port()
         command = extender_cmd or [
@@ -307,26 +308,29 @@ def scheduling_rate(tmp: Path, extender_cmd: list[str] | None = None) -> dict[st
         extender = subprocess.Popen(
             command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
+        started.append(extender)
         wait_port(ext_port)
         url_ = f"http://127.0.0.1:{ext_port}"
         runs = [("without", None), ("with", url_)] * ROUNDS
         runs += [("without_qps1000", None), ("with_qps1000", url_)] * ROUNDS
         for round_, (label, url) in enumerate(runs):
+            name = f"{label.replace('_', '-')}-{round_}"  # a DNS label
             doc = scheduler.config(
-                kubeconfig, scheduler.ExtenderOptions(url=url or "x"), f"bench-{label}-{round_}"
+                kubeconfig, scheduler.ExtenderOptions(url=url or "x"), f"bench-{name}"
             )
             if url is None:
                 del doc["extenders"]
             if label.endswith("qps1000"):  # kube-scheduler's own client limit (50/s) lifted
                 doc["clientConnection"].update(qps=1000, burst=1000)
-            conf = scheduler.write(tmp / f"{label}-{round_}.yaml", doc)
-            namespace = f"rate-{label}-{round_}"
-            create_pending(core, namespace, f"bench-{label}-{round_}")
+            conf = scheduler.write(tmp / f"{name}.yaml", doc)
+            namespace = f"rate-{name}"
+            create_pending(core, namespace, f"bench-{name}")
             sched = subprocess.Popen(
                 scheduler.argv(binaries.binary("kube-scheduler"), conf, processes.free_port()),
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
+            started.append(sched)
             rates.setdefault(label, []).append(bind_rate(core, namespace))
             if url is not None and extender_cmd is None:
                 rates["server_mean_ms"] = server_means(metrics_port)
@@ -335,9 +339,10 @@ def scheduling_rate(tmp: Path, extender_cmd: list[str] | None = None) -> dict[st
             core.delete_namespace(namespace)
             while namespace in {n.metadata.name for n in core.list_namespace().items}:
                 time.sleep(0.5)  # its pods hold devices the next run needs
-        extender.terminate()
-        extender.wait()
     finally:
+        for process in started:  # also when a run failed: nothing may outlive the benchmark
+            process.terminate()
+            process.wait()
         subprocess.run([*megagpu, "down"], env=env, cwd=ROOT, capture_output=True, check=False)
     for suffix in ("", "_qps1000"):
         rates[f"ratio_with_over_without{suffix}"] = statistics.median(
