@@ -66,8 +66,6 @@ def cmd_tui(args: argparse.Namespace) -> int:
     # Textual waits ESCDELAY ms after Escape for an escape sequence (default 100); keys arrive
     # whole from modern terminals, so 25 ms (curses programs' usual value) keeps Escape quick.
     os.environ.setdefault("ESCDELAY", "25")
-    from megagpu.tui.app import MegagpuApp
-
     if args.refresh <= 0 or args.speed <= 0:
         raise UsageError("--refresh and --speed must be positive")
     if args.source == "sim":
@@ -87,6 +85,9 @@ def cmd_tui(args: argparse.Namespace) -> int:
         from megagpu.tui.cluster_source import ClusterSource
 
         source = ClusterSource.connect(args.kubeconfig, args.namespace)
+        source.start()  # the first lists travel while Textual loads (first frame sooner)
+    from megagpu.tui.app import MegagpuApp
+
     MegagpuApp(source, refresh_s=args.refresh).run()
     return 0
 

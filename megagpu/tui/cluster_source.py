@@ -31,6 +31,7 @@ class ClusterSource:
         core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
         self._changes = itertools.count(1)
         self._version = 0
+        self._started = False
         group = (names.GROUP, names.VERSION)
         if namespace == "all":
             workloads = functools.partial(custom.list_cluster_custom_object, *group)
@@ -69,7 +70,10 @@ class ClusterSource:
         self._version = next(self._changes)
 
     def start(self) -> None:
-        """Start every watch in the background."""
+        """Start every watch in the background (once; later calls do nothing)."""
+        if self._started:
+            return
+        self._started = True
         for informer in self._informers.values():
             informer.start()
 
