@@ -4,7 +4,8 @@ Q(s, a) = Q_table[workload key, action key] + theta[context], a linear value ove
 features (``core.features``). An unseen (workload, action) pair backs off to the model-level
 table, then to the prior: the benchmark speed of the device, calibrated by the throughputs seen
 for this workload on other devices. Rewards are ``log(throughput / best known throughput)``
-(``core.reward``), recomputed at replay time against the current best.
+(``core.reward``), recomputed at replay time against the current best and, for successes, from
+the pair's current throughput average (so a device that changed speed is not pulled back).
 """
 
 from __future__ import annotations
@@ -368,7 +369,7 @@ class QPolicy:
         self.recent_rewards.append(value)
         self.reward_ema = value if self.updates == 0 else 0.95 * self.reward_ema + 0.05 * value
         for sample in self.replay.sample(self.params.replay_batch, self._rng):
-            self._learn(sample, references)
+            self._learn(sample, references, replayed=True)
         self.updates += 1
         self.version += 1
         return True
@@ -387,13 +388,23 @@ class QPolicy:
             row[akey] = Cell(self.value(wkey, mkey, akey))
         return row[akey]
 
-    def _learn(self, t: replay.Transition, references: dict[str, float]) -> float:
-        """One TD step on both tables and the context weights; returns the reward."""
+    def _learn(
+        self, t: replay.Transition, references: dict[str, float], replayed: bool = False
+    ) -> float:
+        """One TD step on both tables and the context weights; returns the reward.
+
+        A replayed success is scored with the pair's current throughput average, not the one
+        it had then: outcomes from before a device changed speed must not pull it back.
+        """
         p = self.params
         if t.workload_key not in references:
             references[t.workload_key] = self.reference(t.workload_key, t.model_key)
+        throughput = t.throughput
+        if replayed and t.succeeded:
+            cell = self.workloads.get(t.workload_key, {}).get(t.action_key)
+            throughput = cell.throughput if cell is not None and cell.throughput > 0 else throughput
         r = reward.reward(
-            t.throughput,
+            throughput,
             references[t.workload_key],
             succeeded=t.succeeded,
             deadline_missed=t.deadline_missed,
