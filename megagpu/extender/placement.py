@@ -243,8 +243,10 @@ class Placement:
         """The JSON prefix of each requested host: the fleet's, encoded once per node set."""
         if self._prefixes_of is not f:
             self._prefixes_of, self._fleet_prefixes = f, protocol.host_prefixes(f.node_names)
-        prefixes = self._fleet_prefixes[np.maximum(index, 0)]
-        unknown = np.flatnonzero(index < 0)
+        known = index >= 0
+        prefixes = np.empty(len(index), dtype=object)
+        prefixes[known] = self._fleet_prefixes[index[known]]
+        unknown = np.flatnonzero(~known)
         if len(unknown):
             prefixes[unknown] = protocol.host_prefixes([node_names[i] for i in unknown.tolist()])
         return prefixes

@@ -132,3 +132,10 @@ def test_garbled_annotations_are_domain_errors(bad):
     p, _ = make()
     result = p.filter(args(pod("a", **bad)))
     assert result["Error"] and result["NodeNames"] == []
+
+
+def test_prioritize_answers_unknown_nodes_with_zero_even_with_no_nodes_known():
+    p, _ = make()
+    p.ledger.set_nodes([])
+    answer = p.prioritize(args(pod("a"), ["ghost", 'odd"name']))
+    assert answer.as_list() == [{"Host": "ghost", "Score": 0}, {"Host": 'odd"name', "Score": 0}]
