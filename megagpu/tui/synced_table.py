@@ -68,6 +68,7 @@ class SyncedTable(ScrollView, can_focus=True):
         self._rows: dict[str, Row] = {}
         self._order: list[str] = []
         self._widths = [len(label) for label in self.labels]
+        self._styles: tuple[Style, Style, Style, Style] | None = None
 
     # --- data ------------------------------------------------------------------------
     @property
@@ -170,6 +171,24 @@ class SyncedTable(ScrollView, can_focus=True):
             self.move_cursor(self.scroll_offset.y + event.y - 1)
 
     # --- drawing ---------------------------------------------------------------------
+    def notify_style_update(self) -> None:
+        """Styles changed (theme, focus): forget the line styles made from them."""
+        self._styles = None
+        super().notify_style_update()
+
+    def _line_styles(self) -> tuple[Style, Style, Style, Style]:
+        """(base, header, cursor, odd row) styles, kept until the styles change.
+
+        ``rich_style`` walks every ancestor's styles: asked per line, it was half of a redraw.
+        """
+        if self._styles is None:
+            base = self.rich_style
+            self._styles = (base,) + tuple(
+                base + self.get_component_rich_style(f"synced-table--{name}")
+                for name in ("header", "cursor", "odd")
+            )
+        return self._styles
+
     def _line(self, texts: list[tuple[str, Style]], base: Style) -> list[Segment]:
         segments = []
         for (text, style), width in zip(texts, self._widths, strict=True):
@@ -181,22 +200,21 @@ class SyncedTable(ScrollView, can_focus=True):
         """The header on the first line, then the rows from the scroll position."""
         scroll_x, scroll_y = self.scroll_offset
         width = self.size.width
-        base = self.rich_style
+        base, header, cursor, odd = self._line_styles()
         if y == 0:
-            header = self.get_component_rich_style("synced-table--header")
             marks = [
                 label + (("▼" if self.sort_reverse else "▲") if key == self.sort_column else "")
                 for key, label in zip(self.column_keys, self.labels, strict=True)
             ]
-            segments = self._line([(m, Style()) for m in marks], base + header)
+            segments = self._line([(m, Style()) for m in marks], header)
         else:
             index = scroll_y + y - 1
             if index >= len(self._order):
                 return Strip.blank(width, base)
             if index == self.cursor_row:
-                line_style = base + self.get_component_rich_style("synced-table--cursor")
+                line_style = cursor
             elif index % 2:
-                line_style = base + self.get_component_rich_style("synced-table--odd")
+                line_style = odd
             else:
                 line_style = base
             cells = self._rows[self._order[index]]

@@ -118,11 +118,15 @@ async def test_t_cycles_themes_and_h_shows_help(sim):
     app = MegagpuApp(sim)
     async with app.run_test(size=(140, 40)) as pilot:
         await settle(pilot)
-        seen = set()
+        seen, backgrounds = set(), set()
         for _ in THEMES:
             await pilot.press("t")
+            await pilot.pause()
             seen.add(app.theme)
+            # the tables' cached line styles follow the theme
+            backgrounds.add(table(app, "gpus")._line_styles()[0].bgcolor)
         assert seen == set(THEMES)
+        assert len(backgrounds) == len(THEMES)
         await pilot.press("h")
         assert isinstance(app.screen, HelpScreen)
         await pilot.press("escape")
