@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 
-from textual import on, work
+from textual import events, on, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
@@ -18,7 +18,7 @@ from textual.widgets import ContentSwitcher, Footer, Static
 from textual.worker import get_current_worker
 
 from megagpu.kube import explain
-from megagpu.tui import driver, rows
+from megagpu.tui import driver, idle_gc, rows
 from megagpu.tui.agent_panel import AgentPanel
 from megagpu.tui.command_bar import CommandBar
 from megagpu.tui.detail_screen import DetailScreen
@@ -87,6 +87,7 @@ class MegagpuApp(App[None]):
         self.objects: Objects | None = None
         self._seen: tuple[int, object] | None = None
         self._built_at = 0.0
+        self._collector = idle_gc.IdleCollector()
 
     def compose(self) -> ComposeResult:
         """Banner, the three views, the prompt, the status bar and the key bar."""
@@ -111,10 +112,19 @@ class MegagpuApp(App[None]):
         self.source.start()
         self.set_interval(min(self.refresh_s, POLL_S), self.poll)
         self.poll()
+        self._collector.start()
+        self.set_interval(idle_gc.IDLE_S / 2, self._collector.tick)
 
     def on_unmount(self) -> None:
         """Stop the source's watches."""
         self.source.stop()
+        self._collector.stop()
+
+    async def on_event(self, event: events.Event) -> None:
+        """Every event passes here first: note keys, so that full collections wait."""
+        if isinstance(event, events.Key):
+            self._collector.key()
+        await super().on_event(event)
 
     def poll(self) -> None:
         """Rebuild when the source changed and the refresh interval passed.
