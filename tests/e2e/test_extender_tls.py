@@ -86,6 +86,15 @@ def requests_by_verb(metrics_port: int) -> dict[str, float]:
     return {verb: float(value) for verb, value in found}
 
 
+def ready(metrics_port: int) -> bool:
+    """Whether the extender's caches have synced (503 until then)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/readyz", timeout=5) as r:
+            return r.status == 200
+    except (urllib.error.URLError, ConnectionError):
+        return False
+
+
 @pytest.fixture
 def tls_scheduler(kubeconfig: Path, tmp_path: Path) -> Iterator[tuple[str, int, int, Path]]:
     """(scheduler name, HTTPS port, metrics port, CA) of an HTTPS extender and its scheduler."""
@@ -125,13 +134,7 @@ def tls_scheduler(kubeconfig: Path, tmp_path: Path) -> Iterator[tuple[str, int, 
         stderr=subprocess.STDOUT,
     )
     try:
-        wait_for(
-            lambda: (
-                processes.port_in_use(metrics_port)
-                and urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/readyz").status == 200
-            ),
-            what="the HTTPS extender to be ready",
-        )
+        wait_for(lambda: ready(metrics_port), what="the HTTPS extender to be ready")
         yield name, port, metrics_port, ca
     finally:
         for proc in (sched, extender):
