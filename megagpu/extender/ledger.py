@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import numpy as np
 
@@ -16,6 +17,16 @@ from megagpu.core import fleet, model
 
 RESERVATION_TTL_S = 60.0
 """A tentative hold from prioritize lapses after this long if no bind confirms it."""
+
+
+class Layout(NamedTuple):
+    """One consistent view of the node set for a request."""
+
+    fleet: fleet.Fleet
+    positions: dict[str, int]
+    """Node name -> index in ``fleet`` (read-only)."""
+    free: np.ndarray
+    """Free slots per node of ``fleet`` (a copy)."""
 
 
 class Ledger:
@@ -39,8 +50,6 @@ class Ledger:
         with self._lock:
             self.fleet = fleet.Fleet.build(list(nodes))
             self._index = {n.name: i for i, n in enumerate(self.fleet.nodes)}
-            self.positions = self._index
-            """Node name -> fleet index (read-only for callers)."""
             self._recount()
 
     def _recount(self) -> None:
@@ -57,6 +66,14 @@ class Ledger:
 
     def free_counts(self) -> np.ndarray:
         """Free slots per node (fleet order), after lapsing expired tentative holds."""
+        return self.layout().free
+
+    def layout(self) -> Layout:
+        """The fleet, its name positions and free slots, taken together.
+
+        Consistent even when the informer replaces the node set meanwhile; expired tentative
+        holds lapse first.
+        """
         with self._lock:
             now = self._clock()
             if now > self._next_lapse:
@@ -66,7 +83,7 @@ class Ledger:
                 self._next_lapse = min(
                     (e for _, _, e in self._tentative.values()), default=float("inf")
                 )
-            return self.free.copy()
+            return Layout(self.fleet, self._index, self.free.copy())
 
     def _drop_tentative(self, uid: str) -> str:
         """Forget ``uid``'s tentative hold; returns its node (not recounted yet)."""

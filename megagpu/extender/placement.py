@@ -109,15 +109,15 @@ class Placement:
             workload = self._remember_workload(args.pod)
         except convert.ConvertError as e:
             return protocol.filter_result([], {}, {}, error=str(e))
-        free = self.ledger.free_counts()
-        index, codes = self._check(workload, args.node_names, free)
+        layout = self.ledger.layout()
+        index, codes = self._check(workload, args.node_names, layout)
         names_ = args.node_names
         passed = list(itertools.compress(names_, (codes == PASS).tolist()))
         failed, never = {}, {}
         for i in np.flatnonzero(codes != PASS).tolist():
             code = int(codes[i])
             target = never if code in PERMANENT else failed
-            target[names_[i]] = self._reason(code, workload, int(index[i]), free)
+            target[names_[i]] = _reason(code, workload, int(index[i]), layout)
         return protocol.filter_result(passed, failed, never)
 
     def _remember_workload(self, pod: dict[str, Any]) -> model.Workload:
@@ -129,11 +129,11 @@ class Placement:
         return workload
 
     def _check(
-        self, w: model.Workload, node_names: tuple[str, ...], free: np.ndarray
+        self, w: model.Workload, node_names: tuple[str, ...], layout: ledger_mod.Layout
     ) -> tuple[np.ndarray, np.ndarray]:
         """(fleet index or -1, check code) for every requested node, vectorized."""
-        f = self.ledger.fleet
-        index = self._positions(node_names)
+        f, free = layout.fleet, layout.free
+        index = _positions(node_names, layout)
         codes = np.full(len(node_names), UNKNOWN, dtype=np.int64)
         known = index >= 0
         at = index[known]
@@ -154,31 +154,6 @@ class Placement:
         codes[known] = result
         return index, codes
 
-    def _positions(self, node_names: tuple[str, ...]) -> np.ndarray:
-        """Fleet index of every name (-1 when unknown)."""
-        get = self.ledger.positions.get
-        return np.fromiter(map(get, node_names, itertools.repeat(-1)), np.int64, len(node_names))
-
-    def _reason(self, code: int, w: model.Workload, position: int, free: np.ndarray) -> str:
-        if code == UNKNOWN:
-            return "unknown node"
-        node = self.ledger.fleet.nodes[position]
-        if code == NO_BACKEND:
-            return (
-                f"no acceptable backend: workload accepts {','.join(w.backends)}"
-                f"{' (GPU)' if w.gpus else ''}; node offers {','.join(node.backends)}"
-            )
-        if code == TOO_FEW:
-            return f"needs {w.gpus} devices; node has {node.devices}"
-        if code == LOW_MEMORY:
-            return (
-                f"needs {w.memory_mib} MiB per device; node's devices have "
-                f"{node.memory_mib_per_device} MiB"
-            )
-        if code == UNHEALTHY:
-            return "node is not ready or its devices are unhealthy"
-        return f"devices busy: {int(free[position])} free, needs {max(w.gpus, 1)}"
-
     # --- prioritize --------------------------------------------------------------------
     def prioritize(self, args: protocol.ExtenderArgs) -> protocol.HostPriorities:
         """Score feasible nodes: the policy's choice 10, the rest 0-9 by value."""
@@ -188,9 +163,9 @@ class Placement:
             workload = self._remember_workload(args.pod)
         except convert.ConvertError:
             return protocol.NO_PRIORITIES
-        free = self.ledger.free_counts()
-        index = self._positions(args.node_names)
-        f = self.ledger.fleet
+        layout = self.ledger.layout()
+        f, free = layout.fleet, layout.free
+        index = _positions(args.node_names, layout)
         # feasible_rows checks backend, memory and free devices (so enough devices) as filter
         # does; health and being asked about are the node-level rest of filter's checks
         wanted = np.zeros(len(f.nodes), dtype=bool)
@@ -328,6 +303,34 @@ class Placement:
             names.ANN_ASSIGNED_DEVICES: ",".join(str(d) for d in devices),
             names.ANN_POLICY_VERSION: str(version),
         }
+
+
+def _positions(node_names: tuple[str, ...], layout: ledger_mod.Layout) -> np.ndarray:
+    """Fleet index of every name (-1 when unknown)."""
+    get = layout.positions.get
+    return np.fromiter(map(get, node_names, itertools.repeat(-1)), np.int64, len(node_names))
+
+
+def _reason(code: int, w: model.Workload, position: int, layout: ledger_mod.Layout) -> str:
+    """Why filter rejected the node at ``position`` with ``code``."""
+    if code == UNKNOWN:
+        return "unknown node"
+    node = layout.fleet.nodes[position]
+    if code == NO_BACKEND:
+        return (
+            f"no acceptable backend: workload accepts {','.join(w.backends)}"
+            f"{' (GPU)' if w.gpus else ''}; node offers {','.join(node.backends)}"
+        )
+    if code == TOO_FEW:
+        return f"needs {w.gpus} devices; node has {node.devices}"
+    if code == LOW_MEMORY:
+        return (
+            f"needs {w.memory_mib} MiB per device; node's devices have "
+            f"{node.memory_mib_per_device} MiB"
+        )
+    if code == UNHEALTHY:
+        return "node is not ready or its devices are unhealthy"
+    return f"devices busy: {int(layout.free[position])} free, needs {max(w.gpus, 1)}"
 
 
 def _top(values: np.ndarray) -> np.ndarray:

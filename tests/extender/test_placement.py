@@ -139,3 +139,13 @@ def test_prioritize_answers_unknown_nodes_with_zero_even_with_no_nodes_known():
     p.ledger.set_nodes([])
     answer = p.prioritize(args(pod("a"), ["ghost", 'odd"name']))
     assert answer.as_list() == [{"Host": "ghost", "Score": 0}, {"Host": 'odd"name', "Score": 0}]
+
+
+def test_a_request_keeps_one_node_set_while_the_informer_replaces_it():
+    p, _ = make()
+    taken = p.ledger.layout()
+    p.ledger.set_nodes(p.ledger.fleet.nodes[:1])
+    assert len(taken.free) == len(taken.fleet.nodes) == len(taken.positions) == len(NAMES)
+    assert all(taken.fleet.nodes[i].name == n for n, i in taken.positions.items())
+    now = p.ledger.layout()
+    assert len(now.free) == len(now.fleet.nodes) == len(now.positions) == 1
