@@ -258,7 +258,7 @@ def scheduling_rate(tmp: Path, extender_cmd: list[str] | None = None) -> dict[st
     """Pods per second of one kube-scheduler profile with the extender and without it."""
     from kubernetes import client, config
 
-    from megagpu.devcluster import binaries, processes, scheduler
+    from megagpu.devcluster import binaries, components, processes, scheduler
 
     tmp.mkdir(parents=True, exist_ok=True)
     home = tmp / "xdg"
@@ -290,20 +290,8 @@ def scheduling_rate(tmp: Path, extender_cmd: list[str] | None = None) -> dict[st
     started: list[subprocess.Popen[bytes]] = []
     try:
         ext_port, metrics_port = processes.free_port(), processes.free_port()
-        command = extender_cmd or [
-            sys.executable,
-            "-m",
-            "megagpu",
-            "extender",
-            "--kubeconfig",
-            str(kubeconfig),
-            "--namespace",
-            "megagpu-system",
-            "--port",
-            str(ext_port),
-            "--metrics-port",
-            str(metrics_port),
-        ]
+        component = components.extender(kubeconfig, ext_port, metrics_port)
+        command = extender_cmd or [sys.executable, "-m", "megagpu", *component.args]
         command = [c.format(port=ext_port, kubeconfig=kubeconfig) for c in command]
         extender = subprocess.Popen(
             command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL

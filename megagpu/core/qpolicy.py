@@ -229,18 +229,20 @@ class QPolicy:
             and (not backends[0] or a.split("/", 1)[0] in backends)
         }
 
-    def reference(self, wkey: str, mkey: str) -> float:
-        """Best known throughput for the workload key (model level when the key is new)."""
-        found = self._calibration(self.workloads, wkey, wkey) or self._calibration(
+    def _calibrated(self, wkey: str, mkey: str) -> tuple[float, float] | None:
+        """(scale, best known throughput) for the workload key, else its model, else None."""
+        return self._calibration(self.workloads, wkey, wkey) or self._calibration(
             self.models, mkey, wkey
         )
+
+    def reference(self, wkey: str, mkey: str) -> float:
+        """Best known throughput for the workload key (model level when the key is new)."""
+        found = self._calibrated(wkey, mkey)
         return found[1] if found else 0.0
 
     def scale(self, wkey: str, mkey: str) -> Scale:
         """How the prior of this workload key is scaled (the same for all of its actions)."""
-        found = self._calibration(self.workloads, wkey, wkey) or self._calibration(
-            self.models, mkey, wkey
-        )
+        found = self._calibrated(wkey, mkey)
         if found is not None:
             return Scale(*found, observed=True)
         best = max((self._estimate(wkey, a) for a in self._usable(wkey)), default=0.0)

@@ -64,10 +64,6 @@ class Ledger:
         held = self._held_count(self._holders.get(node, {}))
         self.free[index] = self.fleet.nodes[index].slots - held - self._tentative_on.get(node, 0)
 
-    def free_counts(self) -> np.ndarray:
-        """Free slots per node (fleet order), after lapsing expired tentative holds."""
-        return self.layout().free
-
     def layout(self) -> Layout:
         """The fleet, its name positions and free slots, taken together.
 

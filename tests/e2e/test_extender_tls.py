@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 
-from megagpu.devcluster import binaries, processes, scheduler
+from megagpu.devcluster import binaries, components, processes, scheduler
 from megagpu.extender import placement
 from tests.e2e.conftest import ROOT
 from tests.e2e.podspec import megagpu_pod
@@ -86,10 +86,10 @@ def requests_by_verb(metrics_port: int) -> dict[str, float]:
     return {verb: float(value) for verb, value in found}
 
 
-def ready(metrics_port: int) -> bool:
+def ready(url: str) -> bool:
     """Whether the extender's caches have synced (503 until then)."""
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/readyz", timeout=5) as r:
+        with urllib.request.urlopen(url, timeout=5) as r:
             return r.status == 200
     except (urllib.error.URLError, ConnectionError):
         return False
@@ -102,24 +102,11 @@ def tls_scheduler(kubeconfig: Path, tmp_path: Path) -> Iterator[tuple[str, int, 
     port, metrics_port, sched_port = (processes.free_port() for _ in range(3))
     name = f"megagpu-tls-{uuid.uuid4().hex[:6]}"
     log = open(tmp_path / "components.log", "wb")
+    component = components.extender(kubeconfig, port, metrics_port)
     extender = subprocess.Popen(
         [
-            sys.executable,
-            "-m",
-            "megagpu",
-            "extender",
-            "--kubeconfig",
-            str(kubeconfig),
-            "--namespace",
-            "megagpu-system",
-            "--port",
-            str(port),
-            "--metrics-port",
-            str(metrics_port),
-            "--tls-cert",
-            str(cert),
-            "--tls-key",
-            str(key),
+            *(sys.executable, "-m", "megagpu", *component.args),
+            *("--tls-cert", str(cert), "--tls-key", str(key)),
         ],
         cwd=ROOT,
         stdout=log,
@@ -134,7 +121,7 @@ def tls_scheduler(kubeconfig: Path, tmp_path: Path) -> Iterator[tuple[str, int, 
         stderr=subprocess.STDOUT,
     )
     try:
-        wait_for(lambda: ready(metrics_port), what="the HTTPS extender to be ready")
+        wait_for(lambda: ready(component.ready_url), what="the HTTPS extender to be ready")
         yield name, port, metrics_port, ca
     finally:
         for proc in (sched, extender):

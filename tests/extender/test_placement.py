@@ -49,9 +49,9 @@ def test_unlabelled_pods_pass_through():
 
 def test_filter_has_no_side_effects():
     p, _ = make()
-    before = p.ledger.free_counts().tolist()
+    before = p.ledger.layout().free.tolist()
     p.filter(args(pod("a", gpus=4)))
-    assert p.ledger.free_counts().tolist() == before
+    assert p.ledger.layout().free.tolist() == before
 
 
 def test_prioritize_scores_the_choice_10_and_others_0_to_9():
