@@ -89,5 +89,13 @@ def test_sim_mistakes_are_one_line_errors(args, needle):
 def test_list_presets():
     res = run("sim", "--list-presets")
     assert res.returncode == 0
-    for name in ("gavel-0.3", "gavel-0.5", "gavel-0.7", "openb", "llm-serving", "stress"):
+    for name in (
+        "gavel-0.3",
+        "gavel-0.5",
+        "gavel-0.7",
+        "openb",
+        "llm-serving",
+        "stress",
+        "stress-a100",
+    ):
         assert name in res.stdout
