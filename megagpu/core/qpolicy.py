@@ -6,6 +6,8 @@ table, then to the prior: the benchmark speed of the device, calibrated by the t
 for this workload on other devices. Rewards are ``log(throughput / best known throughput)``
 (``core.reward``), recomputed at replay time against the current best and, for successes, from
 the pair's current throughput average (so a device that changed speed is not pulled back).
+A device's drift, a log speed factor learned from every workload's outcomes on it, is added to
+its values: a device that silently slows is known from its first few outcomes, not per workload.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ MODES = ("active", "shadow", "frozen")
 LEARNED_UIDS = 4096
 RECENT_REWARDS = 100
 SPEEDS_MEMO = 4096
+ROUNDING = 1e-9
+"""Relative throughput differences below this are float rounding in the averages, not drift."""
 
 
 class Scale(NamedTuple):
@@ -68,6 +72,9 @@ class Params:
     so that a long job is never sent to a device believed to be far slower."""
     throughput_ema: float = 0.3
     """Weight of a new observation in the per-(workload, device) throughput average."""
+    drift_rate: float = 0.3
+    """Step size of each device's drift: a log speed factor shared by every workload on it, so
+    that a device that slows down (or speeds up) is known from any workload's outcome; 0 = off."""
     rewards: reward.RewardWeights = field(default_factory=reward.RewardWeights)
 
     def __post_init__(self) -> None:
@@ -84,6 +91,7 @@ class Params:
             "epsilon_min",
             "context_rate",
             "throughput_ema",
+            "drift_rate",
             "discount",
         ):
             value = model.check_finite(name, getattr(self, name))
@@ -137,6 +145,9 @@ class QPolicy:
         """Workload key -> (type, compute intensity, precision, backends), for the prior."""
         self.benchmarks: dict[str, tuple[float, float, float, float]] = {}
         """Action key -> (backend efficiency, fp16 TFLOPS, fp32 TFLOPS, GB/s)."""
+        self.drift: dict[str, float] = {}
+        """Action key -> log speed factor since its throughputs were learned; Q values, cell
+        throughputs and replayed throughputs are all net of it, ``values`` adds it."""
         self.decisions = 0
         self.updates = 0
         self.version = 0
@@ -298,7 +309,7 @@ class QPolicy:
         scale = self.scale(wkey, mkey)
         for aid in np.unique(aids).tolist():
             akey = view.fleet.action_keys[aid]
-            per_action[aid] = self.value(wkey, mkey, akey, scale)
+            per_action[aid] = self.value(wkey, mkey, akey, scale) + self.drift.get(akey, 0.0)
             if self.params.ucb_bonus and self.params.mode != "frozen":
                 n = visits[akey].n if akey in visits else 0
                 per_action[aid] += self.params.ucb_bonus * math.sqrt(math.log1p(total) / (1 + n))
@@ -346,21 +357,23 @@ class QPolicy:
         wkey, mkey = self.keys(outcome.workload)
         akey = features.action_key(outcome.backend, outcome.device_class)
         self.benchmarks.setdefault(akey, (prior.efficiency(outcome.backend), 1.0, 1.0, 1.0))
+        throughput = outcome.throughput
         if outcome.succeeded:
+            throughput = self._net_of_drift(wkey, akey, throughput)
             rate = self.params.throughput_ema
             for table, key in ((self.workloads, wkey), (self.models, mkey)):
                 cell = self._cell(table, key, wkey, mkey, akey)
                 cell.throughput = (
-                    outcome.throughput
+                    throughput
                     if cell.throughput <= 0
-                    else (1 - rate) * cell.throughput + rate * outcome.throughput
+                    else (1 - rate) * cell.throughput + rate * throughput
                 )
         item = replay.Transition(
             wkey,
             mkey,
             akey,
             outcome.context,
-            outcome.throughput,
+            throughput,
             outcome.succeeded,
             outcome.deadline_missed,
         )
@@ -375,6 +388,21 @@ class QPolicy:
         self.updates += 1
         self.version += 1
         return True
+
+    def _net_of_drift(self, wkey: str, akey: str, throughput: float) -> float:
+        """Move the device's drift toward this outcome's surprise; the throughput net of it.
+
+        The surprise is measured against the pair's own average, so only pairs seen before
+        inform the drift (a new pair says nothing about change).
+        """
+        drift = self.drift.get(akey, 0.0)
+        cell = self.workloads.get(wkey, {}).get(akey)
+        if cell is not None and cell.throughput > 0:
+            surprise = math.log(throughput / cell.throughput) - drift
+            if abs(surprise) > ROUNDING:
+                drift += self.params.drift_rate * surprise
+                self.drift[akey] = drift
+        return throughput / math.exp(drift)
 
     def remember_learned(self, uids: Iterable[str]) -> None:
         """Mark outcome UIDs as learned (restoring a saved state)."""

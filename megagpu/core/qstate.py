@@ -57,6 +57,7 @@ def to_document(policy: qpolicy.QPolicy) -> dict[str, Any]:
             "workloads": _table(policy.workloads),
             "models": _table(policy.models),
             "context": [round(x, 6) for x in policy.theta],
+            "drift": {k: round(v, 6) for k, v in policy.drift.items()},
             "classes": list(policy.classes),
             "profiles": {k: list(v) for k, v in policy.profiles.items()},
             "benchmarks": {k: list(v) for k, v in policy.benchmarks.items()},
@@ -122,6 +123,7 @@ def _restore(body: dict[str, Any]) -> qpolicy.QPolicy:
     policy.workloads = _untable(q["workloads"])
     policy.models = _untable(q["models"])
     policy.theta = [float(x) for x in q["context"]]
+    policy.drift = {str(k): float(v) for k, v in q.get("drift", {}).items()}
     policy.classes = [str(c) for c in q["classes"]]
     policy.profiles = {
         k: (str(a), float(b), str(c), str(d)) for k, (a, b, c, d) in q["profiles"].items()

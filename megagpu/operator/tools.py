@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from kubernetes import client
@@ -38,6 +39,9 @@ def show(store: qstore.Store, top: int = 5) -> list[str]:
         f"phase {p.phase}  mode {p.params.mode}",
         f"history: {', '.join(f'v{v}' for v, _ in store.history()) or 'none'}",
     ]
+    if p.drift:
+        drifts = ", ".join(f"{a} x{math.exp(d):.2f}" for a, d in sorted(p.drift.items()))
+        lines.append(f"device speed now vs when learned: {drifts}")
     for key, row in sorted(p.workloads.items()):
         best = sorted(row.items(), key=lambda kv: -kv[1].q)[:top]
         cells = ", ".join(f"{a} {c.q:+.2f} (n={c.n})" for a, c in best)

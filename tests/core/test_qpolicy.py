@@ -147,3 +147,33 @@ def test_values_are_finite_for_a_large_fleet():
     w = workload()
     v = view(nodes, w)
     assert np.isfinite(qpolicy.QPolicy().values(w, v)).all()
+
+
+@pytest.mark.parametrize("drift_rate", [0.3, 0.0])
+def test_a_device_that_slows_is_known_from_other_workloads(drift_rate):
+    """Outcomes of other models on a slowed device lower its value for a model not seen there."""
+    policy = no_replay(drift_rate=drift_rate, epsilon_start=0.0, epsilon_min=0.0)
+    others = [workload(model_name=f"m{i}", work=100.0) for i in range(8)]
+    b = workload(model_name="b", work=100.0)
+    for w in (*others, b):
+        policy.values(w, view([SLOW, FAST], w))
+        policy.observe(outcome(f"{w.model}-fast", w, FAST, 20.0))
+    for i in range(2):
+        policy.observe(outcome(f"b-slow-{i}", b, SLOW, 16.0))
+    assert policy.choose(b, view([SLOW, FAST], b), random.Random(0)).row == 1
+    for w in others:  # FAST now runs at half speed, seen only through the other models
+        policy.observe(outcome(f"{w.model}-later", w, FAST, 10.0))
+    choice = policy.choose(b, view([SLOW, FAST], b), random.Random(0))
+    assert choice.row == (0 if drift_rate else 1)
+    if drift_rate:
+        assert math.log(0.5) < policy.drift["cuda/v100"] < math.log(0.6)
+        assert policy.drift.get("cuda/p100", 0.0) == 0.0
+
+
+def test_steady_throughputs_leave_no_drift():
+    policy = no_replay()
+    w = workload(work=100.0)
+    policy.values(w, view([SLOW, FAST], w))
+    for i in range(20):
+        policy.observe(outcome(f"u{i}", w, FAST, 20.0 / 3))
+    assert policy.drift.get("cuda/v100", 0.0) == 0.0

@@ -16,6 +16,8 @@ def trained() -> qpolicy.QPolicy:
     for i in range(30):
         row = policy.choose(w, v, rng).row
         policy.observe(outcome(f"u{i}", w, [SLOW, FAST][row], 5.0 if row == 0 else 7.0))
+    for i in range(3):  # the fast device slows: a drift to keep
+        policy.observe(outcome(f"late{i}", w, FAST, 3.5))
     return policy
 
 
@@ -31,6 +33,7 @@ def test_round_trip_keeps_values_and_counters():
         policy.decisions,
     )
     assert again.params == policy.params
+    assert policy.drift and again.drift == pytest.approx(policy.drift, abs=1e-6)
     assert list(again.learned_uids) == list(policy.learned_uids)
     assert not again.observe(outcome("u3", w, SLOW, 5.0))
 
