@@ -43,16 +43,17 @@ def memory_bucket(memory_mib: int) -> int:
 
 
 def model_key(workload: model.Workload, model_class: str) -> str:
-    """Coarse key (type and model class), shared by every size of one model."""
-    return f"{workload.workload_type}/{model_class}"
+    """Coarse key (type, model class, GPU bucket), shared by every memory size of one model.
+
+    Not shared across GPU counts: multi-GPU scaling differs by device (Gavel's lm-bs10 runs on a
+    P100 at 0.94 of a V100 with one GPU and at 0.21 with eight).
+    """
+    return f"{workload.workload_type}/{model_class}/g{gpus_bucket(workload.gpus)}"
 
 
 def workload_key(workload: model.Workload, model_class: str) -> str:
     """Full workload key: type, model class, GPU bucket and memory bucket."""
-    return (
-        f"{model_key(workload, model_class)}/g{gpus_bucket(workload.gpus)}"
-        f"/m{memory_bucket(workload.memory_mib)}"
-    )
+    return f"{model_key(workload, model_class)}/m{memory_bucket(workload.memory_mib)}"
 
 
 def action_key(backend: str, device_class: str) -> str:
