@@ -307,7 +307,8 @@ class QPolicy:
         visits = self.workloads.get(wkey, {})
         total = sum(c.n for c in visits.values())
         scale = self.scale(wkey, mkey)
-        for aid in np.unique(aids).tolist():
+        present = np.bincount(aids, minlength=len(per_action))
+        for aid in np.flatnonzero(present).tolist():
             akey = view.fleet.action_keys[aid]
             per_action[aid] = self.value(wkey, mkey, akey, scale) + self.drift.get(akey, 0.0)
             if self.params.ucb_bonus and self.params.mode != "frozen":

@@ -149,3 +149,22 @@ def test_a_request_keeps_one_node_set_while_the_informer_replaces_it():
     assert all(taken.fleet.nodes[i].name == n for n, i in taken.positions.items())
     now = p.ledger.layout()
     assert len(now.free) == len(now.fleet.nodes) == len(now.positions) == 1
+
+
+def test_prioritize_after_filter_matches_a_fresh_lookup_even_when_the_nodes_change():
+    """Prioritize reuses filter's positions only for the very node set filter saw."""
+    p, _ = make()
+    kept = p.filter(args(pod("a"), NAMES))["NodeNames"]
+    fresh, _ = make()
+    assert p.prioritize(args(pod("a"), kept)).as_list() == (
+        fresh.prioritize(args(pod("a"), kept)).as_list()
+    )
+    p.ledger.release("a")
+    p.filter(args(pod("b"), NAMES))
+    reordered = list(reversed(p.ledger.fleet.nodes))
+    p.ledger.set_nodes(reordered)
+    fresh.ledger.set_nodes(reordered)
+    fresh.ledger.release("a")
+    assert p.prioritize(args(pod("b"), kept)).as_list() == (
+        fresh.prioritize(args(pod("b"), kept)).as_list()
+    )
