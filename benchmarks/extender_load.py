@@ -36,7 +36,7 @@ and prioritizes one pod at a time: the latency phase is the realistic one)."""
 RATE_SECONDS = 5.0
 PODS = 300
 ROUNDS = 2
-LATENCY_ROUNDS = 3
+LATENCY_ROUNDS = 5
 """Each size is measured this many times (a row each): the machine is shared and noisy."""
 """Rounds of (without, with), alternating, so that neither profits from going second."""
 """Pods per kube-scheduler rate measurement (50 fake nodes of 8 devices hold 400)."""

@@ -181,7 +181,9 @@ def main() -> None:
         "over run time on the fastest device free at that moment (1.0 = what "
         "oracle_greedy does), mean over 100 decisions. `200-300` is the window 200 to 300 "
         "decisions after the change (back within 10% when at most 1.1); `to within 10%` is "
-        "the first 100-decision window after the change at or below 1.1.\n"
+        "the first 100-decision window after the change at or below 1.1. `stress` was "
+        "designed from baseline runs only (seeds 100-104) and committed (609f42d) before "
+        "learned first ran on it; `stress-a100` is the first stress preset, kept.\n"
     )
     for name, by_policy in adaptation.items():
         md.append(f"### {name}: {presets.get(name).description}\n")
