@@ -153,9 +153,14 @@ class QPolicy:
         self.version = 0
         self.reward_ema = 0.0
         self.recent_rewards: deque[float] = deque(maxlen=RECENT_REWARDS)
-        self._fleet_id = 0
+        self._fleet: fleet.Fleet | None = None
+        """The fleet whose benchmarks were learned last (held, so that its identity is unique)."""
         self._speeds: dict[tuple[Any, ...], float] = {}
         """The prior's speed by its inputs (profile, benchmarks): a pure function, memoized."""
+        self._actions: dict[tuple[str, str, tuple[str, ...]], np.ndarray] = {}
+        self._actions_of: tuple[int, Params | None] = (-1, None)
+        """Per-action values by (workload key, model key, action keys), valid for one
+        (version, params): they change only when the policy learns or its benchmarks do."""
 
     # --- reading values ----------------------------------------------------------------
     @property
@@ -282,13 +287,14 @@ class QPolicy:
 
     def know(self, f: fleet.Fleet) -> None:
         """Learn the benchmarks of every action key in ``f`` (for the prior)."""
-        self._fleet_id = 0
+        self._fleet = None
         self._know_fleet(f)
 
     def _know_fleet(self, f: fleet.Fleet) -> None:
-        if id(f) == self._fleet_id:
+        if f is self._fleet:
             return
-        self._fleet_id = id(f)
+        self._fleet = f
+        self._actions.clear()
         for aid, akey in enumerate(f.action_keys):
             rows = np.flatnonzero(f.row_action_id == aid)
             self.benchmarks[akey] = (
@@ -303,20 +309,33 @@ class QPolicy:
         self._know_fleet(view.fleet)
         wkey, mkey = self.keys(workload)
         aids = view.fleet.row_action_id[view.rows]
-        per_action = np.zeros(len(view.fleet.action_keys))
+        per_action = self._action_values(wkey, mkey, view.fleet.action_keys)
+        share = view.free_share()
+        ctx = features.context_buckets(share, view.queue_length)
+        return per_action[aids] + np.asarray(self.theta)[ctx] - 1e-4 * share
+
+    def _action_values(self, wkey: str, mkey: str, action_keys: tuple[str, ...]) -> np.ndarray:
+        """Q of each action key for a workload, with its drift and UCB bonus (memoized)."""
+        if self._actions_of[0] != self.version or self._actions_of[1] is not self.params:
+            self._actions.clear()
+            self._actions_of = (self.version, self.params)
+        key = (wkey, mkey, action_keys)
+        found = self._actions.get(key)
+        if found is not None:
+            return found
         visits = self.workloads.get(wkey, {})
         total = sum(c.n for c in visits.values())
         scale = self.scale(wkey, mkey)
-        present = np.bincount(aids, minlength=len(per_action))
-        for aid in np.flatnonzero(present).tolist():
-            akey = view.fleet.action_keys[aid]
+        per_action = np.zeros(len(action_keys))
+        for aid, akey in enumerate(action_keys):
             per_action[aid] = self.value(wkey, mkey, akey, scale) + self.drift.get(akey, 0.0)
             if self.params.ucb_bonus and self.params.mode != "frozen":
                 n = visits[akey].n if akey in visits else 0
                 per_action[aid] += self.params.ucb_bonus * math.sqrt(math.log1p(total) / (1 + n))
-        share = view.free_share()
-        ctx = features.context_buckets(share, view.queue_length)
-        return per_action[aids] + np.asarray(self.theta)[ctx] - 1e-4 * share
+        if len(self._actions) >= SPEEDS_MEMO:
+            self._actions.clear()
+        self._actions[key] = per_action
+        return per_action
 
     # --- deciding ----------------------------------------------------------------------
     def choose(

@@ -177,3 +177,14 @@ def test_steady_throughputs_leave_no_drift():
     for i in range(20):
         policy.observe(outcome(f"u{i}", w, FAST, 20.0 / 3))
     assert policy.drift.get("cuda/v100", 0.0) == 0.0
+
+
+def test_new_benchmarks_of_a_device_class_change_its_prior():
+    """A fleet whose nodes report new benchmarks is learned again (the values are memoized)."""
+    policy = no_replay()
+    w = workload(work=100.0)
+    before = policy.values(w, view([SLOW, FAST], w))
+    faster = node("fast-0", "v100", fp16=400.0, gbps=4000.0)
+    after = policy.values(w, view([SLOW, faster], w))
+    assert math.isclose(before[1] - before[0], math.log(2), abs_tol=1e-3)
+    assert math.isclose(after[1] - after[0], math.log(4), abs_tol=1e-3)
