@@ -99,6 +99,8 @@ class Placement:
         self._fleet_prefixes = protocol.host_prefixes(())
         self._kept: tuple[fleet.Fleet | None, tuple[str, ...], np.ndarray] = (None, (), np.empty(0))
         """The last filter's kept names and their fleet positions, for prioritize to reuse."""
+        self._last_pod: tuple[tuple[Any, Any] | None, model.Workload | None] = (None, None)
+        """(uid, resourceVersion) of the last pod converted, and its workload."""
 
     # --- filter ------------------------------------------------------------------------
     def filter(self, args: protocol.ExtenderArgs) -> dict[str, Any]:
@@ -125,7 +127,18 @@ class Placement:
         return protocol.filter_result(passed, failed, never)
 
     def _remember_workload(self, pod: dict[str, Any]) -> model.Workload:
-        workload = convert.workload_from_pod(pod)
+        """The pod's workload, remembered for bind.
+
+        The last pod's workload is reused for the same pod version: prioritize follows filter.
+        """
+        meta = pod.get("metadata")
+        version = (meta.get("uid"), meta.get("resourceVersion")) if isinstance(meta, dict) else None
+        last_version, last = self._last_pod
+        if version is not None and version[1] and version == last_version and last is not None:
+            workload = last
+        else:
+            workload = convert.workload_from_pod(pod)
+            self._last_pod = (version, workload)
         self.workloads[workload.uid] = workload
         self.workloads.move_to_end(workload.uid)
         while len(self.workloads) > REMEMBERED:

@@ -168,3 +168,21 @@ def test_prioritize_after_filter_matches_a_fresh_lookup_even_when_the_nodes_chan
     assert p.prioritize(args(pod("b"), kept)).as_list() == (
         fresh.prioritize(args(pod("b"), kept)).as_list()
     )
+
+
+def test_a_pod_is_converted_again_when_its_version_changes():
+    p, _ = make()
+    first = pod("a", gpus=1)
+    first["metadata"]["resourceVersion"] = "1"
+    p.filter(args(first))
+    again = pod("a", gpus=4)
+    again["metadata"]["resourceVersion"] = "1"  # same version: the workload filter saw
+    p.prioritize(args(again, ["h100-0"]))
+    assert p.workloads["a"].gpus == 1
+    changed = pod("a", gpus=4)
+    changed["metadata"]["resourceVersion"] = "2"
+    p.prioritize(args(changed, ["h100-0"]))
+    assert p.workloads["a"].gpus == 4
+    unversioned = pod("a", gpus=2)  # no resourceVersion: always converted
+    p.filter(args(unversioned))
+    assert p.workloads["a"].gpus == 2
