@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -71,7 +72,11 @@ def _verb(name: str, decide: Callable[[web.Request, Any], Awaitable[Any]]) -> Ha
 
 
 async def _filter(request: web.Request, body: Any) -> Any:
-    return request.app[PLACEMENT].filter(protocol.parse_args(body))
+    placement = request.app[PLACEMENT]
+    result = placement.filter(protocol.parse_args(body))
+    # runs once this answer is written, while kube-scheduler reads it (Placement.prepare)
+    asyncio.get_running_loop().call_soon(placement.prepare)
+    return result
 
 
 async def _prioritize(request: web.Request, body: Any) -> Any:

@@ -27,6 +27,8 @@ class Layout(NamedTuple):
     """Node name -> index in ``fleet`` (read-only)."""
     free: np.ndarray
     """Free slots per node of ``fleet`` (a copy)."""
+    generation: int
+    """The ledger's generation when taken (see ``Ledger.generation``)."""
 
 
 class Ledger:
@@ -43,6 +45,8 @@ class Ledger:
         """Devices held tentatively, per node (the sum over ``_tentative``)."""
         self._next_lapse = float("inf")
         """No tentative hold lapses before this time."""
+        self.generation = 0
+        """Counts changes of the node set or of any hold: equal generations, equal layouts."""
         self.set_nodes(nodes)
 
     def set_nodes(self, nodes: Sequence[model.Node]) -> None:
@@ -51,6 +55,7 @@ class Ledger:
             self.fleet = fleet.Fleet.build(list(nodes))
             self._index = {n.name: i for i, n in enumerate(self.fleet.nodes)}
             self._recount()
+            self.generation += 1
 
     def _recount(self) -> None:
         self.free = np.asarray([n.slots for n in self.fleet.nodes], dtype=np.int64)
@@ -76,10 +81,11 @@ class Ledger:
                 lapsed = [uid for uid, (_, _, expires) in self._tentative.items() if expires < now]
                 for node in {self._drop_tentative(uid) for uid in lapsed}:
                     self._recount_node(node)
+                self.generation += bool(lapsed)
                 self._next_lapse = min(
                     (e for _, _, e in self._tentative.values()), default=float("inf")
                 )
-            return Layout(self.fleet, self._index, self.free.copy())
+            return Layout(self.fleet, self._index, self.free.copy(), self.generation)
 
     def _drop_tentative(self, uid: str) -> str:
         """Forget ``uid``'s tentative hold; returns its node (not recounted yet)."""
@@ -107,6 +113,7 @@ class Ledger:
             self._holders.setdefault(node, {})[uid] = devices
             for name in touched | {node}:
                 self._recount_node(name)
+            self.generation += 1
 
     def tentative(self, uid: str, node: str, count: int) -> None:
         """Count ``count`` devices of ``node`` as taken until bind confirms or the TTL ends."""
@@ -118,12 +125,15 @@ class Ledger:
             self._next_lapse = min(self._next_lapse, expires)
             for name in touched | {node}:
                 self._recount_node(name)
+            self.generation += 1
 
     def release(self, uid: str) -> None:
         """Forget everything pod ``uid`` held."""
         with self._lock:
-            for name in self._release(uid):
+            touched = self._release(uid)
+            for name in touched:
                 self._recount_node(name)
+            self.generation += bool(touched)
 
     def _release(self, uid: str) -> set[str]:
         """Drop ``uid``'s holds; returns the nodes whose counts changed (not recounted yet)."""
@@ -156,6 +166,7 @@ class Ledger:
             self._holders.setdefault(node, {})[uid] = devices
             for name in touched | {node}:
                 self._recount_node(name)
+            self.generation += 1
             return devices
 
     def holders(self, node: str) -> dict[str, tuple[int, ...]]:

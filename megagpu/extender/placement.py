@@ -13,7 +13,7 @@ import random
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
@@ -70,6 +70,19 @@ class Remembered:
     """In shadow mode: what the learned policy would have done instead."""
 
 
+class Decided(NamedTuple):
+    """Prioritize's answer for one pod and node list, and the state it was decided in."""
+
+    workload: model.Workload
+    node_names: tuple[str, ...]
+    generation: int
+    policy: qpolicy.QPolicy
+    version: int
+    answer: protocol.HostPriorities
+    remembered: Remembered | None = None
+    """What bind compares against (None when no node was feasible)."""
+
+
 class Placement:
     """Decides where megagpu pods go; one per extender process."""
 
@@ -101,6 +114,10 @@ class Placement:
         """The last filter's kept names and their fleet positions, for prioritize to reuse."""
         self._last_pod: tuple[tuple[Any, Any] | None, model.Workload | None] = (None, None)
         """(uid, resourceVersion) of the last pod converted, and its workload."""
+        self._pending: tuple[model.Workload, tuple[str, ...]] | None = None
+        """The pod and names the last filter kept, for ``prepare``."""
+        self._prepared: Decided | None = None
+        """Prioritize's answer decided by ``prepare`` ahead of the request."""
 
     # --- filter ------------------------------------------------------------------------
     def filter(self, args: protocol.ExtenderArgs) -> dict[str, Any]:
@@ -119,6 +136,7 @@ class Placement:
         ok = codes == PASS
         passed = list(itertools.compress(names_, ok.tolist()))
         self._kept = (layout.fleet, tuple(passed), index[ok])
+        self._pending = (workload, self._kept[1])
         failed, never = {}, {}
         for i in np.flatnonzero(codes != PASS).tolist():
             code = int(codes[i])
@@ -180,9 +198,44 @@ class Placement:
             workload = self._remember_workload(args.pod)
         except convert.ConvertError:
             return protocol.NO_PRIORITIES
+        decided, self._prepared = self._prepared, None
+        if not self._still_valid(decided, workload, args.node_names):
+            decided = self._decide(workload, args.node_names)
+        if decided.remembered is not None:
+            self._remember(workload, decided.remembered)
+            self.ledger.tentative(workload.uid, decided.remembered.node, max(workload.gpus, 1))
+        return decided.answer
+
+    def prepare(self) -> None:
+        """Decide for the pod filter just answered, while kube-scheduler reads that answer.
+
+        Called once filter's answer is written. kube-scheduler then sends prioritize exactly the
+        nodes filter kept (none when only one is left); the decision is used only if the pod,
+        the names, the ledger's generation and the policy version are still the same.
+        """
+        pending, self._pending = self._pending, None
+        if pending is not None and len(pending[1]) > 1:
+            self._prepared = self._decide(*pending)
+
+    def _still_valid(
+        self, decided: Decided | None, workload: model.Workload, node_names: tuple[str, ...]
+    ) -> bool:
+        if decided is None or decided.workload is not workload:
+            return False
+        policy = self.policies.current()
+        return (
+            decided.generation == self.ledger.generation
+            and decided.policy is policy
+            and decided.version == policy.version
+            and decided.node_names == node_names
+        )
+
+    def _decide(self, workload: model.Workload, node_names: tuple[str, ...]) -> Decided:
+        """Prioritize's answer and what to remember, with no side effect but the policy's rng."""
         layout = self.ledger.layout()
         f, free = layout.fleet, layout.free
-        index = self._positions(args.node_names, layout)
+        policy = self.policies.current()
+        index = self._positions(node_names, layout)
         # feasible_rows checks backend, memory and free devices (so enough devices) as filter
         # does; health and being asked about are the node-level rest of filter's checks
         wanted = np.zeros(len(f.nodes), dtype=bool)
@@ -190,11 +243,10 @@ class Placement:
         wanted &= f.node_healthy
         rows = f.feasible_rows(workload, free)
         rows = rows[wanted[f.row_node[rows]]]
+        prefixes = self._prefixes(f, node_names, index)
         if len(rows) == 0:
-            return protocol.HostPriorities(
-                self._prefixes(f, args.node_names, index), np.zeros(len(index), dtype=np.int64)
-            )
-        policy = self.policies.current()
+            answer = protocol.HostPriorities(prefixes, np.zeros(len(index), dtype=np.int64))
+            return Decided(workload, node_names, layout.generation, policy, policy.version, answer)
         choice = policy.choose(workload, fleet.View(f, rows, free, queue_length=0), self.rng)
         node_values = np.full(len(f.nodes), -np.inf)
         np.maximum.at(node_values, f.row_node[rows], choice.values)
@@ -203,9 +255,8 @@ class Placement:
         position = int(np.flatnonzero(index == chosen_index)[0])
         node_scores = scoring.scores(requested, position)
         top = _top(requested)
-        values = {args.node_names[i]: float(requested[i]) for i in top if np.isfinite(requested[i])}
-        scores_top = {args.node_names[i]: int(node_scores[i]) for i in top}
-        chosen = f.nodes[chosen_index].name
+        values = {node_names[i]: float(requested[i]) for i in top if np.isfinite(requested[i])}
+        scores_top = {node_names[i]: int(node_scores[i]) for i in top}
         shadow = ""
         if policy.params.mode == "shadow":
             learned = f.nodes[int(f.row_node[choice.learned_row])].name
@@ -213,21 +264,20 @@ class Placement:
                 f"shadow: {policy.params.baseline} decided; the learned policy would "
                 f"choose {learned} (estimated regret {choice.regret:.3f})"
             )
-        self._remember(
+        remembered = Remembered(
+            f.nodes[chosen_index].name,
+            f.row_backend[choice.row],
+            choice.mode,
+            values,
+            scores_top,
+            policy.version,
             workload,
-            Remembered(
-                chosen,
-                f.row_backend[choice.row],
-                choice.mode,
-                values,
-                scores_top,
-                policy.version,
-                workload,
-                shadow,
-            ),
+            shadow,
         )
-        self.ledger.tentative(workload.uid, chosen, max(workload.gpus, 1))
-        return protocol.HostPriorities(self._prefixes(f, args.node_names, index), node_scores)
+        answer = protocol.HostPriorities(prefixes, node_scores)
+        return Decided(
+            workload, node_names, layout.generation, policy, policy.version, answer, remembered
+        )
 
     def _positions(self, node_names: tuple[str, ...], layout: ledger_mod.Layout) -> np.ndarray:
         """Fleet index of every name; the last filter's answer when these are the names it kept.

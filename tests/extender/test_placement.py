@@ -3,6 +3,7 @@ import json
 
 import pytest
 
+from megagpu.core import qpolicy
 from megagpu.extender import placement
 from tests.extender.helpers import NAMES, args, binding, make, pod
 
@@ -186,3 +187,46 @@ def test_a_pod_is_converted_again_when_its_version_changes():
     unversioned = pod("a", gpus=2)  # no resourceVersion: always converted
     p.filter(args(unversioned))
     assert p.workloads["a"].gpus == 2
+
+
+def _versioned(uid: str, **kw: object) -> dict:
+    body = pod(uid, **kw)  # type: ignore[arg-type]
+    body["metadata"]["resourceVersion"] = "7"
+    return body
+
+
+def test_prepared_decision_is_what_prioritize_would_decide():
+    """prepare (run after filter's answer is written) decides ahead; the answer is the same."""
+    ahead, _ = make(seed=3)
+    plain, _ = make(seed=3)
+    kept = ahead.filter(args(_versioned("a"), NAMES))["NodeNames"]
+    ahead.prepare()
+    plain.filter(args(_versioned("a"), NAMES))
+    assert ahead._prepared is not None
+    answer = ahead.prioritize(args(_versioned("a"), kept)).as_list()
+    assert answer == plain.prioritize(args(_versioned("a"), kept)).as_list()
+    assert ahead.remembered["a"] == plain.remembered["a"]
+    assert ahead._prepared is None
+
+
+def test_a_prepared_decision_is_dropped_when_anything_changed():
+    p, _ = make()
+    kept = p.filter(args(_versioned("a", gpus=4), NAMES))["NodeNames"]
+    p.prepare()
+    assert p._prepared.remembered.node == "h100-0"
+    p.ledger.hold("other", "h100-0", tuple(range(6)))  # only 2 of 8 left: 4 do not fit
+    p.prioritize(args(_versioned("a", gpus=4), kept))
+    assert p.remembered["a"].node != "h100-0"
+    p.ledger.release("other")
+    p.ledger.release("a")
+    p.filter(args(_versioned("b"), NAMES))
+    p.prepare()
+    reloaded = qpolicy.QPolicy(p.policies.current().params)
+    reloaded.version = 42
+    p.policies.policy = reloaded
+    p.prioritize(args(_versioned("b"), kept))
+    assert p.remembered["b"].version == 42
+    p.filter(args(_versioned("c"), NAMES))
+    p.prepare()
+    p.prioritize(args(_versioned("c"), ["t4-0", "mi-0"]))
+    assert p.remembered["c"].node in ("t4-0", "mi-0")
