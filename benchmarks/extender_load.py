@@ -358,7 +358,9 @@ def main() -> None:
         "The extender (snapshot mode) runs on core 0 (taskset); the load generator "
         "(benchmarks/extender_load, Go net/http and encoding/json like kube-scheduler) on core 1 "
         "sends real-shaped kube-scheduler bodies (nodeCacheCapable: node names). Latency: "
-        f"{REQUESTS} scheduling cycles one at a time (filter, then prioritize of the survivors). "
+        f"{REQUESTS} scheduling cycles one at a time (filter, then prioritize of the survivors; "
+        "the extender decides prioritize's answer while the client reads filter's, so that work "
+        "falls between the two timed requests, as in kube-scheduler's cycle). "
         f"Requests/s: each verb alone, {CONCURRENCY} requests in flight for {RATE_SECONDS:.0f} s, "
         f"so the one server core is saturated. {LATENCY_ROUNDS} rounds per size, a row each.\n",
         "| nodes | filter p50 / p99 (ms) | prioritize p50 / p99 (ms) | filter+prioritize "
