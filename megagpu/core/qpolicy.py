@@ -26,7 +26,8 @@ from megagpu.core import baselines, features, fleet, model, ports, prior, replay
 MODES = ("active", "shadow", "frozen")
 LEARNED_UIDS = 4096
 RECENT_REWARDS = 100
-SPEEDS_MEMO = 4096
+MEMO_ENTRIES = 4096
+"""Entries a memo holds before it starts over (the prior's speeds, per-action values)."""
 ROUNDING = 1e-9
 """Relative throughput differences below this are float rounding in the averages, not drift."""
 
@@ -217,7 +218,7 @@ class QPolicy:
         if speed is None:
             (kind, intensity, precision, _), (eff, fp16, fp32, gbps) = inputs
             speed = float(prior.relative_speed(kind, intensity, eff, fp16, fp32, gbps, precision))
-            if len(self._speeds) >= SPEEDS_MEMO:
+            if len(self._speeds) >= MEMO_ENTRIES:
                 self._speeds.clear()
             self._speeds[inputs] = speed
         return speed
@@ -332,7 +333,7 @@ class QPolicy:
             if self.params.ucb_bonus and self.params.mode != "frozen":
                 n = visits[akey].n if akey in visits else 0
                 per_action[aid] += self.params.ucb_bonus * math.sqrt(math.log1p(total) / (1 + n))
-        if len(self._actions) >= SPEEDS_MEMO:
+        if len(self._actions) >= MEMO_ENTRIES:
             self._actions.clear()
         self._actions[key] = per_action
         return per_action
