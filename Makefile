@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 CACHE := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/megagpu
 PYTEST_ARGS ?=
 
-.PHONY: install binaries prometheus demo tui-demo chart-crds e2e-kind test unit e2e e2e-scale lint bench bench-devcluster bench-extender bench-sim bench-tui bench-probe dev-up dev-down clean
+.PHONY: install host-packages binaries prometheus demo tui-demo chart-crds e2e-kind test unit e2e e2e-scale lint bench bench-devcluster bench-extender bench-sim bench-tui bench-probe dev-up dev-down clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -17,8 +17,23 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# Debian packages the real nodes, the image build and the Vulkan workloads need (runc, CNI
+# plugins, iptables for kube-proxy, buildah and mmdebstrap for images without a Docker daemon,
+# glslang for the SPIR-V shaders, Mesa's lavapipe as a Vulkan device without a GPU). Installed
+# once; the stamp lists them, so adding one installs again.
+HOST_PACKAGES := runc containernetworking-plugins iptables conntrack buildah mmdebstrap uidmap \
+  glslang-tools mesa-vulkan-drivers libvulkan1
+HOST_STAMP := $(CACHE)/host-packages.stamp
+$(HOST_STAMP): Makefile
+	@if [ "$$(cat $@ 2>/dev/null)" != "$(HOST_PACKAGES)" ]; then \
+	  mkdir -p $(CACHE) && apt-get -qq update && \
+	  DEBIAN_FRONTEND=noninteractive apt-get -qq install -y --no-install-recommends $(HOST_PACKAGES) && \
+	  echo "$(HOST_PACKAGES)" > $@; else touch $@; fi
+
+host-packages: $(HOST_STAMP)
+
 # The cluster binaries, built once from Go module releases into the version-keyed cache.
-binaries: $(STAMP)
+binaries: $(STAMP) $(HOST_STAMP)
 	$(BIN)/megagpu dev build
 	ln -sf "$$($(BIN)/python -c 'from megagpu.devcluster import binaries; print(binaries.binary("kubectl"))')" $(BIN)/kubectl
 	ln -sf "$$($(BIN)/python -c 'from megagpu.devcluster import binaries; print(binaries.binary("helm"))')" $(BIN)/helm
