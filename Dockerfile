@@ -2,21 +2,32 @@
 # kube-scheduler is the upstream image. Build: docker build -t ghcr.io/megagpu/megagpu:0.1.0 .
 # The base is pinned to an exact release tag; to pin it by digest as well, pass
 # --build-arg PYTHON_IMAGE=python:3.11.10-slim-bookworm@sha256:<digest from `docker pull`>.
+# `make image` builds this same file without a Docker daemon on a Debian base of its own
+# (python3, python3-venv, libvulkan1; megagpu/devcluster/images.py).
 ARG PYTHON_IMAGE=python:3.11.10-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS build
+# A venv works on both bases (Debian's python refuses system-wide installs: PEP 668).
+RUN python3 -m venv /opt/megagpu \
+ && /opt/megagpu/bin/pip install --no-cache-dir "setuptools>=68" wheel
 WORKDIR /src
 COPY pyproject.toml README.md ./
+# The dependencies in a layer of their own (a stub package stands in for the source), so that a
+# source change rebuilds only the last step, without the package index.
+RUN mkdir megagpu && touch megagpu/__init__.py \
+ && /opt/megagpu/bin/pip install --no-cache-dir ".[kube,probe]" \
+ && rm -rf megagpu build ./*.egg-info
 COPY megagpu ./megagpu
-RUN pip wheel --no-cache-dir --wheel-dir /wheels ".[kube,probe]"
+RUN /opt/megagpu/bin/pip install --no-cache-dir --no-deps --no-build-isolation ".[kube,probe]"
 
 FROM ${PYTHON_IMAGE}
-# The Vulkan loader, for the probe's vulkan backend (the ICD comes from the host).
-RUN apt-get update \
+# The Vulkan loader, for the probe's vulkan backend (the ICD comes from the host); a base that
+# has it already needs no package index.
+RUN dpkg -s libvulkan1 >/dev/null 2>&1 || { apt-get update \
  && apt-get install -y --no-install-recommends libvulkan1 \
- && rm -rf /var/lib/apt/lists/*
-COPY --from=build /wheels /wheels
-RUN pip install --no-cache-dir --no-index --find-links=/wheels megagpu[kube,probe] && rm -rf /wheels
+ && rm -rf /var/lib/apt/lists/*; }
+COPY --from=build /opt/megagpu /opt/megagpu
+ENV PATH=/opt/megagpu/bin:$PATH
 RUN groupadd --gid 10001 megagpu && useradd --uid 10001 --gid 10001 --no-create-home megagpu
 USER 10001:10001
 ENTRYPOINT ["megagpu"]
