@@ -78,6 +78,8 @@ def update_64() -> dict[str, float]:
                 backend="cuda",
                 device_class=dev,
                 duration_s=10 + rng.random() * 10,
+                work=w.work,
+                work_source="reported",
             )
         )
     for o in outcomes[:4096]:

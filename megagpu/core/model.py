@@ -11,6 +11,8 @@ GPU_BACKENDS = ("cuda", "vulkan", "metal")
 PRECISIONS = ("fp32", "fp16", "bf16", "fp64")
 PRIORITIES = ("low", "normal", "high", "critical")
 MODES = ("exploit", "explore", "forced", "overridden", "fallback")
+WORK_SOURCES = ("reported", "declared", "none")
+"""Where an outcome's size came from (DESIGN 9.10): the container, the spec, or nowhere."""
 CPU_SLOTS_PER_NODE = 8
 """Concurrent zero-GPU jobs a node runs on its CPUs (a CPU-only node has no devices to count)."""
 
@@ -46,6 +48,21 @@ class Benchmarks:
 
 
 @dataclass(frozen=True)
+class Work:
+    """An amount of work in the workload's own unit (``spec.work``, DESIGN 9.10)."""
+
+    amount: float
+    """Greater than 0 and finite."""
+    unit: str = ""
+    """For example ``tokens``, ``samples`` or ``steps``; empty when not said."""
+
+    def __post_init__(self) -> None:
+        amount = check_finite("work.amount", self.amount)
+        if amount <= 0:
+            raise ValidationError(f"work.amount must be > 0, got {self.amount!r}")
+
+
+@dataclass(frozen=True)
 class Node:
     """A schedulable node with identical devices."""
 
@@ -57,8 +74,15 @@ class Node:
     memory_mib_per_device: int
     benchmarks: Benchmarks = field(default_factory=Benchmarks)
     healthy: bool = True
+    device_ids: tuple[tuple[int, str], ...] = ()
+    """(index, id) of each device that may be assigned (healthy), when the node names them;
+    empty means indices ``0..devices-1`` with no ids (cluster specs, the simulator)."""
 
     def __post_init__(self) -> None:
+        if self.device_ids and len(self.device_ids) != self.devices:
+            raise ValidationError(
+                f"node {self.name}: {len(self.device_ids)} device ids for {self.devices} devices"
+            )
         if not self.backends:
             raise ValidationError(f"node {self.name}: backends must not be empty")
         unknown = [b for b in self.backends if b not in BACKENDS]
@@ -66,6 +90,17 @@ class Node:
             raise ValidationError(f"node {self.name}: unknown backend(s) {unknown}; use {BACKENDS}")
         if self.devices < 0 or self.memory_mib_per_device < 0:
             raise ValidationError(f"node {self.name}: devices and memory must be >= 0")
+
+    @property
+    def device_indices(self) -> tuple[int, ...]:
+        """Indices of the devices that may be assigned, in order."""
+        if self.device_ids:
+            return tuple(index for index, _ in self.device_ids)
+        return tuple(range(self.devices))
+
+    def device_id(self, index: int) -> str:
+        """The id of device ``index`` ("" when the node names none)."""
+        return next((i for n, i in self.device_ids if n == index), "")
 
     @property
     def slots(self) -> int:
@@ -88,7 +123,10 @@ class Workload:
     compute_intensity: float = 0.7
     deadline_s: float | None = None
     work: float = 1.0
-    """Work units (for example training steps); duration on a device = work / throughput."""
+    """True work units (for example training steps): the simulator's duration on a device is
+    work / throughput. What the learner is told is ``Outcome.work``, never this."""
+    declared: Work | None = None
+    """``spec.work``: the size the user declared, if any."""
 
     def __post_init__(self) -> None:
         if self.workload_type not in WORKLOAD_TYPES:
@@ -155,10 +193,27 @@ class Outcome:
     deadline_missed: bool = False
     context: int = 0
     """Node context bucket at decision time (see ``core.features.context_bucket``)."""
+    work: float | None = None
+    """The size the learner is told (reported or declared); None when unknown."""
+    work_source: str = "none"
+    """``reported``, ``declared`` or ``none`` (exactly when ``work`` is None)."""
+
+    def __post_init__(self) -> None:
+        if self.work_source not in WORK_SOURCES:
+            raise ValidationError(f"work_source must be one of {WORK_SOURCES}")
+        if (self.work is None) != (self.work_source == "none"):
+            raise ValidationError("an outcome has a work size exactly when its source is not none")
+        if self.work is not None and check_finite("outcome work", self.work) <= 0:
+            raise ValidationError(f"outcome work must be > 0, got {self.work!r}")
+
+    @property
+    def sized(self) -> bool:
+        """Whether the learner may read this outcome as a speed (a success of known size)."""
+        return self.succeeded and self.work is not None and self.duration_s > 0
 
     @property
     def throughput(self) -> float:
-        """Work units per second this placement achieved (0 for a failure)."""
-        if not self.succeeded or self.duration_s <= 0:
+        """Work units per second this placement achieved (0 for a failure or unknown size)."""
+        if not self.sized or self.work is None:
             return 0.0
-        return self.workload.work / self.duration_s
+        return self.work / self.duration_s

@@ -8,6 +8,18 @@ for this workload on other devices. Rewards are ``log(throughput / best known th
 the pair's current throughput average (so a device that changed speed is not pulled back).
 A device's drift, a log speed factor learned from every workload's outcomes on it, is added to
 its values: a device that silently slows is known from its first few outcomes, not per workload.
+
+Sizes (DESIGN 9.10): a throughput is only ever work over run time for an outcome whose size was
+reported or declared. An outcome of unknown size never touches a drift or a throughput average:
+a failure is learned as a failure, a success as "it ran", with the reward the pair's known speed
+(else its prior) implies, so a stream of such outcomes only moves a failed pair back towards what
+is known of its speed and can say nothing about which device is faster.
+
+Robustness: one outcome moves a drift or a throughput average by at most ``rate x STEP`` in log
+space (a clipped, Huber-like step), drifts stay within ``DRIFT_BOUND``, and rewards within
+``[floor, ceiling]``: a burst of mis-sized outcomes or stragglers moves the values a bounded
+amount per outcome, while a real, lasting change (every outcome saying the same) still gets
+through at the usual rate.
 """
 
 from __future__ import annotations
@@ -30,6 +42,10 @@ MEMO_ENTRIES = 4096
 """Entries a memo holds before it starts over (the prior's speeds, per-action values)."""
 ROUNDING = 1e-9
 """Relative throughput differences below this are float rounding in the averages, not drift."""
+STEP = math.log(2)
+"""Largest log surprise one outcome counts for, in a drift or a throughput average (x2)."""
+DRIFT_BOUND = math.log(16)
+"""A device's drift stays within x1/16 .. x16 of the speed its throughputs were learned at."""
 
 
 class Scale(NamedTuple):
@@ -378,17 +394,12 @@ class QPolicy:
         wkey, mkey = self.keys(outcome.workload)
         akey = features.action_key(outcome.backend, outcome.device_class)
         self.benchmarks.setdefault(akey, (prior.efficiency(outcome.backend), 1.0, 1.0, 1.0))
-        throughput = outcome.throughput
-        if outcome.succeeded:
-            throughput = self._net_of_drift(wkey, akey, throughput)
-            rate = self.params.throughput_ema
+        throughput = 0.0
+        if outcome.sized:
+            throughput = self._net_of_drift(wkey, akey, outcome.throughput)
             for table, key in ((self.workloads, wkey), (self.models, mkey)):
                 cell = self._cell(table, key, wkey, mkey, akey)
-                cell.throughput = (
-                    throughput
-                    if cell.throughput <= 0
-                    else (1 - rate) * cell.throughput + rate * throughput
-                )
+                cell.throughput = _toward(cell.throughput, throughput, self.params.throughput_ema)
         item = replay.Transition(
             wkey,
             mkey,
@@ -421,9 +432,43 @@ class QPolicy:
         if cell is not None and cell.throughput > 0:
             surprise = math.log(throughput / cell.throughput) - drift
             if abs(surprise) > ROUNDING:
-                drift += self.params.drift_rate * surprise
+                drift += self.params.drift_rate * _clip(surprise, STEP)
+                drift = _clip(drift, DRIFT_BOUND)
                 self.drift[akey] = drift
         return throughput / math.exp(drift)
+
+    def _reward(self, t: replay.Transition, reference: float, replayed: bool) -> float:
+        """The reward of a transition (throughput 0 with success: a run of unknown size).
+
+        A replayed success, or one of unknown size, is scored with the pair's current throughput
+        average, not the one it had then: outcomes from before a device changed speed must not
+        pull it back. A success of unknown size on a pair of no known speed gets its prior.
+        """
+        throughput = t.throughput
+        if t.succeeded and (replayed or throughput <= 0):
+            cell = self.workloads.get(t.workload_key, {}).get(t.action_key)
+            throughput = cell.throughput if cell is not None and cell.throughput > 0 else throughput
+        if t.succeeded and throughput <= 0:
+            value = self.prior_value(t.workload_key, t.model_key, t.action_key)
+            value = min(max(value, self.params.rewards.floor), self.params.rewards.ceiling)
+            return value - (self.params.rewards.deadline_penalty if t.deadline_missed else 0.0)
+        return reward.reward(
+            throughput,
+            reference,
+            succeeded=t.succeeded,
+            deadline_missed=t.deadline_missed,
+            weights=self.params.rewards,
+        )
+
+    def reward_of(self, outcome: model.Outcome) -> float:
+        """The reward ``outcome`` gets against what the policy knows now (nothing is learned)."""
+        wkey, mkey = self.keys(outcome.workload)
+        akey = features.action_key(outcome.backend, outcome.device_class)
+        throughput = outcome.throughput / math.exp(self.drift.get(akey, 0.0))
+        item = replay.Transition(
+            wkey, mkey, akey, 0, throughput, outcome.succeeded, outcome.deadline_missed
+        )
+        return self._reward(item, self.reference(wkey, mkey), replayed=False)
 
     def remember_learned(self, uids: Iterable[str]) -> None:
         """Mark outcome UIDs as learned (restoring a saved state)."""
@@ -450,17 +495,7 @@ class QPolicy:
         p = self.params
         if t.workload_key not in references:
             references[t.workload_key] = self.reference(t.workload_key, t.model_key)
-        throughput = t.throughput
-        if replayed and t.succeeded:
-            cell = self.workloads.get(t.workload_key, {}).get(t.action_key)
-            throughput = cell.throughput if cell is not None and cell.throughput > 0 else throughput
-        r = reward.reward(
-            throughput,
-            references[t.workload_key],
-            succeeded=t.succeeded,
-            deadline_missed=t.deadline_missed,
-            weights=p.rewards,
-        )
+        r = self._reward(t, references[t.workload_key], replayed)
         target = r
         if p.discount:
             known = self.workloads.get(t.workload_key, {})
@@ -475,3 +510,14 @@ class QPolicy:
             delta = delta or error
         self.theta[t.context] += p.context_rate * delta
         return r
+
+
+def _clip(value: float, bound: float) -> float:
+    return min(max(value, -bound), bound)
+
+
+def _toward(average: float, observed: float, rate: float) -> float:
+    """A throughput average moved toward ``observed`` in log space by a clipped step."""
+    if average <= 0:
+        return observed
+    return average * math.exp(rate * _clip(math.log(observed / average), STEP))

@@ -14,6 +14,7 @@ class Transition(NamedTuple):
     action_key: str
     context: int
     throughput: float
+    """Net of the device's drift; 0 for a failure or a success of unknown size."""
     succeeded: bool
     deadline_missed: bool
 

@@ -2,9 +2,13 @@
 
 It watches Running pods labelled ``megagpu.io/workload`` and, after work / throughput seconds
 times the time scale, patches the pod's status to Succeeded or Failed with a terminated
-container state (DESIGN section 6). Work comes from ``megagpu.io/sim-work``, else one hour on
-the model's fastest device. Throughput comes from the shipped tables, else from the node's
-benchmarks by the prior's rule. ``megagpu.io/sim-exit-code`` and ``sim-fail-reason`` fail pods.
+container state (DESIGN section 6). The work a pod was given is its ``spec.work`` (the pod's
+``megagpu.io/work-amount``), else one hour on the model's fastest device; the test-only
+``megagpu.io/sim-work`` sets a true work the scheduler is not told. Like a real container, the
+simulated one reports that work in its termination message (DESIGN 9.10), unless
+``megagpu.io/sim-report: "false"``. Throughput comes from the shipped tables, else from the
+node's benchmarks by the prior's rule. ``megagpu.io/sim-exit-code`` and ``sim-fail-reason`` fail
+pods.
 The terminated state reports simulated time: it finishes the simulated run time after it started
 (four simulated hours take four real seconds at the default scale, yet read as four hours).
 """
@@ -13,10 +17,11 @@ from __future__ import annotations
 
 import datetime as dt
 import heapq
+import json
 import logging
 import threading
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
@@ -56,10 +61,19 @@ def _speed(workload: model.Workload, backend: str, bench: model.Benchmarks) -> f
     )
 
 
+class Plan(NamedTuple):
+    """What a simulated container will do."""
+
+    seconds: float
+    """Simulated run time, before time scaling."""
+    work: float
+    """The work it does (and reports), in the workload's unit."""
+
+
 def run_seconds(
     pod: dict[str, Any], node: dict[str, Any], tables_: list[hardware.ThroughputTable]
-) -> float:
-    """Simulated run time of a pod on its node, before time scaling.
+) -> Plan:
+    """Simulated run time and work of a pod on its node.
 
     An exact table row gives the throughput; else the model's fastest row is scaled by the
     prior's rule (benchmarks of this node over the row's device); else the work is in seconds
@@ -91,8 +105,23 @@ def run_seconds(
     else:
         rate, best = mine, 1.0
     text = annotations.get(names.ANN_SIM_WORK)
-    work = float(text) if text else DEFAULT_HOURS * 3600 * best
-    return work / max(rate, 1e-9)
+    if text:
+        work = float(text)
+    elif workload.declared is not None:
+        work = workload.declared.amount
+    else:
+        work = DEFAULT_HOURS * 3600 * best
+    return Plan(work / max(rate, 1e-9), work)
+
+
+def termination_message(annotations: dict[str, str], work: float) -> str:
+    """What the simulated container writes as its termination message (empty: no report)."""
+    if annotations.get(names.ANN_SIM_REPORT, "true").lower() == "false":
+        return ""
+    report: dict[str, Any] = {names.REPORT_WORK: work}
+    if annotations.get(names.ANN_WORK_UNIT):
+        report[names.REPORT_UNIT] = annotations[names.ANN_WORK_UNIT]
+    return json.dumps(report)
 
 
 class Runtime:
@@ -102,7 +131,7 @@ class Runtime:
         self.core = client.CoreV1Api(api)
         self.time_scale = time_scale
         self.tables = load_tables()
-        self._due: list[tuple[float, str, str, str, float]] = []
+        self._due: list[tuple[float, str, str, str, Plan]] = []
         self._planned: set[str] = set()
         self._lock = threading.Condition()
         self.nodes = informers.Informer("nodes", self.core.list_node, lambda *_: None)
@@ -143,10 +172,10 @@ class Runtime:
                 meta.get("name"),
                 e,
             )
-            simulated = 0.0
+            simulated = Plan(0.0, 0.0)
         with self._lock:
             self._planned.add(uid)
-            due = time.monotonic() + simulated * self.time_scale
+            due = time.monotonic() + simulated.seconds * self.time_scale
             heapq.heappush(self._due, (due, uid, meta["namespace"], meta["name"], simulated))
             self._lock.notify()
 
@@ -165,7 +194,7 @@ class Runtime:
             except (HTTPError, OSError) as e:  # the API server away: keep the completion
                 self._retry(uid, namespace, name, simulated, str(e))
 
-    def _retry(self, uid: str, namespace: str, name: str, simulated: float, why: Any) -> None:
+    def _retry(self, uid: str, namespace: str, name: str, simulated: Plan, why: Any) -> None:
         LOG.warning(
             "%s/%s: completing failed (%s); retrying in %.0fs", namespace, name, why, RETRY_S
         )
@@ -173,7 +202,7 @@ class Runtime:
             heapq.heappush(self._due, (time.monotonic() + RETRY_S, uid, namespace, name, simulated))
             self._lock.notify()
 
-    def _complete(self, namespace: str, name: str, simulated_s: float) -> None:
+    def _complete(self, namespace: str, name: str, simulated: Plan) -> None:
         pod = self.core.read_namespaced_pod(name, namespace)
         annotations = pod.metadata.annotations or {}
         code = int(annotations.get(names.ANN_SIM_EXIT_CODE, "0") or 0)
@@ -183,7 +212,8 @@ class Runtime:
         stamp = "%Y-%m-%dT%H:%M:%SZ"
         begin = pod.status.start_time or dt.datetime.now(dt.UTC)
         started = begin.strftime(stamp)
-        now = (begin + dt.timedelta(seconds=max(simulated_s, 1.0))).strftime(stamp)
+        now = (begin + dt.timedelta(seconds=max(simulated.seconds, 1.0))).strftime(stamp)
+        message = termination_message(annotations, simulated.work) if simulated.work else ""
         containers = [
             {
                 "name": c.name,
@@ -197,6 +227,7 @@ class Runtime:
                         "reason": reason,
                         "startedAt": started,
                         "finishedAt": now,
+                        **({"message": message} if message else {}),
                     }
                 },
             }

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
+import math
 from typing import Any
 
-from megagpu.core import model, qpolicy
+from megagpu.core import model, qpolicy, work
 from megagpu.kube import names
 
 NODE_CPU = "32"
@@ -102,9 +104,63 @@ def workload_from_pod(pod: dict[str, Any]) -> model.Workload:
             precision=_annotation(pod, names.ANN_PRECISION, "fp16"),
             backends=backends,
             priority=_annotation(pod, names.ANN_PRIORITY, "normal"),
+            declared=_declared(pod),
         )
     except model.ValidationError as e:
         raise ConvertError(f"pod annotations describe an invalid workload: {e}") from e
+
+
+def _declared(pod: dict[str, Any]) -> model.Work | None:
+    annotations = (pod.get("metadata") or {}).get("annotations") or {}
+    text = annotations.get(names.ANN_WORK_AMOUNT)
+    if text is None:
+        return None
+    try:
+        amount = float(text)
+    except ValueError as e:
+        raise ConvertError(
+            f"pod annotation {names.ANN_WORK_AMOUNT} is not a number: {text!r}"
+        ) from e
+    return model.Work(amount, str(annotations.get(names.ANN_WORK_UNIT, "")))
+
+
+def work_report(pod: dict[str, Any]) -> work.Report | None:
+    """The work a finished pod's containers reported in their termination messages, if any.
+
+    Reports of several containers add up. A message that is not JSON is an unusable report
+    only when no container reported (sidecars may write free text there).
+    """
+    total, unit, found, garbled = 0.0, "", False, False
+    for status in (pod.get("status") or {}).get("containerStatuses") or []:
+        text = ((status.get("state") or {}).get("terminated") or {}).get("message")
+        if not text:
+            continue
+        try:
+            doc = json.loads(text)
+        except ValueError:
+            garbled = True
+            continue
+        if not isinstance(doc, dict) or names.REPORT_WORK not in doc:
+            garbled = garbled or not isinstance(doc, dict)
+            continue
+        value, said = doc[names.REPORT_WORK], doc.get(names.REPORT_UNIT, "")
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+            or value <= 0
+        ):
+            return work.Report(
+                None, problem=f"{names.REPORT_WORK} must be a number > 0, got {value!r}"
+            )
+        if not isinstance(said, str) or (unit and said and said != unit):
+            return work.Report(None, problem=f"containers reported the units {unit!r} and {said!r}")
+        total, unit, found = total + float(value), unit or said, True
+    if found:
+        return work.Report(total, unit)
+    if garbled:
+        return work.Report(None, problem="the termination message is not a JSON object")
+    return None
 
 
 def _benchmarks(node: dict[str, Any], gpunode: dict[str, Any] | None) -> model.Benchmarks:
@@ -151,6 +207,9 @@ def node_from_k8s(node: dict[str, Any], gpunode: dict[str, Any] | None = None) -
         for c in status.get("conditions") or []
     )
     healthy = ready and not (node.get("spec") or {}).get("unschedulable", False)
+    device_ids = _device_ids(gpunode)
+    if device_ids is not None:
+        devices = len(device_ids)
     return model.Node(
         name=str(meta.get("name")),
         device_class=labels.get(names.LABEL_GPU_PRODUCT, "cpu" if devices == 0 else "unknown"),
@@ -159,7 +218,20 @@ def node_from_k8s(node: dict[str, Any], gpunode: dict[str, Any] | None = None) -
         memory_mib_per_device=memory,
         benchmarks=_benchmarks(node, gpunode),
         healthy=healthy,
+        device_ids=device_ids or (),
     )
+
+
+def _device_ids(gpunode: dict[str, Any] | None) -> tuple[tuple[int, str], ...] | None:
+    """(index, id) of the healthy devices the GpuNode names; None when it names none."""
+    listed = ((gpunode or {}).get("status") or {}).get("devices")
+    if not isinstance(listed, list):
+        return None
+    found = {}
+    for d in listed:
+        if isinstance(d, dict) and d.get("healthy") is True and isinstance(d.get("index"), int):
+            found[d["index"]] = str(d.get("id") or d.get("uuid") or "")
+    return tuple(sorted(found.items()))
 
 
 def assigned_devices(pod: dict[str, Any]) -> tuple[str, tuple[int, ...]] | None:

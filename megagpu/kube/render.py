@@ -60,6 +60,10 @@ def render_pod(gw: dict[str, Any], attempt: int, resource_mode: str = "megagpu")
         names.ANN_PRECISION: spec.get("precision", "fp16"),
         names.ANN_PRIORITY: spec.get("priority", "normal"),
     }
+    declared = spec.get("work") or {}
+    if isinstance(declared, dict) and "amount" in declared:
+        annotations[names.ANN_WORK_AMOUNT] = str(declared["amount"])
+        annotations[names.ANN_WORK_UNIT] = str(declared.get("unit", ""))
     pod_spec = {**pod_spec, "restartPolicy": "Never", "schedulerName": names.SCHEDULER_NAME}
     pod_spec["priorityClassName"] = names.PRIORITY_CLASS.format(
         priority=spec.get("priority", "normal")

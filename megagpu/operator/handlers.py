@@ -312,8 +312,20 @@ def _finish(
     nodes = _nodes(memo)
     node = nodes.get((pod.get("spec") or {}).get("nodeName", ""))
     created = convert.parse_time(gw["metadata"].get("creationTimestamp"))
-    outcome = outcomes.outcome_of(pod, end, node, spec.get("deadlineSeconds"), created)
-    fields: dict[str, Any] = {"finishedAt": status.now_iso(), "durationSeconds": end.duration_s}
+    size = outcomes.size_of(pod)
+    outcome = outcomes.outcome_of(pod, end, node, spec.get("deadlineSeconds"), created, size)
+    fields: dict[str, Any] = {
+        "finishedAt": status.now_iso(),
+        "durationSeconds": end.duration_s,
+        "work": {
+            "amount": size.work.amount if size.work else None,
+            "unit": size.work.unit if size.work else None,
+            "source": size.source,
+        },
+        "decision": {**(old.get("decision") or outcomes.decision(pod)), "workSource": size.source},
+    }
+    if size.problem and end.succeeded:
+        kopf.warn(gw, reason="WorkUnsized", message=size.problem)
     if not old.get("startedAt"):  # it ended before a Running state was seen
         started = (pod.get("status") or {}).get("startTime")
         if started:

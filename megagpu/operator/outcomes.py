@@ -8,7 +8,7 @@ import json
 import logging
 from typing import Any, NamedTuple
 
-from megagpu.core import fleet, model, qpolicy, reward
+from megagpu.core import fleet, model, qpolicy, reward, work
 from megagpu.core import replay as replay_mod
 from megagpu.kube import convert, names, qstore
 
@@ -78,24 +78,36 @@ def decision(pod: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def size_of(pod: dict[str, Any]) -> work.Size:
+    """The size a finished pod's outcome is learned with: reported, declared or none."""
+    try:
+        declared = convert.workload_from_pod(pod).declared
+    except convert.ConvertError as e:
+        return work.Size(None, "none", f"{e}; learned without a size")
+    return work.resolve(declared, convert.work_report(pod))
+
+
 def outcome_of(
     pod: dict[str, Any],
     end: Terminal,
     node: model.Node | None,
     deadline_s: float | None,
     created: dt.datetime | None,
+    size: work.Size | None = None,
 ) -> model.Outcome | None:
-    """The learning input of a finished pod (None when it never ran on a known node)."""
+    """The learning input of a finished pod (None when it never ran on a known node).
+
+    ``size``: ``size_of(pod)`` when the caller has it already.
+    """
     meta = pod.get("metadata") or {}
     annotations = meta.get("annotations") or {}
     if node is None:
         return None
     try:
         workload = convert.workload_from_pod(pod)
-        work = float(annotations.get(names.ANN_SIM_WORK, "1") or 1)
-    except (convert.ConvertError, ValueError):
+    except convert.ConvertError:
         return None
-    workload = model.Workload(**{**workload.__dict__, "work": max(work, 1e-9)})
+    size = size or size_of(pod)
     duration = end.duration_s or 0.0
     missed = bool(
         deadline_s
@@ -113,6 +125,8 @@ def outcome_of(
         duration_s=duration,
         succeeded=end.succeeded and duration > 0,
         deadline_missed=missed,
+        work=size.work.amount if size.work else None,
+        work_source=size.source,
     )
 
 
@@ -163,14 +177,7 @@ def learn(
 
 def recompute(policy: qpolicy.QPolicy, outcome: model.Outcome) -> float:
     """The reward of an outcome against the policy's current best known throughput."""
-    wkey, mkey = policy.keys(outcome.workload)
-    return reward.reward(
-        outcome.throughput,
-        policy.reference(wkey, mkey),
-        succeeded=outcome.succeeded,
-        deadline_missed=outcome.deadline_missed,
-        weights=policy.params.rewards,
-    )
+    return policy.reward_of(outcome)
 
 
 def params_from_spec(spec: dict[str, Any], current: qpolicy.Params) -> qpolicy.Params:
@@ -180,6 +187,7 @@ def params_from_spec(spec: dict[str, Any], current: qpolicy.Params) -> qpolicy.P
         failure_penalty=float(weights.get("failurePenalty", current.rewards.failure_penalty)),
         deadline_penalty=float(weights.get("deadlinePenalty", current.rewards.deadline_penalty)),
         floor=current.rewards.floor,
+        ceiling=current.rewards.ceiling,
     )
     return dataclasses.replace(
         current,

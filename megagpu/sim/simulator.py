@@ -26,6 +26,24 @@ class Job:
 
     arrival_s: float
     workload: model.Workload
+    work_source: str = "reported"
+    """What the learner is told when the job ends: its true work (``reported``), its
+    ``workload.declared`` size (``declared``, which may be off) or nothing (``none``)."""
+
+    def __post_init__(self) -> None:
+        if self.work_source not in model.WORK_SOURCES:
+            raise model.ValidationError(f"work_source must be one of {model.WORK_SOURCES}")
+        if self.work_source == "declared" and self.workload.declared is None:
+            raise model.ValidationError(f"job {self.workload.uid}: declared but no size given")
+
+    @property
+    def told_work(self) -> float | None:
+        """The size the learner is told, or None."""
+        if self.work_source == "reported":
+            return self.workload.work
+        if self.work_source == "declared" and self.workload.declared is not None:
+            return self.workload.declared.amount
+        return None
 
 
 @dataclass(frozen=True)
@@ -190,6 +208,8 @@ def simulate(
                 succeeded=True,
                 deadline_missed=bool(missed),
                 context=p.context,
+                work=job.told_work,
+                work_source=job.work_source,
             )
         )
 

@@ -20,6 +20,8 @@ def outcome(uid: str, w: model.Workload, n: model.Node, throughput: float) -> mo
         backend="cuda",
         device_class=n.device_class,
         duration_s=w.work / throughput,
+        work=w.work,
+        work_source="reported",
     )
 
 
