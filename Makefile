@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 CACHE := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/megagpu
 PYTEST_ARGS ?=
 
-.PHONY: install host-packages binaries prometheus demo tui-demo chart-crds e2e-kind test unit e2e e2e-scale lint bench bench-devcluster bench-extender bench-sim bench-tui bench-probe dev-up dev-down clean
+.PHONY: install host-packages shaders binaries prometheus demo tui-demo chart-crds e2e-kind test unit e2e e2e-scale lint bench bench-devcluster bench-extender bench-sim bench-tui bench-probe dev-up dev-down clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -31,6 +31,11 @@ $(HOST_STAMP): Makefile
 	  echo "$(HOST_PACKAGES)" > $@; else touch $@; fi
 
 host-packages: $(HOST_STAMP)
+
+# The Vulkan workload's SPIR-V, compiled from its GLSL into megagpu/workload/spirv/ (never
+# committed; `pip install .` compiles it the same way through setup.py).
+shaders: $(STAMP) $(HOST_STAMP)
+	$(BIN)/python -m megagpu.workload.shaders
 
 # The cluster binaries, built once from Go module releases into the version-keyed cache.
 binaries: $(STAMP) $(HOST_STAMP)
@@ -77,13 +82,13 @@ lint: $(STAMP)
 	$(BIN)/lint-imports
 	$(BIN)/ruff check megagpu tests benchmarks
 
-unit: $(STAMP) prometheus
+unit: $(STAMP) shaders prometheus
 	MEGAGPU_PROMETHEUS=$(PROM_DIR)/usr/bin $(BIN)/pytest -m "not e2e" $(PYTEST_ARGS)
 
 e2e: binaries prometheus
 	MEGAGPU_PROMETHEUS=$(PROM_DIR)/usr/bin $(BIN)/pytest -m "e2e and not scale" $(PYTEST_ARGS)
 
-test: binaries prometheus lint
+test: binaries shaders prometheus lint
 	@start=$$SECONDS; MEGAGPU_PROMETHEUS=$(PROM_DIR)/usr/bin $(BIN)/pytest -m "not e2e" $(PYTEST_ARGS); rc=$$?; \
 	  echo "phase unit tests: $$((SECONDS - start))s"; exit $$rc
 	@start=$$SECONDS; MEGAGPU_PROMETHEUS=$(PROM_DIR)/usr/bin $(BIN)/pytest -m "e2e and not scale" $(PYTEST_ARGS); rc=$$?; \

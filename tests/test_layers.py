@@ -29,6 +29,15 @@ def test_pure_layers_load_only_numpy_beyond_the_stdlib():
         assert banned not in loaded
 
 
+def test_workload_imports_cupy_and_vulkan_only_when_it_runs():
+    code = (
+        "import sys, megagpu.cli.workload, megagpu.workload.run\n"
+        "print(sorted(m for m in ('cupy', 'vulkan', 'cffi') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
 def test_import_operator_is_still_the_stdlib():
     for m in pkgutil.walk_packages(megagpu.__path__, "megagpu."):
         if m.name != "megagpu.__main__":

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from megagpu.cli import cluster, components, simulate, tools
+from megagpu.cli import cluster, components, simulate, tools, workload
 from megagpu.cli.errors import UsageError
 
 PLANNED = {
@@ -176,6 +176,7 @@ def _parser() -> argparse.ArgumentParser:
     crd.add_argument("--kubeconfig", type=Path, help="default: in-cluster, then $KUBECONFIG")
     uni = sub.add_parser("uninstall", help="clear megagpu finalizers (before helm uninstall)")
     uni.add_argument("--kubeconfig", type=Path, help="default: in-cluster, then $KUBECONFIG")
+    workload.add_parser(sub)
     for name, (issue, what) in PLANNED.items():
         planned = sub.add_parser(name, help=f"{what} (planned: issue {issue})")
         planned.add_argument("args", nargs=argparse.REMAINDER)
@@ -209,6 +210,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "tui": tools.cmd_tui,
         "uninstall": tools.cmd_uninstall,
         "crds": tools.cmd_crds,
+        "bench-workload": workload.cmd_bench_workload,
     }
     try:
         return handlers[args.command](args)
