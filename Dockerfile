@@ -7,11 +7,16 @@
 ARG PYTHON_IMAGE=python:3.11.10-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS build
+# glslangValidator compiles the Vulkan workload's GLSL shaders to SPIR-V when the package is
+# built (setup.py); a base that has it already needs no package index.
+RUN dpkg -s glslang-tools >/dev/null 2>&1 || { apt-get update \
+ && apt-get install -y --no-install-recommends glslang-tools \
+ && rm -rf /var/lib/apt/lists/*; }
 # A venv works on both bases (Debian's python refuses system-wide installs: PEP 668).
 RUN python3 -m venv /opt/megagpu \
  && /opt/megagpu/bin/pip install --no-cache-dir "setuptools>=68" wheel
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md setup.py ./
 # The dependencies in a layer of their own (a stub package stands in for the source), so that a
 # source change rebuilds only the last step, without the package index.
 RUN mkdir megagpu && touch megagpu/__init__.py \

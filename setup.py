@@ -20,6 +20,8 @@ class BuildWithShaders(build_py):
         """Build the Python package, then its SPIR-V."""
         super().run()
         path = HERE / "megagpu" / "workload" / "shaders.py"
+        if not path.exists():  # a stub package (the Dockerfile's dependency layer)
+            return
         spec = importlib.util.spec_from_file_location("megagpu_shaders", path)
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
