@@ -26,13 +26,19 @@ class Layout(NamedTuple):
     positions: dict[str, int]
     """Node name -> index in ``fleet`` (read-only)."""
     free: np.ndarray
-    """Free slots per node of ``fleet`` (a copy)."""
+    """Free devices per node of ``fleet``, for GPU workloads (a copy)."""
+    cpu_free: np.ndarray
+    """Free CPU slots per node of ``fleet``, for zero-GPU workloads (a copy)."""
     generation: int
     """The ledger's generation when taken (see ``Ledger.generation``)."""
 
 
 class Ledger:
-    """Free devices per node, as a numpy array aligned with the fleet's node order."""
+    """Free devices and CPU slots per node, as numpy arrays aligned with the fleet's node order.
+
+    A holder with no devices is a zero-GPU pod: it takes one of the node's CPU slots
+    (``model.CPU_SLOTS_PER_NODE``), never a device.
+    """
 
     def __init__(
         self, nodes: Sequence[model.Node] = (), clock: Callable[[], float] = time.monotonic
@@ -41,8 +47,8 @@ class Ledger:
         self._clock = clock
         self._holders: dict[str, dict[str, tuple[int, ...]]] = {}
         self._tentative: dict[str, tuple[str, int, float]] = {}
-        self._tentative_on: dict[str, int] = {}
-        """Devices held tentatively, per node (the sum over ``_tentative``)."""
+        self._tentative_on: dict[str, tuple[int, int]] = {}
+        """(devices, CPU slots) held tentatively, per node (the sums over ``_tentative``)."""
         self._next_lapse = float("inf")
         """No tentative hold lapses before this time."""
         self.generation = 0
@@ -58,7 +64,8 @@ class Ledger:
             self.generation += 1
 
     def _recount(self) -> None:
-        self.free = np.asarray([n.slots for n in self.fleet.nodes], dtype=np.int64)
+        self.free = np.asarray([n.devices for n in self.fleet.nodes], dtype=np.int64)
+        self.cpu_free = np.full(len(self.fleet.nodes), model.CPU_SLOTS_PER_NODE, dtype=np.int64)
         for node in set(self._holders) | set(self._tentative_on):
             self._recount_node(node)
 
@@ -66,11 +73,16 @@ class Ledger:
         index = self._index.get(node)
         if index is None:
             return
-        held = self._held_count(self._holders.get(node, {}))
-        self.free[index] = self.fleet.nodes[index].slots - held - self._tentative_on.get(node, 0)
+        known = self.fleet.nodes[index]
+        holders = self._holders.get(node, {}).values()
+        held = {d for devices in holders for d in devices}.intersection(known.device_indices)
+        cpu_jobs = sum(not devices for devices in holders)
+        gpus, cpus = self._tentative_on.get(node, (0, 0))
+        self.free[index] = known.devices - len(held) - gpus
+        self.cpu_free[index] = model.CPU_SLOTS_PER_NODE - cpu_jobs - cpus
 
     def layout(self) -> Layout:
-        """The fleet, its name positions and free slots, taken together.
+        """The fleet, its name positions and free devices and slots, taken together.
 
         Consistent even when the informer replaces the node set meanwhile; expired tentative
         holds lapse first.
@@ -85,21 +97,23 @@ class Ledger:
                 self._next_lapse = min(
                     (e for _, _, e in self._tentative.values()), default=float("inf")
                 )
-            return Layout(self.fleet, self._index, self.free.copy(), self.generation)
+            return Layout(
+                self.fleet, self._index, self.free.copy(), self.cpu_free.copy(), self.generation
+            )
 
     def _drop_tentative(self, uid: str) -> str:
         """Forget ``uid``'s tentative hold; returns its node (not recounted yet)."""
-        node, count, _ = self._tentative.pop(uid)
-        left = self._tentative_on[node] - count
-        if left:
-            self._tentative_on[node] = left
-        else:
-            del self._tentative_on[node]
+        node, gpus, _ = self._tentative.pop(uid)
+        self._add_tentative(node, gpus, -1)
         return node
 
-    @staticmethod
-    def _held_count(holders: dict[str, tuple[int, ...]]) -> int:
-        return sum(max(len(devices), 1) for devices in holders.values())
+    def _add_tentative(self, node: str, gpus: int, sign: int) -> None:
+        held_gpus, held_cpus = self._tentative_on.get(node, (0, 0))
+        left = (held_gpus + sign * gpus, held_cpus + sign * (gpus == 0))
+        if left == (0, 0):
+            self._tentative_on.pop(node, None)
+        else:
+            self._tentative_on[node] = left
 
     def node(self, name: str) -> model.Node | None:
         """The node called ``name``, if known."""
@@ -107,7 +121,7 @@ class Ledger:
         return None if index is None else self.fleet.nodes[index]
 
     def hold(self, uid: str, node: str, devices: tuple[int, ...]) -> None:
-        """Record that pod ``uid`` holds ``devices`` on ``node`` (replacing what it held)."""
+        """Record that pod ``uid`` holds ``devices`` on ``node`` (none: a CPU slot)."""
         with self._lock:
             touched = self._release(uid)
             self._holders.setdefault(node, {})[uid] = devices
@@ -115,13 +129,13 @@ class Ledger:
                 self._recount_node(name)
             self.generation += 1
 
-    def tentative(self, uid: str, node: str, count: int) -> None:
-        """Count ``count`` devices of ``node`` as taken until bind confirms or the TTL ends."""
+    def tentative(self, uid: str, node: str, gpus: int) -> None:
+        """Count ``gpus`` devices (0: a CPU slot) of ``node`` as taken until bind or the TTL."""
         with self._lock:
             touched = self._release(uid)
             expires = self._clock() + RESERVATION_TTL_S
-            self._tentative[uid] = (node, count, expires)
-            self._tentative_on[node] = self._tentative_on.get(node, 0) + count
+            self._tentative[uid] = (node, gpus, expires)
+            self._add_tentative(node, gpus, 1)
             self._next_lapse = min(self._next_lapse, expires)
             for name in touched | {node}:
                 self._recount_node(name)
@@ -146,9 +160,11 @@ class Ledger:
         return touched
 
     def take(self, uid: str, node: str, count: int) -> tuple[int, ...] | None:
-        """Atomically assign ``count`` free device indices of ``node`` to ``uid`` (None: too few).
+        """Atomically assign ``count`` free, healthy devices of ``node`` to ``uid``.
 
-        A pod that already holds devices on this node keeps them (bind is idempotent).
+        None when too few are free. Zero devices take a CPU slot (never refused: the kubelet
+        counts CPUs). A pod that already holds as many devices on this node keeps them (bind is
+        idempotent).
         """
         with self._lock:
             mine = self._holders.get(node, {}).get(uid)
@@ -158,8 +174,8 @@ class Ledger:
             if known is None:
                 return None
             others = {d for u, ds in self._holders.get(node, {}).items() if u != uid for d in ds}
-            free = [d for d in range(known.devices) if d not in others]
-            if count > 0 and len(free) < count:
+            free = [d for d in known.device_indices if d not in others]
+            if len(free) < count:
                 return None
             devices = tuple(free[:count])
             touched = self._release(uid)

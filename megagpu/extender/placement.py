@@ -167,7 +167,7 @@ class Placement:
         self, w: model.Workload, node_names: tuple[str, ...], layout: ledger_mod.Layout
     ) -> tuple[np.ndarray, np.ndarray]:
         """(fleet index or -1, check code) for every requested node, vectorized."""
-        f, free = layout.fleet, layout.free
+        f, free = layout.fleet, _free(w, layout)
         index = _positions(node_names, layout)
         codes = np.full(len(node_names), UNKNOWN, dtype=np.int64)
         known = index >= 0
@@ -203,7 +203,7 @@ class Placement:
             decided = self._decide(workload, args.node_names)
         if decided.remembered is not None:
             self._remember(workload, decided.remembered)
-            self.ledger.tentative(workload.uid, decided.remembered.node, max(workload.gpus, 1))
+            self.ledger.tentative(workload.uid, decided.remembered.node, workload.gpus)
         return decided.answer
 
     def prepare(self) -> None:
@@ -233,7 +233,7 @@ class Placement:
     def _decide(self, workload: model.Workload, node_names: tuple[str, ...]) -> Decided:
         """Prioritize's answer and what to remember, with no side effect but the policy's rng."""
         layout = self.ledger.layout()
-        f, free = layout.fleet, layout.free
+        f, free = layout.fleet, _free(workload, layout)
         policy = self.policies.current()
         index = self._positions(node_names, layout)
         # feasible_rows checks backend, memory and free devices (so enough devices) as filter
@@ -327,9 +327,18 @@ class Placement:
         node = self.ledger.node(args.node)
         if node is None:
             return protocol.binding_result(f"unknown node {args.node}")
+        if not acceptable_backends(workload, node):
+            return protocol.binding_result(
+                f"node {node.name} offers no backend the workload accepts: workload accepts "
+                f"{','.join(acceptable(workload)) or 'none'}; node offers {','.join(node.backends)}"
+            )
         devices = self.ledger.take(args.pod_uid, args.node, workload.gpus)
         if devices is None:
-            devices = ()  # filter already guarded capacity; bind is no capacity guard
+            held = self.ledger.holders(args.node)
+            return protocol.binding_result(
+                f"no free devices on {node.name}: needs {workload.gpus}, {node.devices} "
+                f"healthy, {sum(len(d) for d in held.values())} held by {len(held)} pods"
+            )
         annotations = self.annotations(workload, node, devices)
         try:
             await self.binder(args, annotations)
@@ -375,18 +384,26 @@ class Placement:
             values, node_scores = seen.values, seen.scores
             reason = f"kube-scheduler chose {node.name}; the policy chose {seen.node}"
         decision = decision_record(mode, node.name, values, node_scores, version, reason)
-        return {
+        annotations = {
             names.ANN_DECISION: decision,
             names.ANN_ASSIGNED_BACKEND: backend,
             names.ANN_ASSIGNED_DEVICES: ",".join(str(d) for d in devices),
             names.ANN_POLICY_VERSION: str(version),
         }
+        if node.device_ids:
+            annotations[names.ANN_ASSIGNED_DEVICE_IDS] = ",".join(map(node.device_id, devices))
+        return annotations
 
 
 def _positions(node_names: tuple[str, ...], layout: ledger_mod.Layout) -> np.ndarray:
     """Fleet index of every name (-1 when unknown)."""
     get = layout.positions.get
     return np.fromiter(map(get, node_names, itertools.repeat(-1)), np.int64, len(node_names))
+
+
+def _free(w: model.Workload, layout: ledger_mod.Layout) -> np.ndarray:
+    """What the workload needs free per node: devices, or CPU slots for zero GPUs."""
+    return layout.free if w.gpus else layout.cpu_free
 
 
 def _reason(code: int, w: model.Workload, position: int, layout: ledger_mod.Layout) -> str:
@@ -408,7 +425,9 @@ def _reason(code: int, w: model.Workload, position: int, layout: ledger_mod.Layo
         )
     if code == UNHEALTHY:
         return "node is not ready or its devices are unhealthy"
-    return f"devices busy: {int(layout.free[position])} free, needs {max(w.gpus, 1)}"
+    if w.gpus == 0:
+        return f"CPU slots busy: {int(layout.cpu_free[position])} free, needs 1"
+    return f"devices busy: {int(layout.free[position])} free, needs {w.gpus}"
 
 
 def _top(values: np.ndarray) -> np.ndarray:
