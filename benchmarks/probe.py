@@ -34,6 +34,10 @@ def p99(values: list[float]) -> float:
     return ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
 
 
+def yes(met: bool) -> str:
+    return "yes" if met else "no"
+
+
 def in_process(scrapes: int = 2000) -> dict[str, float]:
     from prometheus_client import CollectorRegistry, generate_latest
 
@@ -108,6 +112,7 @@ def process(minutes: float) -> dict[str, float]:
         "cpu_share": round(share, 5),
         "scrapes": len(latencies),
         "scrape_p50_ms": round(statistics.median(latencies), 2),
+        "scrape_p99_ms": round(p99(latencies), 2),
         "scrape_max_ms": round(max(latencies), 2),
     }
 
@@ -129,7 +134,12 @@ def main() -> int:
             "card": h100["card"],
             "date": h100["date"],
         },
-        "goals": {"scrape_p99_ms": 20, "cpu_share": 0.01, "nvml_read_ms": 5},
+        "goals": {"scrape_p99_ms": 20, "cpu_share": 0.01, "nvml_read_p99_ms": 5},
+    }
+    result["met"] = {
+        "scrape_p99_ms": scrape["p99_ms"] < 20,
+        "cpu_share": running["cpu_share"] < 0.01,
+        "nvml_read_p99_ms": h100["nvml_read_ms_p99"] < 5,
     }
     (RESULTS / "probe.json").write_text(json.dumps(result, indent=2) + "\n")
     m = result["machine"]
@@ -139,16 +149,20 @@ def main() -> int:
         f"`{result['command']}` on {m['cpu']} ({m['cores']} cores), {result['date']}, commit "
         f"{result['commit']}.",
         "",
-        "| measure | result | goal |",
-        "|---|---|---|",
+        "Goals on latency are judged on p99.",
+        "",
+        "| measure | result | goal | met |",
+        "|---|---|---|---|",
         f"| one scrape, 8 simulated GPUs (cuda+vulkan, DCGM on), {scrape['scrapes']} scrapes "
         f"| p50 {scrape['p50_ms']} ms, p99 {scrape['p99_ms']} ms ({scrape['page_bytes']} bytes) "
-        "| p99 under 20 ms |",
+        f"| p99 under 20 ms | {yes(result['met']['scrape_p99_ms'])} |",
         f"| probe process CPU at a 15 s interval over {running['minutes']:g} min, scraped every "
         f"15 s (this machine: cpu backend only) | {running['cpu_share'] * 100:.2f}% of one core "
-        f"(scrape p50 {running['scrape_p50_ms']} ms) | under 1% |",
+        f"(scrape p50 {running['scrape_p50_ms']} ms, p99 {running['scrape_p99_ms']} ms) "
+        f"| under 1% | {yes(result['met']['cpu_share'])} |",
         f"| one full NVML read of an {h100['card']} ({h100['date'][:10]}) | p50 "
-        f"{h100['nvml_read_ms']:.1f} ms, p99 {h100['nvml_read_ms_p99']:.1f} ms | under 5 ms |",
+        f"{h100['nvml_read_ms']:.1f} ms, p99 {h100['nvml_read_ms_p99']:.1f} ms "
+        f"| p99 under 5 ms | {yes(result['met']['nvml_read_p99_ms'])} |",
     ]
     (RESULTS / "probe.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

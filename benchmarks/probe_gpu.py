@@ -81,7 +81,7 @@ def main(out_dir: Path) -> int:
         times.append((time.perf_counter() - start) * 1000)
     times.sort()
     nvml_ms = {"p50": statistics.median(times), "p99": times[int(0.99 * (len(times) - 1))]}
-    checks["one full NVML read under 5 ms"] = nvml_ms["p50"] < 5
+    checks["one full NVML read under 5 ms (p99)"] = nvml_ms["p99"] < 5
     registry = CollectorRegistry()
     registry.register(collector.ProbeCollector(lambda: reading))
     page = generate_latest(registry).decode()
