@@ -33,15 +33,23 @@ class NodeReading:
 
     def gpus(self) -> list[readings.Device]:
         """Distinct GPUs: NVML's, then Vulkan and Metal GPUs not already seen; never CPUs."""
+        return [device for _, device in self.gpu_entries()]
+
+    def gpu_entries(self) -> list[tuple[str, readings.Device]]:
+        """(backend, device) of each distinct GPU, in ``gpus`` order.
+
+        The position is the device's megagpu index (annotations, GpuNode ``status.devices``,
+        device plugin).
+        """
         cuda = self.backend("cuda")
-        found = list(cuda.devices) if cuda and cuda.available else []
+        found = [("cuda", d) for d in cuda.devices] if cuda and cuda.available else []
         for name in ("vulkan", "metal"):
             other = self.backend(name)
             for device in other.devices if other and other.available else []:
                 if device.kind in ("gpu", "integrated") and not any(
-                    vulkan.same_device(device, seen) for seen in found
+                    vulkan.same_device(device, seen) for _, seen in found
                 ):
-                    found.append(device)
+                    found.append((name, device))
         return found
 
     def to_json(self) -> dict[str, Any]:

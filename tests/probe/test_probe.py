@@ -220,3 +220,34 @@ def test_simulated_nodes_publish_plausible_values():
     assert 0 <= device["utilization"] <= 1 and device["usedMiB"] <= device["memoryMiB"]
     assert gpunodes.status(readings_["m2-ultra-0"])["summary"]["devices"] == 1
     assert gpunodes.status(readings_["cpu-0"])["summary"]["devices"] == 0
+
+
+def test_gpunode_names_each_gpu_once_with_index_id_and_health():
+    from megagpu.kube import gpunodes
+
+    reading = node.NodeReading(
+        "n",
+        [
+            readings.Backend(
+                "cuda",
+                True,
+                devices=[
+                    readings.Device(0, "H100", uuid="GPU-a"),
+                    readings.Device(1, "H100", uuid="GPU-b", healthy=False),
+                ],
+            ),
+            readings.Backend(
+                "vulkan",
+                True,
+                devices=[
+                    readings.Device(0, "H100", uuid="gpu-a"),
+                    readings.Device(1, "W7900", uuid=""),
+                ],
+            ),
+        ],
+    )
+    assert gpunodes.status(reading)["devices"] == [
+        {"index": 0, "id": "GPU-a", "uuid": "GPU-a", "backend": "cuda", "healthy": True},
+        {"index": 1, "id": "GPU-b", "uuid": "GPU-b", "backend": "cuda", "healthy": False},
+        {"index": 2, "id": "vulkan-2", "uuid": "", "backend": "vulkan", "healthy": True},
+    ]
