@@ -4,8 +4,8 @@ The assignment comes as ``MEGAGPU_BACKEND`` and ``MEGAGPU_DEVICES``, which the o
 from the pod's ``megagpu.io/assigned-backend`` and ``megagpu.io/assigned-devices`` annotations
 (DESIGN 9.2): a backend and a comma list of device indices, ``0,1``, or empty for none. The
 indices are the probe's, on the node: NVML's for cuda (PCI bus order) and
-``vkEnumeratePhysicalDevices`` order for vulkan. The annotation carries no UUIDs, so the
-variables below name devices by index.
+``vkEnumeratePhysicalDevices`` order for vulkan. Device ids (``megagpu.io/assigned-device-ids``)
+do not reach the environment, so the variables below name devices by index.
 
 Pure: the environment comes in as a mapping and the variables to set go out as a dict.
 """
