@@ -7,12 +7,8 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from megagpu.cli import cluster, components, simulate, tools, workload
+from megagpu.cli import cluster, components, execute, simulate, tools, workload
 from megagpu.cli.errors import UsageError
-
-PLANNED = {
-    "exec": ("5", "run a command with CUDA_VISIBLE_DEVICES and friends set from the assignment"),
-}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -177,9 +173,17 @@ def _parser() -> argparse.ArgumentParser:
     uni = sub.add_parser("uninstall", help="clear megagpu finalizers (before helm uninstall)")
     uni.add_argument("--kubeconfig", type=Path, help="default: in-cluster, then $KUBECONFIG")
     workload.add_parser(sub)
-    for name, (issue, what) in PLANNED.items():
-        planned = sub.add_parser(name, help=f"{what} (planned: issue {issue})")
-        planned.add_argument("args", nargs=argparse.REMAINDER)
+    ex = sub.add_parser(
+        "exec",
+        help="run a command that uses only the pod's assigned devices (CUDA_VISIBLE_DEVICES...)",
+        usage="megagpu exec [-h] -- CMD [ARG ...]",
+        description="Set the variables each runtime reads (CUDA_VISIBLE_DEVICES and"
+        " CUDA_DEVICE_ORDER for cuda, GGML_VK_VISIBLE_DEVICES for vulkan, none for metal and cpu)"
+        " from MEGAGPU_BACKEND and MEGAGPU_DEVICES, then replace this process with CMD.",
+        epilog="Exit status: CMD's own; 127 when CMD is not found, 126 when it cannot run, 2 when"
+        " MEGAGPU_BACKEND or MEGAGPU_DEVICES is missing or malformed.",
+    )
+    ex.add_argument("cmd", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     return parser
 
 
@@ -190,13 +194,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.command_line = "megagpu " + " ".join(sys.argv[1:] if argv is None else argv)
     if args.command is None:
         parser.print_help()
-        return 2
-    if args.command in PLANNED:
-        issue, what = PLANNED[args.command]
-        print(
-            f"megagpu {args.command}: not built yet; it will {what} (issue {issue})",
-            file=sys.stderr,
-        )
         return 2
     handlers: dict[str, Callable[[argparse.Namespace], int]] = {
         "sim": simulate.cmd_sim,
@@ -211,6 +208,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "uninstall": tools.cmd_uninstall,
         "crds": tools.cmd_crds,
         "bench-workload": workload.cmd_bench_workload,
+        "exec": execute.cmd_exec,
     }
     try:
         return handlers[args.command](args)
