@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 CACHE := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/megagpu
 PYTEST_ARGS ?=
 
-.PHONY: install host-packages shaders binaries prometheus demo tui-demo chart-crds e2e-kind test unit e2e e2e-scale lint bench bench-devcluster bench-extender bench-sim bench-tui bench-probe dev-up dev-down clean
+.PHONY: install host-packages shaders binaries image prometheus demo tui-demo chart-crds e2e-kind test unit e2e e2e-scale lint bench bench-devcluster bench-extender bench-sim bench-tui bench-probe dev-up dev-down clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -42,6 +42,12 @@ binaries: $(STAMP) $(HOST_STAMP)
 	$(BIN)/megagpu dev build
 	ln -sf "$$($(BIN)/python -c 'from megagpu.devcluster import binaries; print(binaries.binary("kubectl"))')" $(BIN)/kubectl
 	ln -sf "$$($(BIN)/python -c 'from megagpu.devcluster import binaries; print(binaries.binary("helm"))')" $(BIN)/helm
+
+# The project's image from the Dockerfile without a Docker daemon (localhost/megagpu:dev, on a
+# Debian base made with mmdebstrap), the kube-scheduler and pause images of the pinned release;
+# all cached, and loaded into every real node of a running dev cluster.
+image: binaries
+	$(BIN)/megagpu dev image
 
 # A real Prometheus server (Debian's package, unpacked into the cache; no service is started).
 PROM_DIR := $(CACHE)/prometheus-deb12
