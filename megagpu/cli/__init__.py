@@ -75,6 +75,12 @@ def _parser() -> argparse.ArgumentParser:
     devsub.add_parser("status", help="exit 0 when the cluster is up and ready, 1 otherwise")
     devsub.add_parser("kubeconfig", help="print the kubeconfig path (exit 1 without a cluster)")
     devsub.add_parser("build", help="build the cluster binaries into the cache (once)")
+    img = devsub.add_parser(
+        "image",
+        help="build localhost/megagpu:dev (the Dockerfile, no Docker daemon), kube-scheduler and"
+        " pause images; load them into every running real node",
+    )
+    img.add_argument("--no-load", action="store_true", help="build (or reuse) only")
 
     ext = sub.add_parser(
         "extender",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from typing import Any
 
 from megagpu.cli.components import cmd_runtime
@@ -10,7 +11,7 @@ from megagpu.cli.simulate import print_table, run_with_progress
 
 
 def cmd_dev(args: argparse.Namespace) -> int:
-    """``megagpu dev up | down | status | kubeconfig | build | runtime``."""
+    """``megagpu dev up | down | status | kubeconfig | build | image | runtime``."""
     from megagpu.devcluster import binaries, cluster, scheduler
 
     def out(line: str) -> None:
@@ -41,6 +42,8 @@ def cmd_dev(args: argparse.Namespace) -> int:
         state = f"built in {spent:.0f}s" if spent else "cached"
         out(f"binaries in {binaries.bin_dir()} ({state})")
         return 0
+    if args.dev_command == "image":
+        return _dev_image(args.no_load, out)
     if args.dev_command == "status":
         problems = cluster.problems(cluster.paths())
         for line in problems:
@@ -49,6 +52,19 @@ def cmd_dev(args: argparse.Namespace) -> int:
             out(f"dev cluster is up and ready; kubeconfig: {cluster.paths().kubeconfig}")
         return 1 if problems else 0
     print(cluster.kubeconfig())
+    return 0
+
+
+def _dev_image(no_load: bool, out: Callable[[str], None]) -> int:
+    """Build the images (cached), then load them into every real node that runs."""
+    from megagpu.devcluster import binaries, images
+
+    archives = images.build_all(out)
+    sockets = [] if no_load else images.real_node_sockets()
+    if sockets:
+        images.load_all(archives, binaries.binary("ctr"), sockets, out)
+    elif not no_load:
+        out("no real node runs, so nothing was loaded (megagpu dev up --real-nodes N loads them)")
     return 0
 
 
