@@ -1,6 +1,6 @@
 """Images without a registry: built here, saved as archives, imported into real nodes' containerd.
 
-Three images (DESIGN section 6, issue 15):
+Three images (DESIGN section 6):
 
 - ``localhost/megagpu:dev``: the repository's Dockerfile, built by buildah on a Debian base made
   from packages (the Dockerfile's ``PYTHON_IMAGE`` argument), since no registry can be reached.
@@ -227,6 +227,6 @@ def load_all(
 def real_node_sockets() -> list[Path]:
     """The containerd sockets of the running dev cluster's real nodes ([] when none run).
 
-    Hook for the real nodes (issue 15 item 1), which know where their containerd listens.
+    Hook for the real nodes, which know where their containerd listens.
     """
     return []
