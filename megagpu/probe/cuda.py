@@ -116,6 +116,7 @@ class Cuda:
                 name=name,
                 uuid=uuid,
                 pci_bus_id=_text(nvml.nvmlDeviceGetPciInfo(handle).busId),
+                minor=_na(lambda: nvml.nvmlDeviceGetMinorNumber(handle), nvml),
                 memory_bytes=memory.total if memory else None,
                 used_bytes=memory.used if memory else None,
                 utilization=util.gpu / 100 if util else None,

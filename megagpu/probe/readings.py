@@ -31,6 +31,8 @@ class Device:
     compute_capability: str = ""
     fp64: bool | None = None
     fp16: bool | None = None
+    minor: int | None = None
+    """Device node minor number (NVIDIA: ``/dev/nvidia<minor>``)."""
     kind: str = "gpu"
     """gpu, integrated, cpu (Vulkan CPU devices such as lavapipe are not GPUs)."""
     healthy: bool = True

@@ -45,6 +45,9 @@ class FakeNVML(types.SimpleNamespace):
     def nvmlDeviceGetPciInfo(self, h):
         return types.SimpleNamespace(busId=b"00000000:00:06.0")
 
+    def nvmlDeviceGetMinorNumber(self, h):
+        return 0
+
     def nvmlDeviceGetMemoryInfo(self, h):
         return types.SimpleNamespace(total=80 * 2**30, used=2**30)
 
