@@ -150,6 +150,28 @@ def _parser() -> argparse.ArgumentParser:
         default="megagpu",
         help="megagpu: advertise megagpu.io/gpu on the Node; vendor: the device plugin does",
     )
+    pr.add_argument(
+        "--device-plugin",
+        action="store_true",
+        help="serve the kubelet device plugin for megagpu.io/gpu (the kubelet then advertises it)",
+    )
+    pr.add_argument(
+        "--kubelet-dir",
+        default="/var/lib/kubelet",
+        help="the kubelet's root dir: device-plugins/ and pod-resources/ sockets are in it",
+    )
+    pr.add_argument("--cdi", action="store_true", help="hand NVIDIA GPUs over as CDI names")
+    pr.add_argument(
+        "--simulated-devices",
+        type=int,
+        default=0,
+        metavar="N",
+        help="N simulated devices (character devices in --sim-dir) on a node without GPUs",
+    )
+    pr.add_argument("--simulated-backend", choices=("cuda", "vulkan"), default="cuda")
+    pr.add_argument("--simulated-class", default="sim", help="device class (gpu.product label)")
+    pr.add_argument("--simulated-memory-mib", type=int, default=16384, help="per device")
+    pr.add_argument("--sim-dir", default="/dev/megagpu-sim", help="where simulated devices live")
     pol = sub.add_parser("policy", help="show, reset, export, import or roll back the Q-state")
     pol.add_argument("action", choices=("show", "reset", "export", "import", "rollback"))
     pol.add_argument("file", nargs="?", type=Path, help="import: the Q-state JSON document")

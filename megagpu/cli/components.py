@@ -123,11 +123,24 @@ def cmd_runtime(args: argparse.Namespace) -> int:
 def cmd_probe(args: argparse.Namespace) -> int:
     """``megagpu probe``: one reading, or metrics and GpuNode publishing in a loop."""
     import os
+    import socket
     import time
 
-    from prometheus_client import CollectorRegistry, generate_latest, start_http_server
+    from prometheus_client import CollectorRegistry, generate_latest
 
-    from megagpu.probe import collector, cpu, cuda, health, metal, node, schedule, simulated, vulkan
+    from megagpu.probe import (
+        collector,
+        cpu,
+        cuda,
+        endpoints,
+        health,
+        metal,
+        node,
+        plugin_devices,
+        schedule,
+        simulated,
+        vulkan,
+    )
 
     sources = [cuda.Cuda(), vulkan.Vulkan(), metal.Metal(), cpu.Cpu()]
     hostname = args.node_name or os.environ.get("NODE_NAME")
@@ -139,8 +152,14 @@ def cmd_probe(args: argparse.Namespace) -> int:
     runs = {"cuda": cuda.benchmark, "cpu": lambda _: cpu.benchmark()}
     benchmarks = schedule.BenchmarkSchedule(runs, args.benchmark_every)
 
+    sim = _simulated_devices(args)
+
     def read() -> node.NodeReading:
-        reading = gate.apply(node.read(sources, hostname))
+        reading = node.read(sources, hostname)
+        if sim is not None:  # stands in for the backend it is offered under
+            fake = sim.reading()
+            reading.backends = [b for b in reading.backends if b.name != fake.name] + [fake]
+        reading = gate.apply(reading)
         if args.benchmarks:
             for backend in reading.backends:
                 benchmarks.apply(backend)
@@ -165,11 +184,8 @@ def cmd_probe(args: argparse.Namespace) -> int:
         else:
             print(generate_latest(registry).decode(), end="")
         return 0
-    host, port = _host_port(args.listen)
-    start_http_server(port, addr=host, registry=registry)
-    print(f"probe metrics on http://{host}:{port}/metrics", flush=True)
-    publish = None
-    if args.publish or args.simulate:
+    publish, plugin = None, None
+    if args.publish or args.simulate or args.device_plugin:
         from kubernetes import client
 
         from megagpu.kube import client as kube_client
@@ -177,17 +193,73 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
         api = kube_client.api_client(args.kubeconfig)
         custom, core = client.CustomObjectsApi(api), client.CoreV1Api(api)
+        if args.device_plugin:
+            if args.simulate:
+                raise UsageError("--device-plugin serves one real node; --simulate has none")
+            plugin = _device_plugin(args, core, hostname or socket.gethostname())
+        # with the device plugin the kubelet advertises megagpu.io/gpu itself
+        mode = "vendor" if plugin is not None else args.resource_mode
 
         def publish(reading: node.NodeReading) -> None:
             gpunodes.publish(custom, reading)
             if not args.simulate:  # fake nodes keep the labels `megagpu dev up` gave them
-                gpunodes.publish_node(core, reading.hostname, reading, args.resource_mode)
+                gpunodes.publish_node(core, reading.hostname, reading, mode)
 
+    def not_ready() -> str:
+        if plugin is None or plugin.ready:
+            return ""
+        return f"device plugin not registered with the kubelet ({plugin.dir}/kubelet.sock)"
+
+    host, port = _host_port(args.listen)
+    endpoints.serve(host, port, registry, not_ready)
+    print(f"probe metrics on http://{host}:{port}/metrics, readiness /readyz", flush=True)
     while True:
         for reader in readers:
-            if publish is not None:
-                try:
-                    publish(reader())
-                except Exception as e:  # noqa: BLE001 - the API away must not stop the probe
-                    print(f"publishing failed, retrying next round: {e}", flush=True)
+            try:
+                reading = reader()
+                if plugin is not None:
+                    plugin.update(plugin_devices.from_reading(reading, sim_dir=args.sim_dir))
+                if publish is not None and (args.publish or args.simulate):
+                    publish(reading)
+            except Exception as e:  # noqa: BLE001 - the API away must not stop the probe
+                print(f"probe round failed, retrying next round: {e}", flush=True)
         time.sleep(args.interval)
+
+
+def _simulated_devices(args: argparse.Namespace) -> Any:
+    """``--simulated-devices N``: character devices standing in for GPUs (None without)."""
+    if not args.simulated_devices:
+        return None
+    from megagpu.probe import plugin_devices
+
+    try:
+        sim = plugin_devices.SimulatedDevices(
+            args.simulated_devices,
+            args.simulated_backend,
+            args.simulated_class,
+            args.simulated_memory_mib,
+            args.sim_dir,
+        )
+        sim.create()
+    except (OSError, ValueError) as e:
+        raise UsageError(
+            f"cannot make {args.simulated_devices} simulated devices in {args.sim_dir}: {e} "
+            "(mknod needs root or CAP_MKNOD)"
+        ) from e
+    return sim
+
+
+def _device_plugin(args: argparse.Namespace, core: Any, node_name: str) -> Any:
+    """The kubelet device plugin for megagpu.io/gpu on this node, started."""
+    import logging
+
+    from megagpu.kube import names
+    from megagpu.probe import deviceplugin
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    pods = deviceplugin.ClusterPods(args.kubelet_dir, names.RESOURCE_GPU, core, node_name)
+    plugin = deviceplugin.DevicePlugin(
+        f"{args.kubelet_dir}/device-plugins", names.RESOURCE_GPU, pods, cdi=args.cdi
+    )
+    plugin.start()
+    return plugin

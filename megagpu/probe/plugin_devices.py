@@ -63,6 +63,7 @@ def from_reading(
     reading: node.NodeReading,
     sysfs: str = "/sys",
     exists: Callable[[str], bool] = os.path.exists,
+    sim_dir: str = SIM_DIR,
 ) -> list[PluginDevice]:
     """The node's GPUs (each once) with their device nodes, in megagpu index order."""
     out = []
@@ -70,7 +71,7 @@ def from_reading(
         gpunodes.device_list(reading), reading.gpu_entries(), strict=True
     ):
         if device.uuid.startswith("sim-"):
-            paths = [f"{SIM_DIR}/gpu{device.index}"]
+            paths = [f"{sim_dir}/gpu{device.index}"]
         else:
             paths = _render_node(device.pci_bus_id, sysfs)
             if backend == "cuda":
@@ -125,7 +126,10 @@ def handover(
 
 
 class SimulatedDevices:
-    """Character devices ``<dir>/gpu<i>`` standing in for GPUs on a node without any."""
+    """Character devices ``<dir>/gpu<i>`` standing in for GPUs on a node without any.
+
+    Their product name is the device class, so the node is labelled as the cluster spec says.
+    """
 
     def __init__(
         self, count: int, backend: str, device_class: str, memory_mib: int, path: str = SIM_DIR
@@ -155,7 +159,7 @@ class SimulatedDevices:
             devices.append(
                 readings.Device(
                     index=i,
-                    name=f"{self.device_class} (simulated)",
+                    name=self.device_class,
                     uuid=f"sim-{i}",
                     memory_bytes=self.memory_mib * 2**20 or None,
                     healthy=present and not sick,

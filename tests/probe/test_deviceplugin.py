@@ -183,3 +183,24 @@ def test_a_restarted_kubelet_gets_a_new_registration(directory, plugin):
             assert stub.GetDevicePluginOptions(pb.Empty(), timeout=5)
     finally:
         second.stop()
+
+
+def test_readyz_says_why_the_probe_is_not_ready():
+    from prometheus_client import CollectorRegistry
+
+    from megagpu.probe import endpoints
+
+    problem = ["device plugin not registered with the kubelet"]
+    app = endpoints.app(CollectorRegistry(), lambda: problem[0])
+    statuses = []
+
+    def get(path):
+        body = b"".join(
+            app({"PATH_INFO": path, "REQUEST_METHOD": "GET"}, lambda s, h: statuses.append(s))
+        )
+        return statuses[-1], body.decode()
+
+    assert get("/readyz") == ("503 Service Unavailable", problem[0] + "\n")
+    assert get("/healthz") == ("200 OK", "ok\n")
+    problem[0] = ""
+    assert get("/readyz") == ("200 OK", "ok\n")
