@@ -19,10 +19,10 @@ install: $(STAMP)
 
 # Debian packages the real nodes, the image build and the Vulkan workloads need (runc, CNI
 # plugins, iptables for kube-proxy, buildah and mmdebstrap for images without a Docker daemon,
-# glslang for the SPIR-V shaders, Mesa's lavapipe as a Vulkan device without a GPU). Installed
-# once; the stamp lists them, so adding one installs again.
+# gcc and libc6-dev for the static pause, glslang for the SPIR-V shaders, Mesa's lavapipe as a
+# Vulkan device without a GPU). Installed once; the stamp lists them, so adding one installs again.
 HOST_PACKAGES := runc containernetworking-plugins iptables conntrack buildah mmdebstrap uidmap \
-  glslang-tools mesa-vulkan-drivers libvulkan1
+  gcc libc6-dev glslang-tools mesa-vulkan-drivers libvulkan1
 HOST_STAMP := $(CACHE)/host-packages.stamp
 $(HOST_STAMP): Makefile
 	@if [ "$$(cat $@ 2>/dev/null)" != "$(HOST_PACKAGES)" ]; then \
