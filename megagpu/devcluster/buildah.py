@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 from dataclasses import dataclass
@@ -25,7 +26,8 @@ class Buildah:
     root: Path
     """Images and layers (in the cache, so that they survive reboots)."""
     runroot: Path
-    """Locks and mount state (under ``/run``: cleared by a reboot, as buildah expects)."""
+    """Locks and mount state, one per root (under ``/run``: cleared by a reboot, as buildah
+    expects)."""
     driver: str
 
     def argv(self, *args: str) -> list[str]:
@@ -45,7 +47,8 @@ class Buildah:
 def storage(root: Path) -> Buildah:
     """The storage at ``root``; its driver is chosen once (overlay, else vfs) and remembered."""
     exe = buildsteps.require("buildah")
-    runroot = Path(os.environ.get("XDG_RUNTIME_DIR") or "/run") / "megagpu-buildah"
+    runtime = Path(os.environ.get("XDG_RUNTIME_DIR") or "/run")
+    runroot = runtime / f"megagpu-buildah-{hashlib.sha256(bytes(root)).hexdigest()[:12]}"
     chosen = root.parent / f"{root.name}.driver"
     root.parent.mkdir(parents=True, exist_ok=True)
     if chosen.exists():
@@ -93,10 +96,12 @@ def bud_argv(
 ) -> list[str]:
     """``buildah bud`` of ``context``'s Dockerfile.
 
-    Chroot isolation (no OCI runtime, no cgroups), cached layers, the Docker image format (its
-    config digest is the image ID an archive names), local bases only.
+    Chroot isolation (no OCI runtime, no cgroups), cached layers, no container left behind by a
+    failed step, the Docker image format (its config digest is the image ID an archive names),
+    local bases only.
     """
-    args = ["bud", "--isolation", "chroot", "--layers", "--format", "docker", "--pull=never"]
+    args = ["bud", "--isolation", "chroot", "--layers", "--force-rm", "--format", "docker"]
+    args += ["--pull=never"]
     for key, value in build_args.items():
         args += ["--build-arg", f"{key}={value}"]
     if CA_BUNDLE.exists():

@@ -16,7 +16,7 @@ TAIL_LINES = 40
 """Lines of a failed step kept for its diagnosis (the full output is in its log file)."""
 
 DEBIAN_UNREACHABLE = (
-    "Failed to fetch",
+    "E: Failed to fetch",
     "Temporary failure resolving",
     "Could not resolve",
     "Could not connect",
@@ -24,16 +24,20 @@ DEBIAN_UNREACHABLE = (
     "Connection failed",
     "Connection timed out",
 )
+"""apt's words when the mirror cannot be reached (most telling first: the URL and the cause)."""
 PYPI_UNREACHABLE = (
-    "No matching distribution found",
-    "Could not find a version that satisfies",
     "Failed to establish a new connection",
     "Temporary failure in name resolution",
     "CERTIFICATE_VERIFY_FAILED",
     "SSLError",
     "ProxyError",
     "Read timed out",
+    "(from versions: none)",
 )
+"""pip's words when the index cannot be reached (most telling first; ``versions: none`` last, as
+a package that does not exist gives it too)."""
+LINE_CHARS = 240
+"""A quoted line is cut to this length (the log has it whole)."""
 RETRY = "then run `make image` again (what was built so far is cached)"
 
 
@@ -51,21 +55,30 @@ def require(tool: str) -> str:
 def diagnose(step: str, returncode: int, tail: Sequence[str], log: Path) -> str:
     """A short message for a failed step: what failed and what to do."""
     lines = [line.strip() for line in tail if line.strip()]
-    for line in lines:
-        if any(mark in line for mark in DEBIAN_UNREACHABLE):
-            return (
-                f"{step}: the Debian package mirror (deb.debian.org) cannot be reached "
-                f"({line}); check this machine's network or proxy (http_proxy), {RETRY}"
-            )
-    for line in lines:
-        if any(mark in line for mark in PYPI_UNREACHABLE):
-            return (
-                f"{step}: the Python package index (pypi.org) cannot be reached from the build "
-                f"({line}); check the network, and that /etc/ssl/certs/ca-certificates.crt "
-                f"holds the certificate authority your proxy needs, {RETRY}"
-            )
+    debian = _first(lines, DEBIAN_UNREACHABLE)
+    if debian:
+        return (
+            f"{step}: the Debian package mirror (deb.debian.org) cannot be reached "
+            f"({debian}); check this machine's network or proxy (http_proxy), {RETRY}"
+        )
+    pypi = _first(lines, PYPI_UNREACHABLE)
+    if pypi:
+        return (
+            f"{step}: the Python package index (pypi.org) cannot be reached from the build "
+            f"({pypi}); check the network, and that /etc/ssl/certs/ca-certificates.crt holds "
+            f"the certificate authority your proxy needs, {RETRY}"
+        )
     last = lines[-1] if lines else "no output"
     return f"{step} failed (exit {returncode}): {last}; the whole output is in {log}"
+
+
+def _first(lines: Sequence[str], marks: Sequence[str]) -> str | None:
+    """The first line with the earliest of ``marks`` that any line has."""
+    for mark in marks:
+        for line in lines:
+            if mark in line:
+                return line if len(line) <= LINE_CHARS else line[: LINE_CHARS - 3] + "..."
+    return None
 
 
 def run(

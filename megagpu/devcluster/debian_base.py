@@ -68,11 +68,14 @@ def ensure_rootfs(recipe: Recipe, directory: Path, out: buildsteps.Output) -> Pa
         return tarball
     out(f"base root filesystem: Debian {recipe.suite} with {', '.join(recipe.packages)} (once)")
     partial = tarball.with_suffix(".partial")
-    buildsteps.run(
-        "the Debian base (mmdebstrap)",
-        recipe.mmdebstrap_argv(partial),
-        directory / "logs" / "mmdebstrap.log",
-        out,
-    )
-    os.replace(partial, tarball)
+    try:
+        buildsteps.run(
+            "the Debian base (mmdebstrap)",
+            recipe.mmdebstrap_argv(partial),
+            directory / "logs" / "mmdebstrap.log",
+            out,
+        )
+        os.replace(partial, tarball)
+    finally:
+        partial.unlink(missing_ok=True)
     return tarball
