@@ -218,7 +218,8 @@ def cmd_probe(args: argparse.Namespace) -> int:
             try:
                 reading = reader()
                 if plugin is not None:
-                    plugin.update(plugin_devices.from_reading(reading, sim_dir=args.sim_dir))
+                    found = plugin_devices.from_reading(reading, sim_dir=args.sim_dir)
+                    plugin.update(plugin_devices.offered(found, args.resource_mode))
                 if publish is not None and (args.publish or args.simulate):
                     publish(reading)
             except Exception as e:  # noqa: BLE001 - the API away must not stop the probe

@@ -197,8 +197,12 @@ def node_from_k8s(node: dict[str, Any], gpunode: dict[str, Any] | None = None) -
     backends = tuple(
         b for b in model.BACKENDS if labels.get(names.LABEL_BACKEND.format(backend=b)) == "true"
     )
+    allocatable = status.get("allocatable") or {}
     try:
-        devices = int((status.get("allocatable") or {}).get(names.RESOURCE_GPU, "0"))
+        # one GPU is one device whichever plugin advertises it (DESIGN 4: never both)
+        devices = max(
+            int(allocatable.get(r, "0")) for r in (names.RESOURCE_GPU, names.RESOURCE_NVIDIA)
+        )
         memory = int(labels.get(names.LABEL_GPU_MEMORY, "0"))
     except ValueError:
         devices, memory = 0, 0

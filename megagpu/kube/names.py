@@ -13,6 +13,8 @@ POLICIES = "gpuschedulingpolicies"
 POLICY_NAME = "default"
 SCHEDULER_NAME = "megagpu-scheduler"
 RESOURCE_GPU = "megagpu.io/gpu"
+RESOURCE_NVIDIA = "nvidia.com/gpu"
+"""What the NVIDIA device plugin advertises (resource mode ``vendor``)."""
 STATE_CONFIGMAP = "megagpu-policy-state"
 PRIORITY_CLASS = "megagpu-{priority}"
 

@@ -69,8 +69,11 @@ def render_pod(gw: dict[str, Any], attempt: int, resource_mode: str = "megagpu")
         priority=spec.get("priority", "normal")
     )
     pod_spec["affinity"] = _affinity(pod_spec.get("affinity"), backends)
+    # only the first container (the workload's own) asks for the devices: the kubelet would
+    # count a limit on every container as that many more devices
     pod_spec["containers"] = [
-        _container(c, gpus, backends, resource_mode) for c in pod_spec["containers"]
+        _container(c, gpus if i == 0 else 0, backends, resource_mode)
+        for i, c in enumerate(pod_spec["containers"])
     ]
     return {
         "apiVersion": "v1",
@@ -126,7 +129,7 @@ def _container(container: Any, gpus: int, backends: list[str], mode: str) -> dic
     limits = dict((c.get("resources") or {}).get("limits") or {})
     if gpus >= 1 and all(b in GPU_BACKENDS for b in backends):
         if mode == "vendor" and backends == ["cuda"]:
-            limits["nvidia.com/gpu"] = str(gpus)
+            limits[names.RESOURCE_NVIDIA] = str(gpus)
         else:
             limits[names.RESOURCE_GPU] = str(gpus)
     if limits:

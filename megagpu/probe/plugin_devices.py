@@ -91,6 +91,16 @@ def from_reading(
     return out
 
 
+def offered(devices: Sequence[PluginDevice], resource_mode: str) -> list[PluginDevice]:
+    """The devices megagpu's plugin offers: all but, in resource mode ``vendor``, NVML's.
+
+    There the NVIDIA device plugin advertises the GPUs NVML found as ``nvidia.com/gpu``.
+    """
+    if resource_mode != "vendor":
+        return list(devices)
+    return [d for d in devices if d.simulated or d.backend != "cuda"]
+
+
 def handover(
     backend: str,
     assigned_text: str,

@@ -237,3 +237,11 @@ def test_simulated_devices_are_character_devices_and_a_marker_makes_one_unhealth
         ("sim-0", ("/dev/megagpu-sim/gpu0",), True),
         ("sim-1", ("/dev/megagpu-sim/gpu1",), True),
     ]
+
+
+def test_in_vendor_mode_the_nvidia_plugin_keeps_the_gpus_nvml_found():
+    nvidia = plugin_devices.PluginDevice(0, "GPU-a", "cuda", "GPU-a")
+    amd = plugin_devices.PluginDevice(1, "vk-1", "vulkan")
+    assert plugin_devices.offered([nvidia, amd], "megagpu") == [nvidia, amd]
+    assert plugin_devices.offered([nvidia, amd], "vendor") == [amd]
+    assert plugin_devices.offered(SIM, "vendor") == SIM  # simulated: nobody else offers them
