@@ -15,11 +15,12 @@ a failure is learned as a failure, a success as "it ran", with the reward the pa
 (else its prior) implies, so a stream of such outcomes only moves a failed pair back towards what
 is known of its speed and can say nothing about which device is faster.
 
-Robustness: one outcome moves a drift or a throughput average by at most ``rate x STEP`` in log
-space (a clipped, Huber-like step), drifts stay within ``DRIFT_BOUND``, and rewards within
-``[floor, ceiling]``: a burst of mis-sized outcomes or stragglers moves the values a bounded
-amount per outcome, while a real, lasting change (every outcome saying the same) still gets
-through at the usual rate.
+Robustness: a pair's throughput average moves in log space by clipped steps (at most x1.08 per
+outcome; a declared size, an estimate, weighs a quarter of a reported one); a device's drift
+follows the median of its last five surprises, by clipped steps, within ``DRIFT_BOUND``, and only
+reported sizes move it; rewards stay within ``[floor, ceiling]``. A straggler or a mis-sized run
+moves a drift not at all and an average a bounded step, while a lasting change (every outcome
+saying the same) gets through after three outcomes.
 """
 
 from __future__ import annotations
@@ -43,7 +44,21 @@ MEMO_ENTRIES = 4096
 ROUNDING = 1e-9
 """Relative throughput differences below this are float rounding in the averages, not drift."""
 STEP = math.log(2)
+"""Largest log surprise (x2) one step of a device's drift counts for."""
+AVERAGE_STEP = 0.25
+"""Largest log surprise (x1.28) one outcome counts for in a pair's throughput average: lasting
+changes of a device reach every pair through its drift, so averages can afford to be slow."""
 """Largest log surprise one outcome counts for, in a drift or a throughput average (x2)."""
+DECLARED_WEIGHT = 0.25
+"""Weight of a declared size in a throughput average against a reported one: declarations are
+estimates (off by x0.5 to x2 is ordinary), so they move averages 4x slower."""
+SURPRISES = 5
+"""A device's drift follows the median of its last 5 surprises: one straggler or mis-sized run
+(or two) moves it not at all, a lasting change (every outcome saying it) after three."""
+DEAD = 0.15
+"""Median surprises within x1.16 leave a drift where it is: noise, not a change of the device."""
+ESTABLISHED = 1.0
+"""Evidence (in reported sizes) a pair's average needs before its surprises inform a drift."""
 DRIFT_BOUND = math.log(16)
 """A device's drift stays within x1/16 .. x16 of the speed its throughputs were learned at."""
 
@@ -126,10 +141,13 @@ class Params:
 class Cell:
     """One learned (key, action) entry: value, visits and throughput average."""
 
-    __slots__ = ("q", "n", "throughput")
+    __slots__ = ("q", "n", "throughput", "seen")
 
-    def __init__(self, q: float, n: int = 0, throughput: float = 0.0) -> None:
+    def __init__(self, q: float, n: int = 0, throughput: float = 0.0, seen: float = 0.0) -> None:
         self.q, self.n, self.throughput = q, n, throughput
+        self.seen = seen
+        """Outcomes of known size averaged into ``throughput`` (a declared size counts
+        ``DECLARED_WEIGHT``): a running mean of the first ones, then a moving average."""
 
 
 Table = dict[str, dict[str, Cell]]
@@ -162,6 +180,8 @@ class QPolicy:
         """Workload key -> (type, compute intensity, precision, backends), for the prior."""
         self.benchmarks: dict[str, tuple[float, float, float, float]] = {}
         """Action key -> (backend efficiency, fp16 TFLOPS, fp32 TFLOPS, GB/s)."""
+        self.surprises: dict[str, deque[float]] = {}
+        """Action key -> its last ``SURPRISES`` log throughput ratios to the pairs' averages."""
         self.drift: dict[str, float] = {}
         """Action key -> log speed factor since its throughputs were learned; Q values, cell
         throughputs and replayed throughputs are all net of it, ``values`` adds it."""
@@ -396,10 +416,14 @@ class QPolicy:
         self.benchmarks.setdefault(akey, (prior.efficiency(outcome.backend), 1.0, 1.0, 1.0))
         throughput = 0.0
         if outcome.sized:
-            throughput = self._net_of_drift(wkey, akey, outcome.throughput)
+            reported = outcome.work_source == "reported"
+            throughput = self._net_of_drift(wkey, akey, outcome.throughput, moves=reported)
+            weight = 1.0 if reported else DECLARED_WEIGHT
             for table, key in ((self.workloads, wkey), (self.models, mkey)):
                 cell = self._cell(table, key, wkey, mkey, akey)
-                cell.throughput = _toward(cell.throughput, throughput, self.params.throughput_ema)
+                cell.seen += weight
+                rate = weight * max(self.params.throughput_ema, 1 / cell.seen)
+                cell.throughput = _toward(cell.throughput, throughput, rate)
         item = replay.Transition(
             wkey,
             mkey,
@@ -421,17 +445,22 @@ class QPolicy:
         self.version += 1
         return True
 
-    def _net_of_drift(self, wkey: str, akey: str, throughput: float) -> float:
+    def _net_of_drift(self, wkey: str, akey: str, throughput: float, moves: bool) -> float:
         """Move the device's drift toward this outcome's surprise; the throughput net of it.
 
         The surprise is measured against the pair's own average, so only pairs seen before
-        inform the drift (a new pair says nothing about change).
+        inform the drift (a new pair says nothing about change), and the median of the
+        device's last ``SURPRISES`` (stragglers are outvoted). ``moves``: the size was measured
+        (reported); a declared size is too rough to tell a device's change from its own error,
+        so it never moves a drift.
         """
         drift = self.drift.get(akey, 0.0)
         cell = self.workloads.get(wkey, {}).get(akey)
-        if cell is not None and cell.throughput > 0:
-            surprise = math.log(throughput / cell.throughput) - drift
-            if abs(surprise) > ROUNDING:
+        if moves and cell is not None and cell.seen >= ESTABLISHED:
+            recent = self.surprises.setdefault(akey, deque(maxlen=SURPRISES))
+            recent.append(math.log(throughput / cell.throughput))
+            surprise = float(np.median(recent)) - drift if len(recent) == SURPRISES else 0.0
+            if abs(surprise) > DEAD:
                 drift += self.params.drift_rate * _clip(surprise, STEP)
                 drift = _clip(drift, DRIFT_BOUND)
                 self.drift[akey] = drift
@@ -518,6 +547,6 @@ def _clip(value: float, bound: float) -> float:
 
 def _toward(average: float, observed: float, rate: float) -> float:
     """A throughput average moved toward ``observed`` in log space by a clipped step."""
-    if average <= 0:
+    if average <= 0 or rate >= 1:
         return observed
-    return average * math.exp(rate * _clip(math.log(observed / average), STEP))
+    return average * math.exp(rate * _clip(math.log(observed / average), AVERAGE_STEP))

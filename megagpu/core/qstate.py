@@ -6,6 +6,7 @@ import dataclasses
 import hashlib
 import json
 import math
+from collections import deque
 from typing import Any
 
 from megagpu.core import qpolicy, replay, reward
@@ -32,7 +33,7 @@ def _checksum(body: dict[str, Any]) -> str:
 
 def _table(table: qpolicy.Table) -> dict[str, list[float]]:
     return {
-        f"{key}|{akey}": [round(c.q, 6), c.n, round(c.throughput, 6)]
+        f"{key}|{akey}": [round(c.q, 6), c.n, round(c.throughput, 6), round(c.seen, 4)]
         for key, row in table.items()
         for akey, c in row.items()
     }
@@ -40,9 +41,10 @@ def _table(table: qpolicy.Table) -> dict[str, list[float]]:
 
 def _untable(flat: dict[str, list[float]]) -> qpolicy.Table:
     table: qpolicy.Table = {}
-    for joined, (q, n, thr) in flat.items():
+    for joined, (q, n, thr, *seen) in flat.items():
         key, _, akey = joined.rpartition("|")
-        table.setdefault(key, {})[akey] = qpolicy.Cell(float(q), int(n), float(thr))
+        count = float(seen[0]) if seen else float(float(thr) > 0)
+        table.setdefault(key, {})[akey] = qpolicy.Cell(float(q), int(n), float(thr), count)
     return table
 
 
@@ -58,6 +60,7 @@ def to_document(policy: qpolicy.QPolicy) -> dict[str, Any]:
             "models": _table(policy.models),
             "context": [round(x, 6) for x in policy.theta],
             "drift": {k: round(v, 6) for k, v in policy.drift.items()},
+            "surprises": {k: [round(x, 6) for x in v] for k, v in policy.surprises.items()},
             "classes": list(policy.classes),
             "profiles": {k: list(v) for k, v in policy.profiles.items()},
             "benchmarks": {k: list(v) for k, v in policy.benchmarks.items()},
@@ -124,6 +127,9 @@ def _restore(body: dict[str, Any]) -> qpolicy.QPolicy:
     policy.models = _untable(q["models"])
     policy.theta = [float(x) for x in q["context"]]
     policy.drift = {str(k): float(v) for k, v in q.get("drift", {}).items()}
+    for k, values in q.get("surprises", {}).items():
+        recent = policy.surprises.setdefault(str(k), deque(maxlen=qpolicy.SURPRISES))
+        recent.extend(float(x) for x in values if math.isfinite(float(x)))
     policy.classes = [str(c) for c in q["classes"]]
     policy.profiles = {
         k: (str(a), float(b), str(c), str(d)) for k, (a, b, c, d) in q["profiles"].items()
