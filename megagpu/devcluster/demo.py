@@ -16,14 +16,15 @@ from megagpu.kube import names
 from megagpu.sim import simulator
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "workloads"
-SIM_WORK = {
-    "inference": "200000",
-    "training": "20000",
-    "fineTuning": "3000",
-    "embedding": "3",
-    "batchInference": "20000",
+WORK = {
+    "inference": {"amount": 200000, "unit": "tokens"},
+    "training": {"amount": 20000, "unit": "steps"},
+    "fineTuning": {"amount": 3000, "unit": "steps"},
+    "embedding": {"amount": 3, "unit": "batches"},
+    "batchInference": {"amount": 20000, "unit": "tokens"},
 }
-"""Simulated work per type: minutes to a few hours on the dev cluster's devices."""
+"""``spec.work`` declared per type where an example has none: minutes to a few hours on the dev
+cluster's devices (the simulated runtime also reports it, as a container would)."""
 
 
 class Wave(NamedTuple):
@@ -55,9 +56,7 @@ def run_wave(
         for example in examples():
             body = copy.deepcopy(example)
             body["metadata"] = {"name": f"{example['metadata']['name']}-w{index}-{n}"}
-            template = body["spec"].setdefault("template", {})
-            annotations = template.setdefault("metadata", {}).setdefault("annotations", {})
-            annotations.setdefault(names.ANN_SIM_WORK, SIM_WORK[body["spec"]["workloadType"]])
+            body["spec"].setdefault("work", WORK[body["spec"]["workloadType"]])
             custom.create_namespaced_custom_object(
                 names.GROUP, names.VERSION, namespace, names.GPUWORKLOADS, body
             )

@@ -70,3 +70,13 @@ def test_absent_backends_means_all_but_metal_for_several_gpus():
 def test_bad_templates_say_why(template, needle):
     with pytest.raises(render.TemplateError, match=needle):
         render.render_pod(gw(template=template), 1)
+
+
+def test_declared_work_reaches_the_pod_and_the_workload():
+    from megagpu.core import model
+    from megagpu.kube import convert
+
+    pod = render.render_pod(gw(work={"amount": 2.5e6, "unit": "tokens"}), 1)
+    assert pod["metadata"]["annotations"]["megagpu.io/work-amount"] == "2500000.0"
+    assert convert.workload_from_pod(pod).declared == model.Work(2.5e6, "tokens")
+    assert convert.workload_from_pod(render.render_pod(gw(), 1)).declared is None
