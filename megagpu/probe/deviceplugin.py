@@ -177,7 +177,7 @@ class DevicePlugin:
         cdi: bool = False,
         socket_name: str = "megagpu-gpu.sock",
         poll_s: float = 1.0,
-        backoff_s: tuple[float, float] = (1.0, 30.0),
+        backoff_s: tuple[float, float] = (0.5, 5.0),
     ) -> None:
         self.dir = Path(directory)
         """The kubelet's device-plugin directory (``/var/lib/kubelet/device-plugins``)."""
@@ -187,7 +187,8 @@ class DevicePlugin:
         self.poll_s = poll_s
         """Seconds between checks of the kubelet's socket and ours (a restart is seen within)."""
         self.backoff_s = backoff_s
-        """First and largest wait between registration attempts."""
+        """First and largest wait between attempts, seconds: small, because pods that arrive
+        while the kubelet has no plugin for the resource fail their admission."""
         self.stopping = threading.Event()
         self.registrations = 0
         """Successful registrations so far."""
@@ -276,7 +277,7 @@ class DevicePlugin:
                 if not missing_logged:
                     LOG.warning(
                         "kubelet socket %s is missing: %s is not registered (is the kubelet "
-                        "running, and %s mounted?); retrying with backoff up to %.0f s",
+                        "running, and %s mounted?); retrying with backoff up to %.1f s",
                         kubelet,
                         self.resource,
                         self.dir,
@@ -293,13 +294,13 @@ class DevicePlugin:
             try:
                 self._serve()
                 self._register(kubelet)
-            except grpc.RpcError as e:
+            except (grpc.RpcError, RuntimeError, OSError) as e:
+                why = f"{e.code()}: {e.details()}" if isinstance(e, grpc.RpcError) else str(e)
                 LOG.warning(
-                    "registering %s with the kubelet at %s failed (%s: %s); retrying in %.0f s",
+                    "registering %s with the kubelet at %s failed (%s); retrying in %.1f s",
                     self.resource,
                     kubelet,
-                    e.code(),
-                    e.details(),
+                    why,
                     delay,
                 )
                 delay = self._wait(delay)
