@@ -5,6 +5,7 @@ Presets were fixed before any result of ``learned`` was looked at (see benchmark
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -102,6 +103,39 @@ def _gavel(load: float) -> Callable[[int], simulator.Scenario]:
     return build
 
 
+SIZE_NOISE = 2.0
+"""Declared sizes are off by a factor drawn log-uniformly from 1/SIZE_NOISE to SIZE_NOISE."""
+REPORTING = 0.5
+"""Share of jobs whose containers report their work when sizes are unknown to the scheduler."""
+
+
+def _sized(
+    build: Callable[[int], simulator.Scenario], told: str
+) -> Callable[[int], simulator.Scenario]:
+    """``build`` with what the learner is told of each job's size (DESIGN 9.10).
+
+    ``unsized``: nothing is declared; a ``REPORTING`` share of the jobs report their work when
+    they end, the rest say nothing. ``noisy``: every job declares a size off by x0.5 to x2,
+    and none reports.
+    """
+
+    def sized(seed: int) -> simulator.Scenario:
+        base = build(seed)
+        rng = random.Random(f"sizes-{seed}")
+        jobs = []
+        for job in base.jobs:
+            if told == "noisy":
+                amount = job.workload.work * SIZE_NOISE ** rng.uniform(-1, 1)
+                workload = dataclasses.replace(job.workload, declared=model.Work(amount))
+                jobs.append(simulator.Job(job.arrival_s, workload, "declared"))
+            else:
+                source = "reported" if rng.random() < REPORTING else "none"
+                jobs.append(simulator.Job(job.arrival_s, job.workload, source))
+        return dataclasses.replace(base, jobs=tuple(jobs))
+
+    return sized
+
+
 def _openb(seed: int) -> simulator.Scenario:
     nodes = cluster_spec.load(DATA / "openb_cluster.yaml")
     gpu_nodes = [n for n in nodes if n.devices > 0]
@@ -192,6 +226,20 @@ PRESETS = {
             "Azure LLM inference windows on CUDA, Vulkan and Metal nodes",
             LLM_LOAD,
             _llm,
+        ),
+        Preset(
+            "philly-unsized",
+            "Gavel mix, Philly jobs at load 0.5; sizes unknown to the scheduler: none declared, "
+            "half the jobs report their work at the end, the rest nothing",
+            0.5,
+            _sized(_gavel(0.5), "unsized"),
+        ),
+        Preset(
+            "philly-noisy",
+            "Gavel mix, Philly jobs at load 0.5; every size declared off by x0.5 to x2, "
+            "none reported",
+            0.5,
+            _sized(_gavel(0.5), "noisy"),
         ),
         Preset(
             "stress", "Gavel mix x2 at 0.3; V100s halve at 1/3, T4 nodes join at 2/3", 0.3, _stress

@@ -3,7 +3,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from megagpu.core import model, qpolicy
+from megagpu.core import baselines, model, qpolicy
 from megagpu.io import presets
 from megagpu.sim import evaluation, hardware, runner, simulator
 from tests.helpers import node
@@ -152,3 +152,30 @@ def test_decisions_to_within_counts_from_the_first_good_window():
     learned = simulator.simulate(sc, lambda _: qpolicy.QPolicy(), 0)
     found = evaluation.decisions_to_within(learned, oracle)
     assert found is None or found >= evaluation.WINDOW
+
+
+def test_size_presets_tell_the_learner_what_production_would():
+    unsized = presets.get("philly-unsized").build(0).jobs
+    sources = [j.work_source for j in unsized]
+    assert set(sources) == {"reported", "none"} and 0.4 < sources.count("none") / len(sources) < 0.6
+    assert all(j.workload.declared is None for j in unsized)
+    noisy = presets.get("philly-noisy").build(0).jobs
+    ratios = [j.told_work / j.workload.work for j in noisy]
+    assert {j.work_source for j in noisy} == {"declared"}
+    assert 0.5 <= min(ratios) < 0.6 and 1.8 < max(ratios) <= 2.0
+
+
+def test_the_learner_is_told_nothing_of_an_unsized_job():
+    seen = []
+    base = presets.get("philly-unsized").build(0)
+    sc = dataclasses.replace(base, jobs=base.jobs[:100])
+
+    class Spy(baselines.LeastAllocatedPolicy):
+        def observe(self, outcome):
+            seen.append(outcome)
+            return super().observe(outcome)
+
+    simulator.simulate(sc, lambda _: Spy(), 0)
+    told = {j.workload.uid: j.told_work for j in sc.jobs}
+    assert seen and all(o.work == told[o.uid] for o in seen)
+    assert any(o.work is None and o.throughput == 0.0 for o in seen)
