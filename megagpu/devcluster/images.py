@@ -67,22 +67,25 @@ def build_project(out: buildsteps.Output, context: Path = REPO_ROOT) -> Archive:
         buildah.import_rootfs(b, rootfs, recipe.ref(), debian_base.ENV, image_dir() / "logs")
     out(f"building {context / 'Dockerfile'} as {PROJECT_REF} (cached layers are reused)")
     iidfile = image_dir() / "megagpu-dev.iid"
+    log = image_dir() / "logs" / "bud.log"
+    bud_start = time.time()
     buildsteps.run(
         f"the image build (buildah bud of {context / 'Dockerfile'})",
         buildah.bud_argv(b, context, PROJECT_REF, {"PYTHON_IMAGE": recipe.ref()}, iidfile),
-        image_dir() / "logs" / "bud.log",
+        log,
         out,
         show=lambda line: line.startswith(("[", "STEP", "COMMIT", "Successfully installed")),
     )
     image_id = iidfile.read_text().strip()
+    pruned = buildah.prune(b, bud_start, buildah.cache_hits(log.read_text()))
+    if pruned:
+        out(f"removed {pruned} images of earlier builds from buildah's storage")
     archive = Archive(PROJECT_REF, image_dir() / "megagpu-dev.tar")
     if not _holds(archive, image_id):
         partial = archive.path.with_suffix(".partial")
         partial.unlink(missing_ok=True)
-        log = image_dir() / "logs" / "push.log"
-        buildsteps.capture(
-            "saving the image", buildah.push_argv(b, image_id, partial, archive.ref), log
-        )
+        push = buildah.push_argv(b, image_id, partial, archive.ref)
+        buildsteps.capture("saving the image", push, image_dir() / "logs" / "push.log")
         partial.replace(archive.path)
     out(f"{archive.ref} {image_id[:19]} -> {archive.path} ({time.monotonic() - start:.0f}s)")
     return archive

@@ -217,3 +217,26 @@ def test_load_command_line_and_failure(tmp_path):
     archive = images.Archive("localhost/megagpu:dev", tmp_path / "a.tar")
     with pytest.raises(DevClusterError, match=r"node-1/containerd.sock did not take .*refused"):
         images.load(failing, socket, archive)
+
+
+def test_prune_keeps_named_new_and_reused_images(monkeypatch, tmp_path):
+    reused, new, stale, named = "a" * 64, "b" * 64, "c" * 64, "d" * 64
+    log = f"[1/2] STEP 2/8: RUN x\n--> Using cache {reused}\n[1/2] STEP 3/8: COPY y\n"
+    assert buildah.cache_hits(log) == {reused}
+    listing = [
+        {"id": f"sha256:{reused}", "names": None, "created": 100},
+        {"id": f"sha256:{new}", "names": None, "created": 200},
+        {"id": f"sha256:{stale}", "names": None, "created": 100},
+        {"id": f"sha256:{named}", "names": ["localhost/megagpu-base:k"], "created": 50},
+    ]
+    removed = []
+
+    def run(argv, **_):
+        if "rmi" in argv:
+            removed.extend(argv[argv.index("rmi") + 1 :])
+        return subprocess.CompletedProcess(argv, 0, json.dumps(listing), "")
+
+    monkeypatch.setattr(subprocess, "run", run)
+    b = buildah.Buildah("buildah", tmp_path, tmp_path, "overlay")
+    assert buildah.prune(b, 150.5, buildah.cache_hits(log)) == 1
+    assert removed == [stale]
