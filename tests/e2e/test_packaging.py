@@ -1,7 +1,7 @@
 """The wheel, installed into a fresh virtual environment, starts every megagpu entrypoint.
 
-This is what the image does (Dockerfile: build the wheel, install it, run `megagpu ...`); no
-Docker engine runs here, so the same steps run on this machine.
+The image installs the package into a venv the same way (Dockerfile); test_image.py builds the
+image itself (without a Docker engine) and runs it in containerd.
 """
 
 from __future__ import annotations
