@@ -158,7 +158,12 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument(
         "--kubelet-dir",
         default="/var/lib/kubelet",
-        help="the kubelet's root dir: device-plugins/ and pod-resources/ sockets are in it",
+        help="the kubelet's --root-dir: its pod-resources/kubelet.sock is read by Allocate",
+    )
+    pr.add_argument(
+        "--device-plugin-dir",
+        default="/var/lib/kubelet/device-plugins",
+        help="where the kubelet's kubelet.sock is (fixed in the kubelet, whatever its root dir)",
     )
     pr.add_argument("--cdi", action="store_true", help="hand NVIDIA GPUs over as CDI names")
     pr.add_argument(

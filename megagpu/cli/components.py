@@ -260,7 +260,7 @@ def _device_plugin(args: argparse.Namespace, core: Any, node_name: str) -> Any:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     pods = deviceplugin.ClusterPods(args.kubelet_dir, names.RESOURCE_GPU, core, node_name)
     plugin = deviceplugin.DevicePlugin(
-        f"{args.kubelet_dir}/device-plugins", names.RESOURCE_GPU, pods, cdi=args.cdi
+        args.device_plugin_dir, names.RESOURCE_GPU, pods, cdi=args.cdi
     )
     plugin.start()
     return plugin

@@ -1,7 +1,9 @@
 """The kubelet device plugin for ``megagpu.io/gpu`` (API v1beta1 over gRPC, DESIGN 9.9).
 
 The plugin listens on its own socket in the kubelet's device-plugin directory, then registers on
-``kubelet.sock`` there. A restarting kubelet deletes every socket in that directory and makes a
+``kubelet.sock`` there. That directory is ``/var/lib/kubelet/device-plugins`` whatever the
+kubelet's ``--root-dir`` (a constant in the kubelet); its pod resources socket is under the root
+dir. A restarting kubelet deletes every socket in that directory and makes a
 new ``kubelet.sock``: the plugin watches both and serves and registers again. While the kubelet's
 socket is missing or registration fails it retries with backoff and is not ready.
 """
