@@ -56,6 +56,11 @@ def version_image_dir() -> Path:
     return binaries.version_dir() / "images"
 
 
+def project_archive() -> Archive:
+    """Where :func:`build_project` saves ``localhost/megagpu:dev`` (present once it has run)."""
+    return Archive(PROJECT_REF, image_dir() / "megagpu-dev.tar")
+
+
 def build_project(out: buildsteps.Output, context: Path = REPO_ROOT) -> Archive:
     """Build the Dockerfile as ``localhost/megagpu:dev`` and save it (reused when unchanged)."""
     start = time.monotonic()
@@ -80,7 +85,7 @@ def build_project(out: buildsteps.Output, context: Path = REPO_ROOT) -> Archive:
     pruned = buildah.prune(b, bud_start, buildah.cache_hits(log.read_text()))
     if pruned:
         out(f"removed {pruned} images of earlier builds from buildah's storage")
-    archive = Archive(PROJECT_REF, image_dir() / "megagpu-dev.tar")
+    archive = project_archive()
     if not _holds(archive, image_id):
         partial = archive.path.with_suffix(".partial")
         partial.unlink(missing_ok=True)
@@ -192,6 +197,16 @@ def build_pause(out: buildsteps.Output) -> Archive:
 def build_all(out: buildsteps.Output) -> list[Archive]:
     """Every image the real nodes need: the project's, kube-scheduler's and pause."""
     return [build_project(out), build_scheduler(out), build_pause(out)]
+
+
+def for_new_nodes(out: buildsteps.Output) -> list[Archive]:
+    """What a new real node gets, for ``dev up`` to load.
+
+    Pause and kube-scheduler (made in seconds when missing), and ``localhost/megagpu:dev`` if
+    ``make image`` has built it (``dev up`` does not build it).
+    """
+    project = project_archive()
+    return [build_pause(out), build_scheduler(out), *([project] if project.path.exists() else [])]
 
 
 def load_argv(ctr: Path, socket: Path, archive: Path) -> list[str]:

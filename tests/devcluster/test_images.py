@@ -240,3 +240,14 @@ def test_prune_keeps_named_new_and_reused_images(monkeypatch, tmp_path):
     b = buildah.Buildah("buildah", tmp_path, tmp_path, "overlay")
     assert buildah.prune(b, 150.5, buildah.cache_hits(log)) == 1
     assert removed == [stale]
+
+
+def test_new_nodes_get_the_project_image_only_once_built(monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    made = [images.Archive(images.PAUSE_REF, tmp_path / "p"), images.Archive("s", tmp_path / "s")]
+    monkeypatch.setattr(images, "build_pause", lambda out: made[0])
+    monkeypatch.setattr(images, "build_scheduler", lambda out: made[1])
+    assert images.for_new_nodes(print) == made
+    images.project_archive().path.parent.mkdir(parents=True)
+    images.project_archive().path.write_bytes(b"")
+    assert images.for_new_nodes(print) == [*made, images.project_archive()]
