@@ -103,9 +103,9 @@ def _holds(archive: Archive, image_id: str) -> bool:
     return contents.config_digest == image_id and contents.repo_tags == [archive.ref]
 
 
-def _fresh(archive: Path, *inputs: Path) -> bool:
-    """Whether ``archive`` exists and is newer than every input."""
-    return archive.exists() and all(archive.stat().st_mtime >= i.stat().st_mtime for i in inputs)
+def _fresh(target: Path, *inputs: Path) -> bool:
+    """Whether ``target`` exists and is newer than every input."""
+    return target.exists() and all(target.stat().st_mtime >= i.stat().st_mtime for i in inputs)
 
 
 def build_scheduler(out: buildsteps.Output) -> Archive:
