@@ -60,29 +60,10 @@ def status(reading: Any) -> dict[str, Any]:
             "devices": len(gpus),
             "healthy": sum(d.healthy for d in gpus),
         },
-        "devices": device_list(reading),
+        "devices": reading.device_list(),
         "backends": backends,
         "lastProbeTime": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-
-
-def device_id(backend: str, index: int, uuid: str) -> str:
-    """A device's stable id (DESIGN 9.9): its UUID, else ``<backend>-<index>``."""
-    return uuid or f"{backend}-{index}"
-
-
-def device_list(reading: Any) -> list[dict[str, Any]]:
-    """The node's GPUs counted once, as megagpu names them (``status.devices``)."""
-    return [
-        {
-            "index": index,
-            "id": device_id(backend, index, d.uuid),
-            "uuid": d.uuid,
-            "backend": backend,
-            "healthy": d.healthy,
-        }
-        for index, (backend, d) in enumerate(reading.gpu_entries())
-    ]
 
 
 def _prune(value: Any) -> Any:

@@ -52,6 +52,23 @@ class NodeReading:
                     found.append((name, device))
         return found
 
+    def device_list(self) -> list[dict[str, Any]]:
+        """The GPUs as megagpu names them (GpuNode ``status.devices``, the device plugin).
+
+        The id is stable (DESIGN 9.9): the UUID (``sim-<i>`` for a simulated device), else
+        ``<backend>-<index>``.
+        """
+        return [
+            {
+                "index": index,
+                "id": device.uuid or f"{backend}-{index}",
+                "uuid": device.uuid,
+                "backend": backend,
+                "healthy": device.healthy,
+            }
+            for index, (backend, device) in enumerate(self.gpu_entries())
+        ]
+
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict."""
         return {

@@ -13,7 +13,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from megagpu.kube import gpunodes
 from megagpu.probe import node, readings
 
 NVIDIA_CONTROL = ("/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools")
@@ -67,9 +66,7 @@ def from_reading(
 ) -> list[PluginDevice]:
     """The node's GPUs (each once) with their device nodes, in megagpu index order."""
     out = []
-    for entry, (backend, device) in zip(
-        gpunodes.device_list(reading), reading.gpu_entries(), strict=True
-    ):
+    for entry, (backend, device) in zip(reading.device_list(), reading.gpu_entries(), strict=True):
         if device.uuid.startswith("sim-"):
             paths = [f"{sim_dir}/gpu{device.index}"]
         else:
