@@ -23,6 +23,7 @@ from megagpu.kube import convert, names, qstore, render
 from megagpu.operator import tools
 from tests.e2e import gw as g
 from tests.e2e.test_extender import requests_by_verb
+from tests.e2e.test_scheduler_extender import wait_for
 
 WAVES, PER_WAVE = 20, 10
 EXAMPLES = ("bert-finetune", "embedding-cpu", "llama-inference", "nightly-batch", "resnet-training")
@@ -145,7 +146,7 @@ def test_heavy_tailed_sizes_learn_true_speeds(api, namespace, cold_policy):
     assert last > first, (first, last)
 
 
-def test_a_report_far_from_the_declaration_is_learned_without_a_size(api, namespace):
+def test_a_report_far_from_the_declaration_is_learned_unsized(api, namespace, cold_policy):
     body = copy.deepcopy(next(e for e in demo.examples() if e["metadata"]["name"] == EXAMPLES[2]))
     body["metadata"] = {"name": "far-off"}
     body["spec"]["work"] = {"amount": 1000, "unit": "tokens"}
@@ -154,12 +155,14 @@ def test_a_report_far_from_the_declaration_is_learned_without_a_size(api, namesp
     g.create(api, namespace, body)
     status = g.wait_phase(api, namespace, "far-off", ("Succeeded", "Failed"), 120)["status"]
     assert status["phase"] == "Succeeded" and status["work"] == {"source": "none"}
-    events = (
-        client.CoreV1Api(api)
-        .list_namespaced_event(namespace, field_selector="involvedObject.name=far-off")
-        .items
-    )
-    assert any(e.reason == "WorkUnsized" and "more than 10x" in e.message for e in events)
+
+    def warned() -> bool:
+        found = client.CoreV1Api(api).list_namespaced_event(
+            namespace, field_selector="involvedObject.name=far-off"
+        )
+        return any(e.reason == "WorkUnsized" and "more than 10x" in e.message for e in found.items)
+
+    wait_for(warned, timeout_s=30, what="a WorkUnsized Event")
 
 
 def _fake(node: dict[str, Any]) -> bool:
