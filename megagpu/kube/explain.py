@@ -47,6 +47,11 @@ def lines(gw: Obj, events: list[Obj], last_events: int = 10) -> list[str]:
         out.append("not placed yet")
     if "reward" in st:
         out.append(f"outcome: {st.get('durationSeconds')} s, reward {st['reward']:+.3f}")
+    work = st.get("work") or {}
+    if isinstance(work.get("amount"), int | float):
+        out.append(f"  size {work['amount']:g} {work.get('unit') or ''} ({work.get('source')})")
+    elif work.get("source") == "none":
+        out.append("  size unknown: its run time was not read as a speed")
     for c in st.get("conditions") or []:
         out.append(f"  {c['type']}={c['status']} {c.get('reason', '')}: {c.get('message', '')}")
     for e in sorted(events, key=event_time)[-last_events:]:
