@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import tarfile
 import time
 from collections.abc import Iterator
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from megagpu.devcluster import binaries, docker_archive, images
+from megagpu.devcluster import binaries, docker_archive, images, processes
 
 
 @pytest.fixture(scope="module")
@@ -109,3 +110,22 @@ def test_containerd_imports_and_runs_every_image(built, containerd):
     )
     assert "uid=10001" in run(images.PROJECT_REF, "id")
     assert "bench-workload" in run(images.PROJECT_REF, "megagpu", "--help")
+
+
+def test_an_unreachable_debian_mirror_is_one_line(tmp_path):
+    proxy = f"http://127.0.0.1:{processes.free_port()}"  # nothing listens: apt cannot connect
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path), "http_proxy": proxy}
+    done = subprocess.run(
+        [sys.executable, "-m", "megagpu", "dev", "image", "--no-load"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert done.returncode == 1
+    assert done.stderr.startswith(
+        "error: the Debian base (mmdebstrap): the Debian package mirror (deb.debian.org) cannot "
+        "be reached (E: Failed to fetch http://deb.debian.org/"
+    )
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    assert not list((tmp_path / "megagpu" / "images").glob("*.tar"))
