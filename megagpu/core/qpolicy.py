@@ -16,7 +16,7 @@ a failure is learned as a failure, a success as "it ran", with the reward the pa
 is known of its speed and can say nothing about which device is faster.
 
 Robustness: a pair's throughput average moves in log space by clipped steps (at most x1.08 per
-outcome; a declared size, an estimate, weighs a quarter of a reported one); a device's drift
+outcome; a declared size, an estimate, weighs a tenth of a reported one); a device's drift
 follows the median of its last five surprises, by clipped steps, within ``DRIFT_BOUND``, and only
 reported sizes move it; rewards stay within ``[floor, ceiling]``. A straggler or a mis-sized run
 moves a drift not at all and an average a bounded step, while a lasting change (every outcome
@@ -49,15 +49,15 @@ AVERAGE_STEP = 0.25
 """Largest log surprise (x1.28) one outcome counts for in a pair's throughput average: lasting
 changes of a device reach every pair through its drift, so averages can afford to be slow."""
 """Largest log surprise one outcome counts for, in a drift or a throughput average (x2)."""
-DECLARED_WEIGHT = 0.25
+DECLARED_WEIGHT = 0.1
 """Weight of a declared size in a throughput average against a reported one: declarations are
-estimates (off by x0.5 to x2 is ordinary), so they move averages 4x slower."""
+estimates (off by x0.5 to x2 is ordinary); ten of them count as one measurement."""
 SURPRISES = 5
 """A device's drift follows the median of its last 5 surprises: one straggler or mis-sized run
 (or two) moves it not at all, a lasting change (every outcome saying it) after three."""
 DEAD = 0.15
 """Median surprises within x1.16 leave a drift where it is: noise, not a change of the device."""
-ESTABLISHED = 1.0
+ESTABLISHED = 2.0
 """Evidence (in reported sizes) a pair's average needs before its surprises inform a drift."""
 DRIFT_BOUND = math.log(16)
 """A device's drift stays within x1/16 .. x16 of the speed its throughputs were learned at."""
