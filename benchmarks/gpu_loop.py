@@ -34,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -268,6 +269,93 @@ def speed(r: dict[str, Any]) -> float:
     return r["work"] / r["wall_s"] if r["rc"] == 0 and r["work"] else 0.0
 
 
+def step(
+    policy: qpolicy.QPolicy,
+    f: fleet.Fleet,
+    klass: Klass,
+    i: int,
+    rng: random.Random,
+    runner: Callable[[Klass, tuple[str, str]], dict[str, Any]],
+) -> tuple[Any, str, dict[str, Any]]:
+    """One placement: the policy chooses, ``runner`` runs it, the policy learns the outcome."""
+    workload = model.Workload(
+        uid=f"{klass.name}-{i}",
+        workload_type=klass.workload_type,
+        model=klass.name,
+        gpus=1,
+        precision=klass.precision,
+        backends=("cuda", "vulkan"),
+        compute_intensity=klass.compute_intensity,
+        work=klass.work,
+    )
+    free = np.ones(len(f.nodes), dtype=np.int64)
+    view = fleet.View(f, f.feasible_rows(workload, free), free)
+    choice = policy.choose(workload, view, rng)
+    backend, dnode = f.row_backend[int(choice.row)], view.node_of(int(choice.row))
+    run = runner(klass, (backend, dnode.device_class))
+    done = run["work"] if run["rc"] == 0 and run["work"] else klass.work
+    policy.observe(
+        model.Outcome(
+            uid=workload.uid,
+            workload=model.Workload(**{**workload.__dict__, "work": done}),
+            node=dnode.name,
+            backend=backend,
+            device_class=dnode.device_class,
+            duration_s=run["wall_s"],
+            succeeded=run["rc"] == 0,
+        )
+    )
+    return choice, f"{backend}/{dnode.device_class}", run
+
+
+def replay(path: Path, seeds: int, placements: int) -> dict[str, Any]:
+    """The loop again per seed, offline: each run's wall time drawn from those measured.
+
+    A simulation from a hardware result (no run is real): how often the goal holds over seeds.
+    """
+    result = json.loads(path.read_text())
+    measured: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in result["placements"] + result["audit"]:
+        measured.setdefault((r["class"], r["pair"]), []).append(r)
+    nodes = []
+    for dclass, device in result["node"]["devices"].items():
+        backends = tuple(sorted({p.split("/")[0] for _, p in measured if p.endswith(dclass)}))
+        bench = argparse.Namespace(**device["benchmarks"])
+        nodes.append(node_of(dclass, backends, bench, None))
+    f = fleet.Fleet.build(nodes)
+    classes = [Klass(**k) for k in result["classes"]]
+    best = {c: v["fastest"] for c, v in result["summary"]["per_class"].items()}
+    shares = []
+    for seed in range(seeds):
+        policy = qpolicy.QPolicy(qpolicy.Params(), rng=random.Random(seed))
+        policy.know(f)
+        rng, draw = random.Random(seed), random.Random(10_000 + seed)
+
+        def measured_run(k: Klass, key: tuple[str, str], draw: random.Random = draw) -> Any:
+            return draw.choice(measured[(k.name, "/".join(key))])
+
+        placed = []
+        for i in range(placements):
+            klass = classes[i % len(classes)]
+            placed.append((klass.name, step(policy, f, klass, i, rng, measured_run)[1]))
+        placed = placed[-WINDOW:]
+        shares.append(
+            min(
+                sum(p == best[c] for cc, p in placed if cc == c) / sum(cc == c for cc, _ in placed)
+                for c in best
+            )
+        )
+    return {
+        "from": str(path),
+        "seeds": seeds,
+        "placements": placements,
+        "goal_met_seeds": sum(s >= GOAL_SHARE for s in shares),
+        "worst_class_share_p50": statistics.median(shares),
+        "worst_class_share_min": min(shares),
+        "seed_0_worst_class_share": shares[0],
+    }
+
+
 def loop(args: argparse.Namespace) -> int:
     header = common.header()
     nodes, pairs, info = read_node(args.lavapipe)
@@ -281,44 +369,20 @@ def loop(args: argparse.Namespace) -> int:
     classes = SMALL if args.small else CLASSES
     by_key = {(p.backend, p.device_class): p for p in pairs}
     placements: list[dict[str, Any]] = []
-    free = np.ones(len(nodes), dtype=np.int64)
     start = time.monotonic()
     for i in range(args.placements):
         if time.monotonic() - start > args.budget_s:
             print(f"time budget of {args.budget_s} s spent after {i} placements", flush=True)
             break
         klass = classes[i % len(classes)]
-        workload = model.Workload(
-            uid=f"{klass.name}-{i}",
-            workload_type=klass.workload_type,
-            model=klass.name,
-            gpus=1,
-            precision=klass.precision,
-            backends=("cuda", "vulkan"),
-            compute_intensity=klass.compute_intensity,
-            work=klass.work,
+        choice, pair, run = step(
+            policy, f, klass, i, rng, lambda k, key: run_one(k, by_key[key], args.timeout_s)
         )
-        view = fleet.View(f, f.feasible_rows(workload, free), free)
-        choice = policy.choose(workload, view, rng)
-        row = int(choice.row)
-        backend, dnode = f.row_backend[row], view.node_of(row)
-        run = run_one(klass, by_key[(backend, dnode.device_class)], args.timeout_s)
-        done = run["work"] if run["rc"] == 0 and run["work"] else klass.work
-        outcome = model.Outcome(
-            uid=workload.uid,
-            workload=model.Workload(**{**workload.__dict__, "work": done}),
-            node=dnode.name,
-            backend=backend,
-            device_class=dnode.device_class,
-            duration_s=run["wall_s"],
-            succeeded=run["rc"] == 0,
-        )
-        policy.observe(outcome)
         placements.append(
             {
                 "i": i,
                 "class": klass.name,
-                "pair": f"{backend}/{dnode.device_class}",
+                "pair": pair,
                 "mode": choice.mode,
                 "reward": policy.recent_rewards[-1],
                 "epsilon": policy.epsilon,
@@ -326,7 +390,7 @@ def loop(args: argparse.Namespace) -> int:
             }
         )
         print(
-            f"{i:4d} {klass.name:11s} {backend}/{dnode.device_class:10s} {choice.mode:8s} "
+            f"{i:4d} {klass.name:11s} {pair:18s} {choice.mode:8s} "
             f"wall {run['wall_s']:.2f} s work {run['work']} rc {run['rc']} "
             f"reward {policy.recent_rewards[-1]:+.2f} {run['error'][:120]}",
             flush=True,
@@ -420,7 +484,15 @@ def main() -> int:
     parser.add_argument("--lavapipe", action="store_true", help="count CPU Vulkan devices")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--plot", type=Path, help="only plot this result file")
+    parser.add_argument(
+        "--replay", type=Path, help="only replay this result offline over --seeds (simulation)"
+    )
+    parser.add_argument("--seeds", type=int, default=100, help="with --replay")
     args = parser.parse_args()
+    if args.replay:
+        found = replay(args.replay, args.seeds, args.placements)
+        print(json.dumps(found, indent=1))
+        return 0
     if args.plot:
         print(f"wrote {plot(args.plot)}")
         return 0
