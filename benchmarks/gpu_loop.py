@@ -293,16 +293,17 @@ def step(
     choice = policy.choose(workload, view, rng)
     backend, dnode = f.row_backend[int(choice.row)], view.node_of(int(choice.row))
     run = runner(klass, (backend, dnode.device_class))
-    done = run["work"] if run["rc"] == 0 and run["work"] else klass.work
     policy.observe(
         model.Outcome(
             uid=workload.uid,
-            workload=model.Workload(**{**workload.__dict__, "work": done}),
+            workload=workload,
             node=dnode.name,
             backend=backend,
             device_class=dnode.device_class,
             duration_s=run["wall_s"],
             succeeded=run["rc"] == 0,
+            work=run["work"] if run["work"] else None,
+            work_source="reported" if run["work"] else "none",
         )
     )
     return choice, f"{backend}/{dnode.device_class}", run
