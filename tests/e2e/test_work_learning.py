@@ -74,7 +74,9 @@ def workload(
     unit = (body["spec"].pop("work", None) or {}).get("unit", "units")
     if source == "declared":
         body["spec"]["work"] = {"amount": size * 1.25 ** rng.uniform(-1, 1), "unit": unit}
-    annotations = body["spec"]["template"].setdefault("metadata", {}).setdefault("annotations", {})
+    template = body["spec"]["template"]
+    template["spec"]["nodeSelector"] = {"type": "kwok"}  # the fake nodes, whose speeds are known
+    annotations = template.setdefault("metadata", {}).setdefault("annotations", {})
     annotations[names.ANN_SIM_WORK] = repr(size)
     if source != "reported":
         annotations[names.ANN_SIM_REPORT] = "false"
@@ -150,6 +152,7 @@ def test_a_report_far_from_the_declaration_is_learned_unsized(api, namespace, co
     body = copy.deepcopy(next(e for e in demo.examples() if e["metadata"]["name"] == EXAMPLES[2]))
     body["metadata"] = {"name": "far-off"}
     body["spec"]["work"] = {"amount": 1000, "unit": "tokens"}
+    body["spec"]["template"]["spec"]["nodeSelector"] = {"type": "kwok"}
     annotations = body["spec"]["template"].setdefault("metadata", {}).setdefault("annotations", {})
     annotations[names.ANN_SIM_WORK] = "200000"  # the container reports 200x the declaration
     g.create(api, namespace, body)
