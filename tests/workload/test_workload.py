@@ -4,6 +4,7 @@ against numpy, reported by the work contract; faults become reasons, never trace
 import json
 import sys
 import types
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -145,3 +146,18 @@ def test_command_with_an_unusable_backend_exits_1_with_one_line(tmp_path, monkey
     assert err.startswith("error: cuda backend unavailable: cupy is not usable")
     assert "Traceback" not in err and err.count("\n") == 1
     assert run.WORK_KEY not in json.loads(log.read_text())
+
+
+def test_the_cpu_example_runs_its_command(tmp_path, monkeypatch):
+    import yaml
+
+    root = Path(__file__).resolve().parents[2]
+    example = yaml.safe_load((root / "examples/workloads/bench-gemm-cpu.yaml").read_text())
+    container = example["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == "localhost/megagpu:dev"
+    monkeypatch.setenv("MEGAGPU_BACKEND", example["spec"]["backends"][0])
+    log = tmp_path / "termination-log"
+    assert main([*container["args"], "--termination-log", str(log)]) == 0
+    report = json.loads(log.read_text())
+    work = float(container["args"][container["args"].index("--work") + 1])
+    assert report[run.WORK_KEY] >= work and report["unit"] == "GFLOP"
