@@ -25,7 +25,12 @@ from megagpu.probe import allocation, cuda, node, plugin_devices
 
 CHILD = """
 import json, cupy
-n = cupy.cuda.runtime.getDeviceCount()
+try:
+    n = cupy.cuda.runtime.getDeviceCount()
+except cupy.cuda.runtime.CUDARuntimeError as e:  # CUDA reports seeing none as an error
+    if "NoDevice" not in str(e):
+        raise
+    n = 0
 uuid = ""
 if n:
     raw = cupy.cuda.runtime.getDeviceProperties(0)["uuid"]
