@@ -62,6 +62,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     up.add_argument("--apiserver-port", type=int, default=0, help="default: a free port")
     up.add_argument(
+        "--real-nodes",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also run N real nodes (kubelet + containerd on this machine; needs root)",
+    )
+    up.add_argument(
         "--time-scale",
         type=float,
         default=1 / 3600,

@@ -29,6 +29,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
             components=not args.no_components,
             apiserver_port=args.apiserver_port,
             time_scale=args.time_scale,
+            real_nodes=args.real_nodes,
             out=out,
         )
         return 0
@@ -49,6 +50,8 @@ def cmd_dev(args: argparse.Namespace) -> int:
         for line in problems:
             out(line)
         if not problems:
+            for line in cluster.real_node_lines(cluster.paths()):
+                out(line)
             out(f"dev cluster is up and ready; kubeconfig: {cluster.paths().kubeconfig}")
         return 1 if problems else 0
     print(cluster.kubeconfig())
@@ -57,10 +60,10 @@ def cmd_dev(args: argparse.Namespace) -> int:
 
 def _dev_image(no_load: bool, out: Callable[[str], None]) -> int:
     """Build the images (cached), then load them into every real node that runs."""
-    from megagpu.devcluster import binaries, images
+    from megagpu.devcluster import binaries, cluster, images
 
     archives = images.build_all(out)
-    sockets = [] if no_load else images.real_node_sockets()
+    sockets = [] if no_load else cluster.real_node_sockets()
     if sockets:
         images.load_all(archives, binaries.binary("ctr"), sockets, out)
     elif not no_load:

@@ -17,7 +17,18 @@ ETCD_VERSION = "3.6.13"
 KWOK_VERSION = "v0.8.0"
 HELM_VERSION = "v3.22.0"
 """Built into the same bin directory; a stamp file records its version (not in the key, so a
-helm bump rebuilds only helm)."""
+helm bump rebuilds only helm). Likewise containerd and crictl."""
+CONTAINERD_VERSION = "v2.4.2"
+"""The real nodes' container runtime (containerd, its runc shim and ctr), from its Go module."""
+CRI_TOOLS_VERSION = "v1.37.0"
+"""crictl, to remove a real node's pods through the CRI when it stops."""
+STAMPED = {
+    "helm": f"{HELM_VERSION} k8s-stamped",
+    "containerd": CONTAINERD_VERSION,
+    "crictl": CRI_TOOLS_VERSION,
+}
+"""The stamp file's content per stamped binary (helm's records that its default Kubernetes
+version was stamped as helm's release build does)."""
 VERSION_KEY = f"k8s-{K8S_VERSION}_etcd-{ETCD_VERSION}_kwok-{KWOK_VERSION.lstrip('v')}"
 NAMES = (
     "etcd",
@@ -25,9 +36,15 @@ NAMES = (
     "kube-controller-manager",
     "kube-scheduler",
     "kubectl",
+    "kubelet",
+    "kube-proxy",
     "kwok",
     "kwokctl",
     "helm",
+    "containerd",
+    "containerd-shim-runc-v2",
+    "ctr",
+    "crictl",
 )
 BUILD_SCRIPT = Path(__file__).with_name("build-binaries.sh")
 BUILD_DISK_GIB = 6.0
@@ -57,17 +74,18 @@ def binary(name: str) -> Path:
     return bin_dir() / name
 
 
-def _helm_current() -> bool:
-    stamp = bin_dir() / ".helm-version"
-    return stamp.exists() and stamp.read_text().strip() == HELM_VERSION
+def _current(name: str) -> bool:
+    """Whether a stamped binary was built at its pinned version and recipe."""
+    stamp = bin_dir() / f".{name}-version"
+    return stamp.exists() and stamp.read_text().strip() == STAMPED[name]
 
 
 def missing() -> list[str]:
-    """Binaries not built yet (or, for helm, built at another version)."""
+    """Binaries not built yet (or, for stamped ones, built at another version)."""
     return [
         n
         for n in NAMES
-        if not os.access(binary(n), os.X_OK) or (n == "helm" and not _helm_current())
+        if not os.access(binary(n), os.X_OK) or (n in STAMPED and not _current(n))
     ]
 
 
@@ -93,7 +111,14 @@ def ensure(out: Output) -> float:
     missing_before = missing()
     out(f"building {', '.join(missing_before)} from Go module releases (once; about 8-30 min)")
     start = time.monotonic()
-    versions = (K8S_VERSION, ETCD_VERSION, KWOK_VERSION, HELM_VERSION)
+    versions = (
+        K8S_VERSION,
+        ETCD_VERSION,
+        KWOK_VERSION,
+        HELM_VERSION,
+        CONTAINERD_VERSION,
+        CRI_TOOLS_VERSION,
+    )
     argv = ["bash", str(BUILD_SCRIPT), str(bin_dir()), *versions]
     modules = 0
     with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as p:

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Build the local control plane's binaries from Go module releases into BIN (DESIGN section 6).
-# Usage: build-binaries.sh BIN K8S_VERSION ETCD_VERSION KWOK_VERSION HELM_VERSION
+# Usage: build-binaries.sh BIN K8S_VERSION ETCD_VERSION KWOK_VERSION HELM_VERSION CONTAINERD_VERSION
+#        CRI_TOOLS_VERSION
 # Each binary is built only when missing, so an interrupted build resumes where it stopped.
 set -euo pipefail
-BIN=$1 KV=$2 EV=$3 KWOK=$4 HV=$5
+BIN=$1 KV=$2 EV=$3 KWOK=$4 HV=$5 CV=$6 CRIV=$7
 MINOR=$(echo "$KV" | cut -d. -f2)
 PATCH=${KV##*.}
 export CGO_ENABLED=0 GOFLAGS=-mod=mod
@@ -13,7 +14,7 @@ trap 'rm -rf "$WORK"' EXIT
 step() { printf '[build %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
 
 need=()
-for b in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
+for b in kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy; do
   [ -x "$BIN/$b" ] || need+=("k8s.io/kubernetes/cmd/$b")
 done
 if [ ${#need[@]} -gt 0 ]; then
@@ -43,10 +44,39 @@ if [ ! -x "$BIN/kwokctl" ] || [ ! -x "$BIN/kwok" ]; then
   step "kwok $KWOK"
   GOFLAGS= GOBIN="$BIN" go install -trimpath -ldflags "-s -w" "sigs.k8s.io/kwok/cmd/kwok@$KWOK" "sigs.k8s.io/kwok/cmd/kwokctl@$KWOK"
 fi
-if [ ! -x "$BIN/helm" ] || [ "$(cat "$BIN/.helm-version" 2>/dev/null)" != "$HV" ]; then
+if [ ! -x "$BIN/helm" ] || [ "$(cat "$BIN/.helm-version" 2>/dev/null)" != "$HV k8s-stamped" ]; then
   step "helm $HV"
+  # As helm's release build does: its default Kubernetes version is that of its client-go
+  # (without it, `helm template` and `helm lint` assume v1.20 and fail a chart's kubeVersion).
+  GOFLAGS= go mod download "helm.sh/helm/v3@$HV"
+  HGM=$(GOFLAGS= go mod download -json "helm.sh/helm/v3@$HV" | python3 -c 'import sys,json;print(json.load(sys.stdin)["GoMod"])')
+  CG=$(awk '$1=="k8s.io/client-go"{print $2}' "$HGM")
+  HMAJOR=$(( $(echo "$CG" | cut -d. -f1 | tr -d v) + 1 )) HMINOR=$(echo "$CG" | cut -d. -f2)
+  HLD="-s -w -X helm.sh/helm/v3/internal/version.version=$HV -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
+  for pkg in helm.sh/helm/v3/pkg/lint/rules helm.sh/helm/v3/pkg/chartutil; do
+    HLD="$HLD -X $pkg.k8sVersionMajor=$HMAJOR -X $pkg.k8sVersionMinor=$HMINOR"
+  done
+  GOFLAGS= GOBIN="$BIN" go install -trimpath -ldflags "$HLD" "helm.sh/helm/v3/cmd/helm@$HV"
+  echo "$HV k8s-stamped" > "$BIN/.helm-version"
+fi
+if [ ! -x "$BIN/containerd" ] || [ ! -x "$BIN/containerd-shim-runc-v2" ] || [ ! -x "$BIN/ctr" ] \
+   || [ "$(cat "$BIN/.containerd-version" 2>/dev/null)" != "$CV" ]; then
+  step "containerd $CV (containerd, containerd-shim-runc-v2, ctr)"
+  mkdir "$WORK/containerd"; cd "$WORK/containerd"
+  go mod init local/containerdbins >/dev/null 2>&1
+  go mod edit -require="github.com/containerd/containerd/v2@$CV"
+  go build -trimpath -tags "no_btrfs no_devmapper no_zfs no_aufs" \
+    -ldflags "-s -w -X github.com/containerd/containerd/v2/version.Version=$CV" -o "$BIN/" \
+    github.com/containerd/containerd/v2/cmd/containerd \
+    github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2 \
+    github.com/containerd/containerd/v2/cmd/ctr
+  echo "$CV" > "$BIN/.containerd-version"
+  cd - >/dev/null
+fi
+if [ ! -x "$BIN/crictl" ] || [ "$(cat "$BIN/.crictl-version" 2>/dev/null)" != "$CRIV" ]; then
+  step "crictl $CRIV"
   GOFLAGS= GOBIN="$BIN" go install -trimpath \
-    -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$HV" "helm.sh/helm/v3/cmd/helm@$HV"
-  echo "$HV" > "$BIN/.helm-version"
+    -ldflags "-s -w -X sigs.k8s.io/cri-tools/pkg/version.Version=$CRIV" "sigs.k8s.io/cri-tools/cmd/crictl@$CRIV"
+  echo "$CRIV" > "$BIN/.crictl-version"
 fi
 step "done: $(ls "$BIN" | tr '\n' ' ')"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import ssl
 import subprocess
 import time
@@ -23,7 +24,17 @@ from pathlib import Path
 import yaml
 
 from megagpu.core import model
-from megagpu.devcluster import binaries, components, kubectl, processes, scheduler
+from megagpu.devcluster import (
+    binaries,
+    components,
+    images,
+    kubectl,
+    network,
+    nodeconfig,
+    processes,
+    realnodes,
+    scheduler,
+)
 from megagpu.devcluster.errors import DevClusterError
 from megagpu.io import cluster_spec
 from megagpu.io.errors import InputError
@@ -64,6 +75,16 @@ class Paths:
     def pids(self) -> Path:
         """Pid files of the processes megagpu started."""
         return self.cluster / "megagpu-pids"
+
+    @property
+    def network_record(self) -> Path:
+        """What the real nodes' network changed on this machine (outlives the cluster dir)."""
+        return self.workdir / f"{NAME}-network.json"
+
+    @property
+    def ca_file(self) -> Path:
+        """The cluster's CA certificate (kwokctl's pki)."""
+        return self.cluster / "pki" / "ca.crt"
 
     @property
     def scheduler_config(self) -> Path:
@@ -129,7 +150,24 @@ def problems(p: Paths) -> list[str]:
     for name, pid in processes.pids(p.pids).items():
         if not processes.alive(pid):
             found.append(f"{name} (pid {pid}) is not running; see {p.logs / (name + '.log')}")
+    nodes = realnodes.recorded(p.pids)
+    if nodes and not found:
+        found += [
+            line
+            for line in realnodes.status(nodes, p.kubeconfig, p.pids)
+            if not line.endswith(": Ready")
+        ]
     return found
+
+
+def real_node_sockets() -> list[Path]:
+    """The containerd sockets of the running dev cluster's real nodes ([] when none run)."""
+    return [n.containerd_socket for n in realnodes.recorded(paths().pids)]
+
+
+def real_node_lines(p: Paths) -> list[str]:
+    """One status line per real node of the running cluster."""
+    return realnodes.status(realnodes.recorded(p.pids), p.kubeconfig, p.pids)
 
 
 def up(
@@ -139,9 +177,18 @@ def up(
     components: bool = True,
     apiserver_port: int = 0,
     time_scale: float = 1 / 3600,
+    real_nodes: int = 0,
     out: Output = print,
 ) -> None:
-    """Bring the cluster up (a no-op when it already is); leaves no half-started processes."""
+    """Bring the cluster up (a no-op when it already is); leaves no half-started processes.
+
+    ``real_nodes`` kubelets with containerd run beside the fake nodes, each given the pause and
+    kube-scheduler images and ``localhost/megagpu:dev`` when ``make image`` has built it.
+    """
+    if real_nodes < 0:
+        raise DevClusterError(f"--real-nodes must be 0 or more, not {real_nodes}")
+    if real_nodes:
+        realnodes.preflight()
     p = paths()
     try:
         nodes = cluster_spec.load(spec)
@@ -165,32 +212,151 @@ def up(
         out(f"cold build finished in {spent:.0f}s; binaries in {binaries.bin_dir()}")
     start = time.monotonic()
     try:
-        _create(p, apiserver_port, out)
+        if real_nodes:
+            network.up(p.network_record)
+        _create(p, apiserver_port, out, real=bool(real_nodes))
         _bootstrap(p, nodes, out)
+        if real_nodes:
+            out(f"starting {real_nodes} real node(s): containerd, kubelet, kube-proxy")
+            real = realnodes.plan(NAME, real_nodes)
+            archives = images.for_new_nodes(out)
+            realnodes.start(real, p.kubeconfig, p.ca_file, p.logs, p.pids, archives, out)
         _start_scheduler(p, extender or scheduler.ExtenderOptions(), out)
         _wait(p)
         if components:
             _start_components(p, out, time_scale, spec)
     except BaseException:
+        kept = _keep_logs(p)
         with contextlib.suppress(DevClusterError):
             down(out=lambda _: None)
+        out(f"the logs of the failed start are kept in {kept}")
         raise
     out(
-        f"dev cluster ready in {time.monotonic() - start:.1f}s: {len(nodes)} fake nodes; "
-        f"logs in {p.logs}"
+        f"dev cluster ready in {time.monotonic() - start:.1f}s: {len(nodes)} fake nodes, "
+        f"{real_nodes} real; logs in {p.logs}"
     )
     out(f"kubeconfig: {p.kubeconfig}")
 
 
-def _create(p: Paths, apiserver_port: int, out: Output) -> None:
+def _bridge_kubeconfig(p: Paths, apiserver_port: int) -> dict[str, object]:
+    """The admin kubeconfig kwokctl writes, but for the API server on the bridge's gateway."""
+    pki = p.cluster / "pki"
+    return {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": NAME,
+                "cluster": {
+                    "certificate-authority": str(pki / "ca.crt"),
+                    "server": f"https://{nodeconfig.gateway()}:{apiserver_port}",
+                },
+            }
+        ],
+        "users": [
+            {
+                "name": NAME,
+                "user": {
+                    "client-certificate": str(pki / "admin.crt"),
+                    "client-key": str(pki / "admin.key"),
+                },
+            }
+        ],
+        "contexts": [{"name": NAME, "context": {"cluster": NAME, "user": NAME}}],
+        "current-context": NAME,
+    }
+
+
+def _keep_logs(p: Paths) -> Path:
+    """Copy the logs out of the cluster directory, which ``down`` deletes."""
+    kept = p.workdir / f"{NAME}-failed-start-logs"
+    shutil.rmtree(kept, ignore_errors=True)
+    if p.logs.is_dir():
+        shutil.copytree(p.logs, kept)
+    return kept
+
+
+def _kwokctl_config(
+    p: Paths, real: bool, etcd_port: int, components_kubeconfig: Path
+) -> dict[str, object]:
+    """Kwokctl's configuration: kwok fakes only the annotated fake nodes.
+
+    A real kubelet owns its node. With real nodes, every control-plane listener moves from
+    127.0.0.1 to the pod bridge's gateway (pods cannot reach this machine's loopback), the API
+    server advertises it as the ``kubernetes`` Service's endpoint, and admission (ServiceAccount
+    tokens) is on.
+
+    A patch that overrides replaces an argument kwokctl writes; one that does not appends.
+    kwokctl's binary runtime points the API server at etcd, and the other components at the API
+    server, on 127.0.0.1 whatever the bind address: those arguments are replaced.
+    """
+    patches: list[dict[str, object]] = [
+        _patch(
+            "kwok-controller",
+            {"manage-all-nodes": "false"},
+            {"manage-nodes-with-annotation-selector": f"{names.ANN_KWOK_NODE}=fake"},
+        )
+    ]
+    options: dict[str, object] = {
+        "bindAddress": "127.0.0.1",
+        "kubectlBinary": str(binaries.binary("kubectl")),
+    }
+    if real:
+        gateway = nodeconfig.gateway()
+        options.update(
+            bindAddress=gateway,
+            kubeAdmission=True,
+            kubeApiserverCertSANs=[
+                nodeconfig.KUBERNETES_SERVICE_IP,
+                "kubernetes.default.svc",
+                "kubernetes.default.svc.cluster.local",
+            ],
+        )
+        service_range = {"service-cluster-ip-range": str(nodeconfig.SERVICE_NETWORK)}
+        kubeconfig = {"kubeconfig": str(components_kubeconfig)}
+        patches[0]["extraArgs"] += _patch("", kubeconfig, {})["extraArgs"]  # type: ignore[operator]
+        patches += [
+            _patch(
+                "kube-apiserver",
+                {"etcd-servers": f"http://{gateway}:{etcd_port}"},
+                {
+                    "advertise-address": gateway,
+                    "endpoint-reconciler-type": "lease",
+                    # `kubectl logs` and `exec`: reach kubelets by address, as the admin.
+                    "kubelet-preferred-address-types": "InternalIP",
+                    "kubelet-client-certificate": str(p.cluster / "pki" / "admin.crt"),
+                    "kubelet-client-key": str(p.cluster / "pki" / "admin.key"),
+                }
+                | service_range,
+            ),
+            _patch("kube-controller-manager", kubeconfig, service_range),
+            _patch("kube-scheduler", kubeconfig, {}),
+        ]
+    return {
+        "apiVersion": "config.kwok.x-k8s.io/v1alpha1",
+        "kind": "KwokctlConfiguration",
+        "options": options,
+        "componentsPatches": patches,
+    }
+
+
+def _patch(component: str, replace: dict[str, str], add: dict[str, str]) -> dict[str, object]:
+    extra = [{"key": k, "value": v, "override": True} for k, v in replace.items()]
+    extra += [{"key": k, "value": v, "override": False} for k, v in add.items()]
+    return {"name": component, "extraArgs": extra}
+
+
+def _create(p: Paths, apiserver_port: int, out: Output, *, real: bool) -> None:
     out("starting etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok")
     p.workdir.mkdir(parents=True, exist_ok=True)
     config = p.workdir / "kwokctl.yaml"
-    header = {
-        "apiVersion": "config.kwok.x-k8s.io/v1alpha1",
-        "kind": "KwokctlConfiguration",
-        "options": {"bindAddress": "127.0.0.1", "kubectlBinary": str(binaries.binary("kubectl"))},
-    }
+    etcd_port = processes.free_port()
+    if real and not apiserver_port:
+        apiserver_port = processes.free_port()
+    components_kubeconfig = p.workdir / f"{NAME}-bridge.kubeconfig"
+    if real:
+        components_kubeconfig.write_text(yaml.safe_dump(_bridge_kubeconfig(p, apiserver_port)))
+    header = _kwokctl_config(p, real, etcd_port, components_kubeconfig)
     config.write_text(yaml.safe_dump(header) + "---\n" + STAGES.read_text())
     b = binaries.binary
     args = [
@@ -217,9 +383,12 @@ def _create(p: Paths, apiserver_port: int, out: Output) -> None:
         "--timeout",
         "3m",
     ]
+    args += ["--etcd-port", str(etcd_port)]
     if apiserver_port:
         args += ["--kube-apiserver-port", str(apiserver_port)]
     _kwokctl(p, args)
+    if real:  # what users and megagpu's own processes read
+        p.kubeconfig.write_text(components_kubeconfig.read_text())
     deadline = time.monotonic() + READY_TIMEOUT_S
     while not api_ready(p):
         if time.monotonic() > deadline:
@@ -313,6 +482,7 @@ def _wait(p: Paths) -> None:
 def down(out: Output = print) -> None:
     """Stop every process ``up`` started and delete the cluster."""
     p = paths()
+    realnodes.stop(p.pids, out)
     stopped = processes.stop_all(p.pids)
     if p.cluster.exists():
         if binaries.binary("kwokctl").exists():
@@ -320,6 +490,9 @@ def down(out: Output = print) -> None:
         out(f"dev cluster deleted (stopped {', '.join(stopped) or 'no megagpu processes'})")
     else:
         out("no dev cluster to delete")
+    undone = network.down(p.network_record)
+    if undone:
+        out(f"network restored: {', '.join(undone)}")
 
 
 def kubeconfig() -> Path:

@@ -240,11 +240,3 @@ def load_all(
             start = time.monotonic()
             load(ctr, socket, archive)
             out(f"loaded {archive.ref} into {socket} ({time.monotonic() - start:.1f}s)")
-
-
-def real_node_sockets() -> list[Path]:
-    """The containerd sockets of the running dev cluster's real nodes ([] when none run).
-
-    Hook for the real nodes, which know where their containerd listens.
-    """
-    return []

@@ -94,6 +94,26 @@ def stop_all(pid_dir: Path, timeout_s: float = 10.0) -> list[str]:
     return list(tracked)
 
 
+def stop_one(name: str, pid_dir: Path, timeout_s: float = 10.0) -> bool:
+    """Stop one tracked process group (SIGTERM, then SIGKILL); False when it was not running."""
+    pid = pids(pid_dir).get(name)
+    if pid is None:
+        return False
+    was_alive = alive(pid)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while alive(pid) and time.monotonic() < deadline:
+        _reap()
+        time.sleep(0.1)
+    if alive(pid):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
+    _reap()
+    (pid_dir / f"{name}.pid").unlink(missing_ok=True)
+    return was_alive
+
+
 def _reap() -> None:
     """Collect exited children of this process so they do not linger as zombies."""
     with contextlib.suppress(ChildProcessError):

@@ -1,0 +1,81 @@
+"""The real nodes' pod network: one bridge, the sysctls it needs, and a rule that keeps pods here.
+
+Everything this module changes on the machine is recorded in a JSON file before it is changed,
+so ``down`` restores exactly that (sysctls to their earlier values, the rule and the bridge
+removed), also after a crash of ``up``.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+from megagpu.devcluster import nodeconfig
+from megagpu.devcluster.errors import DevClusterError
+
+SYSCTLS = {
+    # A ClusterIP whose endpoint is a pod on the same bridge is DNATed by the host and forwarded
+    # back to the bridge; bridged replies must pass iptables to be un-NATed.
+    "net/ipv4/ip_forward": "1",
+    "net/bridge/bridge-nf-call-iptables": "1",
+}
+KEEP_LOCAL = ["FORWARD", "-i", nodeconfig.BRIDGE, "!", "-o", nodeconfig.BRIDGE, "-j", "DROP"]
+"""Pods reach the API server and each other through the bridge, and nothing beyond it."""
+
+
+def _run(argv: list[str], what: str) -> None:
+    done = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise DevClusterError(
+            f"{what} failed: `{' '.join(argv)}` said {done.stderr.strip() or done.returncode}; "
+            "real nodes need root (ip, iptables and sysctls) on Linux"
+        )
+
+
+def _bridge_exists() -> bool:
+    return Path(f"/sys/class/net/{nodeconfig.BRIDGE}").exists()
+
+
+def up(record: Path) -> None:
+    """Create the bridge with the gateway address, set the sysctls, add the keep-local rule."""
+    previous = json.loads(record.read_text()) if record.exists() else {}
+    sysctls = previous.get("sysctls", {})
+    for key in SYSCTLS:
+        path = Path("/proc/sys") / key
+        if not path.exists():
+            raise DevClusterError(
+                f"{path} is missing: the kernel has no bridge netfilter; real nodes need it "
+                "(load br_netfilter) or run with --real-nodes 0"
+            )
+        sysctls.setdefault(key, path.read_text().strip())
+    record.parent.mkdir(parents=True, exist_ok=True)
+    record.write_text(json.dumps({"sysctls": sysctls, "bridge": True, "rule": True}))
+    if not _bridge_exists():
+        _run(["ip", "link", "add", nodeconfig.BRIDGE, "type", "bridge"], "creating the bridge")
+        address = f"{nodeconfig.gateway()}/{nodeconfig.POD_NETWORK.prefixlen}"
+        _run(["ip", "addr", "add", address, "dev", nodeconfig.BRIDGE], "addressing the bridge")
+    _run(["ip", "link", "set", nodeconfig.BRIDGE, "up"], "starting the bridge")
+    for key, value in SYSCTLS.items():
+        (Path("/proc/sys") / key).write_text(value)
+    check = subprocess.run(["iptables", "-C", *KEEP_LOCAL], capture_output=True, check=False)
+    if check.returncode != 0:
+        _run(["iptables", "-I", *KEEP_LOCAL], "adding the keep-local forwarding rule")
+
+
+def down(record: Path) -> list[str]:
+    """Undo what ``up`` recorded; returns what was undone."""
+    if not record.exists():
+        return []
+    done = json.loads(record.read_text())
+    undone = []
+    while subprocess.run(["iptables", "-D", *KEEP_LOCAL], capture_output=True).returncode == 0:
+        undone.append("forwarding rule")
+    if _bridge_exists():
+        _run(["ip", "link", "del", nodeconfig.BRIDGE], "deleting the bridge")
+        undone.append(f"bridge {nodeconfig.BRIDGE}")
+    for key, value in done.get("sysctls", {}).items():
+        (Path("/proc/sys") / key).write_text(value)
+        undone.append(f"{key.replace('/', '.')}={value}")
+    record.unlink()
+    return undone

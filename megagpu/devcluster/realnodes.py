@@ -1,0 +1,327 @@
+"""Real nodes beside kwok's fake ones: containerd, a kubelet and kube-proxy on this machine.
+
+Each real node runs its own containerd (built from its Go module release) and its own kubelet of
+the cluster's release, with state in ``/var/lib/megagpu-dev/<cluster>/<node>`` and sockets in
+``/run/megagpu-dev/<cluster>/<node>``; one kube-proxy routes ClusterIPs for all of them (they
+share this machine's network namespace). ``stop`` removes pods through the CRI (crictl), stops
+every process by pid, unmounts what is left under those directories and deletes them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from megagpu.devcluster import binaries, images, kubectl, nodeconfig, processes
+from megagpu.devcluster.errors import DevClusterError
+from megagpu.devcluster.nodeconfig import RealNode
+
+STATE_ROOT = Path("/var/lib/megagpu-dev")
+RUN_ROOT = Path("/run/megagpu-dev")
+PROXY = "kube-proxy"
+READY_TIMEOUT_S = 120.0
+READY_PATH = "{.status.conditions[?(@.type=='Ready')].status}"
+Output = Callable[[str], None]
+
+
+def plan(cluster: str, count: int) -> list[RealNode]:
+    """Names, directories and ports of ``count`` real nodes of ``cluster``."""
+    nodes = []
+    for i in range(count):
+        name = f"{cluster}-real-{i}"
+        nodes.append(
+            RealNode(
+                name=name,
+                index=i,
+                state=STATE_ROOT / cluster / name,
+                run=RUN_ROOT / cluster / name,
+                kubelet_port=processes.free_port(),
+                healthz_port=processes.free_port(),
+            )
+        )
+    return nodes
+
+
+def _record(pids: Path) -> Path:
+    return pids / "real-nodes.json"
+
+
+def recorded(pids: Path) -> list[RealNode]:
+    """The real nodes a running cluster started (empty when it has none)."""
+    path = _record(pids)
+    if not path.exists():
+        return []
+    return [
+        RealNode(
+            name=n["name"],
+            index=n["index"],
+            state=Path(n["state"]),
+            run=Path(n["run"]),
+            kubelet_port=n["kubelet_port"],
+            healthz_port=n["healthz_port"],
+        )
+        for n in json.loads(path.read_text())
+    ]
+
+
+def _save(pids: Path, nodes: Sequence[RealNode]) -> None:
+    pids.mkdir(parents=True, exist_ok=True)
+    rows = [
+        {
+            "name": n.name,
+            "index": n.index,
+            "state": str(n.state),
+            "run": str(n.run),
+            "kubelet_port": n.kubelet_port,
+            "healthz_port": n.healthz_port,
+        }
+        for n in nodes
+    ]
+    _record(pids).write_text(json.dumps(rows))
+
+
+def preflight() -> None:
+    """Fail fast, with what to do, where this machine cannot run a kubelet."""
+    if os.geteuid() != 0:
+        raise DevClusterError("real nodes need root (a kubelet, containerd and a bridge)")
+    for tool, package in (("ip", "iproute2"), ("iptables", "iptables"), ("runc", "runc")):
+        if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists():
+            raise DevClusterError(f"{tool} is missing: run `make host-packages` (Debian {package})")
+    for plugin in ("bridge", "host-local", "portmap", "loopback"):
+        if not (nodeconfig.CNI_PLUGINS / plugin).exists():
+            raise DevClusterError(
+                f"the CNI plugin {plugin} is missing in {nodeconfig.CNI_PLUGINS}: run "
+                "`make host-packages` (Debian containernetworking-plugins)"
+            )
+    missing = [c for c in ("cpu", "memory", "pids") if not Path(f"/sys/fs/cgroup/{c}").exists()]
+    if missing and not Path("/sys/fs/cgroup/cgroup.controllers").exists():
+        raise DevClusterError(
+            f"the cgroup controllers {', '.join(missing)} are not mounted; a kubelet cannot run"
+        )
+
+
+def start(
+    nodes: Sequence[RealNode],
+    kubeconfig: Path,
+    ca_file: Path,
+    logs: Path,
+    pids: Path,
+    archives: Sequence[images.Archive],
+    out: Output,
+) -> None:
+    """Start containerd and a kubelet per node and one kube-proxy; wait until all are Ready."""
+    _save(pids, nodes)
+    for node in nodes:
+        _start_containerd(node, logs, pids)
+    for node in nodes:
+        _wait_socket(node, logs)
+        images.load_all(archives, binaries.binary("ctr"), [node.containerd_socket], out)
+        _start_kubelet(node, kubeconfig, ca_file, logs, pids)
+    if nodes:
+        _start_proxy(nodes[0], kubeconfig, logs, pids)
+    for node in nodes:
+        wait_ready(node, kubeconfig, logs, pids)
+        out(f"real node {node.name} is Ready (containerd {node.containerd_socket})")
+
+
+def _start_containerd(node: RealNode, logs: Path, pids: Path) -> None:
+    for d in (node.state, node.run, node.cni_conf_dir, node.kubelet_dir):
+        d.mkdir(parents=True, exist_ok=True)
+    node.containerd_config.write_text(nodeconfig.containerd_toml(node))
+    (node.cni_conf_dir / "10-megagpu.conflist").write_text(nodeconfig.cni_conflist(node))
+    argv = [str(binaries.binary("containerd")), "--config", str(node.containerd_config)]
+    path = f"{binaries.bin_dir()}:{os.environ.get('PATH', '/usr/sbin:/usr/bin:/sbin:/bin')}"
+    processes.start(f"containerd-{node.name}", argv, logs, pids, env={"PATH": path})
+
+
+def _wait_socket(node: RealNode, logs: Path) -> None:
+    deadline = time.monotonic() + 30
+    while not crictl(node, ["info"], check=False).returncode == 0:
+        if time.monotonic() > deadline:
+            raise DevClusterError(
+                f"containerd of {node.name} did not answer on {node.containerd_socket} in 30s; "
+                f"see {logs / f'containerd-{node.name}.log'}"
+            )
+        time.sleep(0.3)
+
+
+def crictl(
+    node: RealNode, args: Sequence[str], *, check: bool = True, timeout_s: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """``crictl`` against the node's containerd."""
+    endpoint = f"unix://{node.containerd_socket}"
+    argv = [str(binaries.binary("crictl")), "-r", endpoint, "-i", endpoint, *args]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s, check=False)
+    if check and done.returncode != 0:
+        raise DevClusterError(f"crictl {' '.join(args)} on {node.name}: {done.stderr.strip()}")
+    return done
+
+
+def _make_cgroup_root(node: RealNode) -> None:
+    """The kubelet wants its cgroup root to exist in every hierarchy (cpuset ones populated)."""
+    for top in _hierarchies():
+        path = top
+        for part in ("megagpu-dev", node.name):
+            parent, path = path, path / part
+            path.mkdir(exist_ok=True)
+            for knob in ("cpuset.cpus", "cpuset.mems"):
+                if (path / knob).exists() and not (path / knob).read_text().strip():
+                    (path / knob).write_text((parent / knob).read_text())
+
+
+def _hierarchies() -> list[Path]:
+    """The cgroup v1 hierarchies (or the one v2 hierarchy) mounted under /sys/fs/cgroup."""
+    root = Path("/sys/fs/cgroup")
+    if (root / "cgroup.controllers").exists():
+        return [root]
+    with open("/proc/self/mounts") as f:
+        mounts = [line.split() for line in f]
+    return [Path(m[1]) for m in mounts if m[2] == "cgroup" and m[1].startswith(str(root))]
+
+
+def _start_kubelet(node: RealNode, kubeconfig: Path, ca_file: Path, logs: Path, pids: Path) -> None:
+    _make_cgroup_root(node)
+    node.kubelet_config.write_text(nodeconfig.kubelet_yaml(node, ca_file))
+    argv = [
+        str(binaries.binary("kubelet")),
+        "--config",
+        str(node.kubelet_config),
+        "--kubeconfig",
+        str(kubeconfig),
+        "--root-dir",
+        str(node.kubelet_dir),
+        "--hostname-override",
+        node.name,
+        "--node-ip",
+        nodeconfig.gateway(),
+        "--node-labels",
+        f"{nodeconfig.LABEL}=true",
+    ]
+    processes.start(f"kubelet-{node.name}", argv, logs, pids)
+
+
+def _start_proxy(node: RealNode, kubeconfig: Path, logs: Path, pids: Path) -> None:
+    config = node.state.parent / "kube-proxy.yaml"
+    config.write_text(
+        nodeconfig.kube_proxy_yaml(
+            kubeconfig, node.name, processes.free_port(), processes.free_port()
+        )
+    )
+    argv = [str(binaries.binary("kube-proxy")), "--config", str(config)]
+    processes.start(PROXY, argv, logs, pids)
+
+
+def node_ready(node: RealNode, kubeconfig: Path) -> bool:
+    """Whether the API server has the node with condition Ready=True."""
+    done = kubectl.run(
+        kubeconfig,
+        ["get", "node", node.name, "-o", f"jsonpath={READY_PATH}"],
+        check=False,
+        timeout_s=15,
+    )
+    return done.returncode == 0 and done.stdout.strip() == "True"
+
+
+def wait_ready(node: RealNode, kubeconfig: Path, logs: Path, pids: Path) -> None:
+    """Wait for Ready; the error names the kubelet's log and its last error line."""
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    log = logs / f"kubelet-{node.name}.log"
+    while not node_ready(node, kubeconfig):
+        pid = processes.pids(pids).get(f"kubelet-{node.name}")
+        dead = pid is not None and not processes.alive(pid)
+        if dead or time.monotonic() > deadline:
+            raise DevClusterError(
+                f"the kubelet of {node.name} {'exited' if dead else 'is not Ready'}: "
+                f"{_last_error(log)}; see {log}"
+            )
+        time.sleep(0.5)
+
+
+def _last_error(log: Path) -> str:
+    with contextlib.suppress(OSError):
+        lines = [ln for ln in log.read_text(errors="replace").splitlines() if ln.startswith("E")]
+        if lines:
+            return lines[-1][-300:]
+    return "no error logged"
+
+
+def status(nodes: Sequence[RealNode], kubeconfig: Path, pids: Path) -> list[str]:
+    """One line per real node: Ready or what is wrong."""
+    running = processes.pids(pids)
+    lines = []
+    for node in nodes:
+        dead = [
+            f"{what} not running"
+            for what in (f"containerd-{node.name}", f"kubelet-{node.name}")
+            if not processes.alive(running.get(what, 0))
+        ]
+        state = "Ready" if not dead and node_ready(node, kubeconfig) else "NotReady"
+        lines.append(f"real node {node.name}: {state}{'; ' + ', '.join(dead) if dead else ''}")
+    return lines
+
+
+def stop(pids: Path, out: Output) -> None:
+    """Remove the pods through the CRI, stop every real-node process, unmount, delete state."""
+    nodes = recorded(pids)
+    running = processes.pids(pids)
+    for node in nodes:
+        processes.stop_one(f"kubelet-{node.name}", pids)
+    if PROXY in running:
+        processes.stop_one(PROXY, pids)
+        subprocess.run(
+            [str(binaries.binary("kube-proxy")), "--cleanup"], capture_output=True, check=False
+        )
+    for node in nodes:
+        if processes.alive(running.get(f"containerd-{node.name}", 0)):
+            crictl(node, ["rmp", "--all", "--force"], check=False, timeout_s=120)
+        processes.stop_one(f"containerd-{node.name}", pids)
+        _kill_shims(node)
+        _unmount_under(node.run, node.state)
+        _remove_cgroups(node)
+        for d in (node.run, node.state):
+            shutil.rmtree(d, ignore_errors=True)
+        out(f"real node {node.name} stopped and its state removed")
+    for root in (STATE_ROOT, RUN_ROOT):
+        for d in sorted(root.glob("*"), reverse=True) if root.is_dir() else []:
+            with contextlib.suppress(OSError):
+                d.rmdir()
+    _record(pids).unlink(missing_ok=True)
+
+
+def _kill_shims(node: RealNode) -> None:
+    """Shims of this node's containerd outlive it; they are found by its socket address."""
+    address = str(node.containerd_socket).encode()
+    for proc in Path("/proc").glob("[0-9]*"):
+        with contextlib.suppress(OSError):
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+            if argv and argv[0].endswith(b"containerd-shim-runc-v2") and address in argv:
+                os.kill(int(proc.name), 9)
+
+
+def _unmount_under(*dirs: Path) -> None:
+    """Lazily unmount every mount below ``dirs``, deepest first."""
+    prefixes = tuple(str(d) + "/" for d in dirs)
+    with open("/proc/self/mounts") as f:
+        points = [line.split()[1].replace("\\040", " ") for line in f]
+    for point in sorted((p for p in points if p.startswith(prefixes)), key=len, reverse=True):
+        subprocess.run(["umount", "-l", point], capture_output=True, check=False)
+
+
+def _remove_cgroups(node: RealNode) -> None:
+    """Remove the node's (now empty) cgroups in every hierarchy, leaves first."""
+    for top in (h / "megagpu-dev" for h in _hierarchies()):
+        base = top / node.name
+        for d in sorted(base.rglob("*"), key=lambda x: len(x.parts), reverse=True):
+            if d.is_dir():
+                with contextlib.suppress(OSError):
+                    d.rmdir()
+        with contextlib.suppress(OSError):
+            base.rmdir()
+        with contextlib.suppress(OSError):
+            top.rmdir()
