@@ -4,6 +4,9 @@ import asyncio
 import dataclasses
 import random
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from megagpu.core import model, qpolicy
 from megagpu.extender import ledger, placement, server
 from megagpu.kube import convert
@@ -129,3 +132,51 @@ def test_releasing_a_cpu_pod_frees_its_cpu_slot():
     assert p.ledger.layout().cpu_free[at] == model.CPU_SLOTS_PER_NODE - 1
     p.ledger.release("c")
     assert p.ledger.layout().cpu_free[at] == model.CPU_SLOTS_PER_NODE
+
+
+ops = st.lists(
+    st.tuples(
+        st.sampled_from(["take", "hold", "release", "tentative"]),
+        st.integers(0, 5),  # pod
+        st.integers(0, 4),  # devices asked for (take, tentative) or first held (hold)
+    ),
+    max_size=40,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.sets(st.integers(0, 7), max_size=8), ops)
+def test_the_ledger_never_gives_a_device_twice_nor_an_unhealthy_one(healthy, steps):
+    usable = tuple(sorted(healthy))
+    n = dataclasses.replace(
+        node("g", "h100", devices=len(usable), backends=("cuda", "cpu")),
+        name="g",
+        device_ids=tuple((i, f"GPU-{i}") for i in usable),
+    )
+    book = ledger.Ledger([n])
+    taken: dict[str, tuple[int, ...]] = {}
+    for op, who, count in steps:
+        uid = f"p{who}"
+        if op == "take":
+            before = taken.get(uid)
+            got = book.take(uid, "g", count)
+            if got is not None and got != before:  # the same again: bind is idempotent
+                others = {d for u, ds in taken.items() if u != uid for d in ds}
+                assert set(got) <= set(usable) and not set(got) & others and len(got) == count
+            if got is None:  # refused only when too few usable devices are free of others
+                others = {d for u, ds in taken.items() if u != uid for d in ds}
+                assert len(set(usable) - others) < count
+            else:
+                taken[uid] = got
+        elif op == "hold":  # the informer saw a pod holding a device (maybe a dead one now)
+            book.hold(uid, "g", (count,))
+            taken[uid] = (count,)
+        elif op == "tentative":
+            book.tentative(uid, "g", count)
+            taken.pop(uid, None)
+        else:
+            book.release(uid)
+            taken.pop(uid, None)
+        held = {d for ds in book.holders("g").values() for d in ds} & set(usable)
+        tentative = sum(c for (node_, c, _) in book._tentative.values() if node_ == "g")
+        assert book.layout().free[0] == len(usable) - len(held) - tentative
