@@ -5,8 +5,10 @@ The probe reads this machine (devices and its benchmark priors); the extender's 
 as `python -m megagpu bench-workload` in a subprocess with exactly the environment the device
 plugin gives a pod (MEGAGPU_BACKEND, MEGAGPU_DEVICES; cuda: CUDA_VISIBLE_DEVICES,
 NVIDIA_VISIBLE_DEVICES; vulkan: GGML_VK_VISIBLE_DEVICES); the policy learns from the work the
-run reported over its wall time (what a pod's run time would be). A pair that fails (backend
-unavailable) is learned as a failure and the loop goes on with the others.
+run reported over its wall time (what a pod's run time would be). CUDA devices are named by UUID
+as the device plugin does; GGML_VK_VISIBLE_DEVICES is the host's Vulkan index (the plugin counts
+from 0 among the render nodes it mounts into a container, which a process here does not have).
+A pair that fails (backend unavailable) is learned as a failure and the loop goes on.
 
 Classes are chosen so that their pairs differ by more than run-to-run noise: a 1024-cube GEMM
 (the first H100 run) took the same wall time on both backends within 3% (start-up dominates), so
@@ -117,8 +119,7 @@ def read_node(lavapipe: bool) -> tuple[list[model.Node], list[Pair], dict[str, A
                 {
                     "MEGAGPU_BACKEND": "cuda",
                     "MEGAGPU_DEVICES": str(d.index),
-                    "CUDA_VISIBLE_DEVICES": str(d.index),
-                    "CUDA_DEVICE_ORDER": "PCI_BUS_ID",
+                    "CUDA_VISIBLE_DEVICES": d.uuid,
                     "NVIDIA_VISIBLE_DEVICES": d.uuid,
                 },
             )

@@ -3,7 +3,8 @@
 It runs on the backend and device the pod was given.
 The backend comes from ``MEGAGPU_BACKEND`` and the device from the environment the device plugin
 sets (DESIGN 9.9): cuda counts from 0 among ``CUDA_VISIBLE_DEVICES`` when that is set, vulkan
-takes the first of ``GGML_VK_VISIBLE_DEVICES``, else the first of ``MEGAGPU_DEVICES``.
+takes the first of ``GGML_VK_VISIBLE_DEVICES`` (the device plugin counts it from 0 among the
+render nodes it mounts), else the first of ``MEGAGPU_DEVICES``.
 One device per run: a workload given several uses the first.
 """
 
