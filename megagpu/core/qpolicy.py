@@ -17,10 +17,10 @@ is known of its speed and can say nothing about which device is faster.
 
 Robustness: a pair's throughput average moves in log space by clipped steps (at most x1.08 per
 outcome; a declared size, an estimate, weighs a tenth of a reported one); a device's drift
-follows the median of its last five surprises, by clipped steps, within ``DRIFT_BOUND``, and only
+follows the median of its last nine surprises, by clipped steps, within ``DRIFT_BOUND``, and only
 reported sizes move it; rewards stay within ``[floor, ceiling]``. A straggler or a mis-sized run
 moves a drift not at all and an average a bounded step, while a lasting change (every outcome
-saying the same) gets through after three outcomes.
+saying the same) gets through after five outcomes.
 """
 
 from __future__ import annotations
@@ -52,9 +52,9 @@ changes of a device reach every pair through its drift, so averages can afford t
 DECLARED_WEIGHT = 0.1
 """Weight of a declared size in a throughput average against a reported one: declarations are
 estimates (off by x0.5 to x2 is ordinary); ten of them count as one measurement."""
-SURPRISES = 5
-"""A device's drift follows the median of its last 5 surprises: one straggler or mis-sized run
-(or two) moves it not at all, a lasting change (every outcome saying it) after three."""
+SURPRISES = 9
+"""A device's drift follows the median of its last 9 surprises: up to four stragglers or
+mis-sized runs move it not at all, a lasting change (every outcome saying it) after five."""
 DEAD = 0.15
 """Median surprises within x1.16 leave a drift where it is: noise, not a change of the device."""
 ESTABLISHED = 2.0
@@ -422,8 +422,9 @@ class QPolicy:
             for table, key in ((self.workloads, wkey), (self.models, mkey)):
                 cell = self._cell(table, key, wkey, mkey, akey)
                 cell.seen += weight
+                mean = 1 / cell.seen >= self.params.throughput_ema
                 rate = weight * max(self.params.throughput_ema, 1 / cell.seen)
-                cell.throughput = _toward(cell.throughput, throughput, rate)
+                cell.throughput = _toward(cell.throughput, throughput, rate, clip=not mean)
         item = replay.Transition(
             wkey,
             mkey,
@@ -545,8 +546,9 @@ def _clip(value: float, bound: float) -> float:
     return min(max(value, -bound), bound)
 
 
-def _toward(average: float, observed: float, rate: float) -> float:
-    """A throughput average moved toward ``observed`` in log space by a clipped step."""
+def _toward(average: float, observed: float, rate: float, clip: bool = True) -> float:
+    """A throughput average moved toward ``observed`` in log space by a (clipped) step."""
     if average <= 0 or rate >= 1:
         return observed
-    return average * math.exp(rate * _clip(math.log(observed / average), AVERAGE_STEP))
+    step = math.log(observed / average)
+    return average * math.exp(rate * (_clip(step, AVERAGE_STEP) if clip else step))

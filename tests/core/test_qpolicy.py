@@ -155,7 +155,7 @@ def test_values_are_finite_for_a_large_fleet():
 def test_a_device_that_slows_is_known_from_other_workloads(drift_rate):
     """Outcomes of other models on a slowed device lower its value for a model not seen there."""
     policy = no_replay(drift_rate=drift_rate, epsilon_start=0.0, epsilon_min=0.0)
-    others = [workload(model_name=f"m{i}", work=100.0) for i in range(8)]
+    others = [workload(model_name=f"m{i}", work=100.0) for i in range(12)]
     b = workload(model_name="b", work=100.0)
     for w in (*others, b):
         policy.values(w, view([SLOW, FAST], w))

@@ -16,7 +16,7 @@ def trained() -> qpolicy.QPolicy:
     for i in range(30):
         row = policy.choose(w, v, rng).row
         policy.observe(outcome(f"u{i}", w, [SLOW, FAST][row], 5.0 if row == 0 else 7.0))
-    for i in range(3):  # the fast device slows: a drift to keep
+    for i in range(6):  # the fast device slows: a drift to keep (a median of the last nine)
         policy.observe(outcome(f"late{i}", w, FAST, 3.5))
     return policy
 
