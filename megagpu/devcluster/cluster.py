@@ -238,35 +238,6 @@ def up(
     out(f"kubeconfig: {p.kubeconfig}")
 
 
-def _bridge_kubeconfig(p: Paths, apiserver_port: int) -> dict[str, object]:
-    """The admin kubeconfig kwokctl writes, but for the API server on the bridge's gateway."""
-    pki = p.cluster / "pki"
-    return {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [
-            {
-                "name": NAME,
-                "cluster": {
-                    "certificate-authority": str(pki / "ca.crt"),
-                    "server": f"https://{nodeconfig.gateway()}:{apiserver_port}",
-                },
-            }
-        ],
-        "users": [
-            {
-                "name": NAME,
-                "user": {
-                    "client-certificate": str(pki / "admin.crt"),
-                    "client-key": str(pki / "admin.key"),
-                },
-            }
-        ],
-        "contexts": [{"name": NAME, "context": {"cluster": NAME, "user": NAME}}],
-        "current-context": NAME,
-    }
-
-
 def _keep_logs(p: Paths) -> Path:
     """Copy the logs out of the cluster directory, which ``down`` deletes."""
     kept = p.workdir / f"{NAME}-failed-start-logs"
@@ -276,9 +247,7 @@ def _keep_logs(p: Paths) -> Path:
     return kept
 
 
-def _kwokctl_config(
-    p: Paths, real: bool, etcd_port: int, components_kubeconfig: Path
-) -> dict[str, object]:
+def _kwokctl_config(p: Paths, real: bool) -> dict[str, object]:
     """Kwokctl's configuration: kwok fakes only the annotated fake nodes.
 
     A real kubelet owns its node. With real nodes, every control-plane listener moves from
@@ -287,8 +256,6 @@ def _kwokctl_config(
     tokens) is on.
 
     A patch that overrides replaces an argument kwokctl writes; one that does not appends.
-    kwokctl's binary runtime points the API server at etcd, and the other components at the API
-    server, on 127.0.0.1 whatever the bind address: those arguments are replaced.
     """
     patches: list[dict[str, object]] = [
         _patch(
@@ -313,12 +280,10 @@ def _kwokctl_config(
             ],
         )
         service_range = {"service-cluster-ip-range": str(nodeconfig.SERVICE_NETWORK)}
-        kubeconfig = {"kubeconfig": str(components_kubeconfig)}
-        patches[0]["extraArgs"] += _patch("", kubeconfig, {})["extraArgs"]  # type: ignore[operator]
         patches += [
             _patch(
                 "kube-apiserver",
-                {"etcd-servers": f"http://{gateway}:{etcd_port}"},
+                {},
                 {
                     "advertise-address": gateway,
                     "endpoint-reconciler-type": "lease",
@@ -329,8 +294,7 @@ def _kwokctl_config(
                 }
                 | service_range,
             ),
-            _patch("kube-controller-manager", kubeconfig, service_range),
-            _patch("kube-scheduler", kubeconfig, {}),
+            _patch("kube-controller-manager", {}, service_range),
         ]
     return {
         "apiVersion": "config.kwok.x-k8s.io/v1alpha1",
@@ -351,12 +315,10 @@ def _create(p: Paths, apiserver_port: int, out: Output, *, real: bool) -> None:
     p.workdir.mkdir(parents=True, exist_ok=True)
     config = p.workdir / "kwokctl.yaml"
     etcd_port = processes.free_port()
-    if real and not apiserver_port:
-        apiserver_port = processes.free_port()
-    components_kubeconfig = p.workdir / f"{NAME}-bridge.kubeconfig"
     if real:
-        components_kubeconfig.write_text(yaml.safe_dump(_bridge_kubeconfig(p, apiserver_port)))
-    header = _kwokctl_config(p, real, etcd_port, components_kubeconfig)
+        apiserver_port = apiserver_port or processes.free_port()
+        network.forward_loopback(p.network_record, [etcd_port, apiserver_port])
+    header = _kwokctl_config(p, real)
     config.write_text(yaml.safe_dump(header) + "---\n" + STAGES.read_text())
     b = binaries.binary
     args = [
@@ -387,8 +349,6 @@ def _create(p: Paths, apiserver_port: int, out: Output, *, real: bool) -> None:
     if apiserver_port:
         args += ["--kube-apiserver-port", str(apiserver_port)]
     _kwokctl(p, args)
-    if real:  # what users and megagpu's own processes read
-        p.kubeconfig.write_text(components_kubeconfig.read_text())
     deadline = time.monotonic() + READY_TIMEOUT_S
     while not api_ready(p):
         if time.monotonic() > deadline:

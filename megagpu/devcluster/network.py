@@ -24,6 +24,22 @@ KEEP_LOCAL = ["FORWARD", "-i", nodeconfig.BRIDGE, "!", "-o", nodeconfig.BRIDGE, 
 """Pods reach the API server and each other through the bridge, and nothing beyond it."""
 
 
+def _loopback_rule(port: int) -> list[str]:
+    return [
+        "OUTPUT",
+        "-d",
+        "127.0.0.1/32",
+        "-p",
+        "tcp",
+        "--dport",
+        str(port),
+        "-j",
+        "DNAT",
+        "--to-destination",
+        f"{nodeconfig.gateway()}:{port}",
+    ]
+
+
 def _run(argv: list[str], what: str) -> None:
     done = subprocess.run(argv, capture_output=True, text=True, check=False)
     if done.returncode != 0:
@@ -50,7 +66,7 @@ def up(record: Path) -> None:
             )
         sysctls.setdefault(key, path.read_text().strip())
     record.parent.mkdir(parents=True, exist_ok=True)
-    record.write_text(json.dumps({"sysctls": sysctls, "bridge": True, "rule": True}))
+    record.write_text(json.dumps({**previous, "sysctls": sysctls}))
     if not _bridge_exists():
         _run(["ip", "link", "add", nodeconfig.BRIDGE, "type", "bridge"], "creating the bridge")
         address = f"{nodeconfig.gateway()}/{nodeconfig.POD_NETWORK.prefixlen}"
@@ -63,6 +79,20 @@ def up(record: Path) -> None:
         _run(["iptables", "-I", *KEEP_LOCAL], "adding the keep-local forwarding rule")
 
 
+def forward_loopback(record: Path, ports: list[int]) -> None:
+    """Let this machine's clients reach control-plane listeners on the gateway at 127.0.0.1.
+
+    With real nodes the control plane listens on the bridge's gateway (pods cannot reach this
+    machine's loopback), while kwokctl, its components and every kubeconfig say 127.0.0.1:
+    locally made connections to those ports are redirected to the gateway (no traffic leaves).
+    """
+    done = json.loads(record.read_text())
+    done["loopback_ports"] = sorted(set(done.get("loopback_ports", [])) | set(ports))
+    record.write_text(json.dumps(done))
+    for port in ports:
+        _run(["iptables", "-t", "nat", "-A", *_loopback_rule(port)], "redirecting a local port")
+
+
 def down(record: Path) -> list[str]:
     """Undo what ``up`` recorded; returns what was undone."""
     if not record.exists():
@@ -71,6 +101,10 @@ def down(record: Path) -> list[str]:
     undone = []
     while subprocess.run(["iptables", "-D", *KEEP_LOCAL], capture_output=True).returncode == 0:
         undone.append("forwarding rule")
+    for port in done.get("loopback_ports", []):
+        delete = ["iptables", "-t", "nat", "-D", *_loopback_rule(port)]
+        while subprocess.run(delete, capture_output=True).returncode == 0:
+            undone.append(f"loopback redirect of port {port}")
     if _bridge_exists():
         _run(["ip", "link", "del", nodeconfig.BRIDGE], "deleting the bridge")
         undone.append(f"bridge {nodeconfig.BRIDGE}")

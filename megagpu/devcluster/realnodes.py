@@ -287,10 +287,14 @@ def stop(pids: Path, out: Output) -> None:
         for d in (node.run, node.state):
             shutil.rmtree(d, ignore_errors=True)
         out(f"real node {node.name} stopped and its state removed")
+    if nodes:
+        (nodes[0].state.parent / "kube-proxy.yaml").unlink(missing_ok=True)
+    for d in {n.state.parent for n in nodes} | {n.run.parent for n in nodes}:
+        with contextlib.suppress(OSError):
+            d.rmdir()
     for root in (STATE_ROOT, RUN_ROOT):
-        for d in sorted(root.glob("*"), reverse=True) if root.is_dir() else []:
-            with contextlib.suppress(OSError):
-                d.rmdir()
+        with contextlib.suppress(OSError):
+            root.rmdir()
     _record(pids).unlink(missing_ok=True)
 
 
