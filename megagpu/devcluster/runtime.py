@@ -114,6 +114,12 @@ def run_seconds(
     return Plan(work / max(rate, 1e-9), work)
 
 
+def is_fake(node: dict[str, Any]) -> bool:
+    """Whether kwok fakes the node (annotated so); real nodes' pods are left to their kubelet."""
+    annotations = (node.get("metadata") or {}).get("annotations") or {}
+    return annotations.get(names.ANN_KWOK_NODE) == "fake"
+
+
 def termination_message(annotations: dict[str, str], work: float) -> str:
     """What the simulated container writes as its termination message (empty: no report)."""
     if annotations.get(names.ANN_SIM_REPORT, "true").lower() == "false":
@@ -161,8 +167,8 @@ class Runtime:
         if uid in self._planned:
             return
         node = self.nodes.items.get(spec.get("nodeName", ""))
-        if node is None:
-            return
+        if node is None or not is_fake(node):
+            return  # a real kubelet runs and ends its pods itself
         try:
             simulated = run_seconds(pod, node, self.tables)
         except (convert.ConvertError, ValueError) as e:
