@@ -372,6 +372,38 @@ def loop(args: argparse.Namespace) -> int:
     by_key = {(p.backend, p.device_class): p for p in pairs}
     placements: list[dict[str, Any]] = []
     start = time.monotonic()
+    audit: list[dict[str, Any]] = []
+    card = slug(next(iter(info["devices"].values()))["name"]) if info["devices"] else "none"
+    out = args.out / f"gpu-loop-{card}.json"
+
+    def save(complete: bool) -> dict[str, Any]:
+        """The result so far, written over ``out`` (atomically): a cut-off run leaves its part."""
+        result = {
+            **header,
+            "card": next(iter(info["devices"].values()))["name"] if info["devices"] else "none",
+            "complete": complete,
+            "node": info,
+            "classes": [k._asdict() for k in classes],
+            "params": {
+                "epsilon_start": policy.params.epsilon_start,
+                "epsilon_min": policy.params.epsilon_min,
+                "learning_rate": policy.params.learning_rate,
+            },
+            "duration_s": round(time.monotonic() - start, 1),
+            "summary": summarize(placements, audit) if placements else {},
+            "placements": [
+                {k: v for k, v in p.items() if k != "report"}
+                | {"compute_s": p["report"].get("seconds"), "device": p["report"].get("device")}
+                for p in placements
+            ],
+            "audit": [{k: v for k, v in a.items() if k != "report"} for a in audit],
+        }
+        out.parent.mkdir(parents=True, exist_ok=True)
+        part = out.with_name(out.name + ".part")
+        part.write_text(json.dumps(result, indent=1) + "\n")
+        part.replace(out)
+        return result
+
     for i in range(args.placements):
         if time.monotonic() - start > args.budget_s:
             print(f"time budget of {args.budget_s} s spent after {i} placements", flush=True)
@@ -397,7 +429,8 @@ def loop(args: argparse.Namespace) -> int:
             f"reward {policy.recent_rewards[-1]:+.2f} {run['error'][:120]}",
             flush=True,
         )
-    audit = []
+        if (i + 1) % args.checkpoint == 0:
+            save(False)
     for klass in classes:
         for pair in pairs:
             for _ in range(args.audit):
@@ -408,29 +441,8 @@ def loop(args: argparse.Namespace) -> int:
                         **run_one(klass, pair, args.timeout_s),
                     }
                 )
-    card = slug(next(iter(info["devices"].values()))["name"]) if info["devices"] else "none"
-    result = {
-        **header,
-        "card": next(iter(info["devices"].values()))["name"] if info["devices"] else "none",
-        "node": info,
-        "classes": [k._asdict() for k in classes],
-        "params": {
-            "epsilon_start": policy.params.epsilon_start,
-            "epsilon_min": policy.params.epsilon_min,
-            "learning_rate": policy.params.learning_rate,
-        },
-        "duration_s": round(time.monotonic() - start, 1),
-        "summary": summarize(placements, audit),
-        "placements": [
-            {k: v for k, v in p.items() if k != "report"}
-            | {"compute_s": p["report"].get("seconds"), "device": p["report"].get("device")}
-            for p in placements
-        ],
-        "audit": [{k: v for k, v in a.items() if k != "report"} for a in audit],
-    }
-    out = args.out / f"gpu-loop-{card}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1) + "\n")
+                save(False)
+    result = save(True)
     print(json.dumps(result["summary"], indent=1))
     print(f"wrote {out}")
     return 0 if result["summary"]["goal_met"] and len(placements) >= args.placements else 2
@@ -482,6 +494,9 @@ def main() -> int:
     parser.add_argument("--audit", type=int, default=3, help="runs per (class, pair) at the end")
     parser.add_argument("--timeout-s", type=float, default=60.0, help="per run")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--checkpoint", type=int, default=10, help="write the result so far every N placements"
+    )
     parser.add_argument("--small", action="store_true", help="small sizes (no GPU needed)")
     parser.add_argument("--lavapipe", action="store_true", help="count CPU Vulkan devices")
     parser.add_argument("--out", type=Path, default=RESULTS)
