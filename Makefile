@@ -59,7 +59,7 @@ $(PROM_DIR)/usr/bin/prometheus:
 
 prometheus: $(PROM_DIR)/usr/bin/prometheus
 
-demo: binaries
+demo: binaries image
 	$(BIN)/megagpu demo
 
 # Where Docker and kind exist (not on the development machine): the image, the chart on a kind
@@ -91,16 +91,16 @@ lint: $(STAMP)
 unit: $(STAMP) shaders prometheus
 	MEGAGPU_PROMETHEUS=$(PROM_DIR)/usr/bin $(BIN)/pytest -m "not e2e" $(PYTEST_ARGS)
 
-e2e: binaries prometheus
+e2e: binaries image prometheus
 	MEGAGPU_PROMETHEUS=$(PROM_DIR)/usr/bin $(BIN)/pytest -m "e2e and not scale" $(PYTEST_ARGS)
 
-test: binaries shaders prometheus lint
+test: binaries shaders image prometheus lint
 	@start=$$SECONDS; MEGAGPU_PROMETHEUS=$(PROM_DIR)/usr/bin $(BIN)/pytest -m "not e2e" $(PYTEST_ARGS); rc=$$?; \
 	  echo "phase unit tests: $$((SECONDS - start))s"; exit $$rc
 	@start=$$SECONDS; MEGAGPU_PROMETHEUS=$(PROM_DIR)/usr/bin $(BIN)/pytest -m "e2e and not scale" $(PYTEST_ARGS); rc=$$?; \
 	  echo "phase e2e tests: $$((SECONDS - start))s"; exit $$rc
 
-e2e-scale: binaries
+e2e-scale: binaries image
 	MEGAGPU_SCALE=full MEGAGPU_PROMETHEUS=$(PROM_DIR)/usr/bin $(BIN)/pytest -m e2e $(PYTEST_ARGS)
 
 bench-devcluster: binaries

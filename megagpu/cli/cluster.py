@@ -85,7 +85,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         "== 1. the local control plane: real etcd, kube-apiserver, kube-scheduler, kwok "
         "nodes; megagpu extender, operator and simulated runtime"
     )
-    cluster.up(out=lambda line: print(line, flush=True))
+    cluster.up(real_nodes=1, out=lambda line: print(line, flush=True))
     config = cluster.paths().kubeconfig
     print(kubectl.run(config, ["get", "nodes", "-L", "megagpu.io/gpu.product"]).stdout)
     api = kube_client.api_client(config)

@@ -453,6 +453,9 @@ def down(out: Output = print) -> None:
     undone = network.down(p.network_record)
     if undone:
         out(f"network restored: {', '.join(undone)}")
+    left = realnodes.leftovers()
+    if left:
+        out(f"warning: still on this machine after down: {'; '.join(left)}")
 
 
 def kubeconfig() -> Path:

@@ -15,6 +15,8 @@ import os
 import shutil
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -228,11 +230,21 @@ def node_ready(node: RealNode, kubeconfig: Path) -> bool:
     return done.returncode == 0 and done.stdout.strip() == "True"
 
 
+def kubelet_healthy(node: RealNode) -> bool:
+    """Whether this node's kubelet process answers its healthz endpoint."""
+    url = f"http://127.0.0.1:{node.healthz_port}/healthz"
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
 def wait_ready(node: RealNode, kubeconfig: Path, logs: Path, pids: Path) -> None:
-    """Wait for Ready; the error names the kubelet's log and its last error line."""
+    """Wait for a healthy kubelet and a Ready node; an error names the kubelet's last error."""
     deadline = time.monotonic() + READY_TIMEOUT_S
     log = logs / f"kubelet-{node.name}.log"
-    while not node_ready(node, kubeconfig):
+    while not (kubelet_healthy(node) and node_ready(node, kubeconfig)):
         pid = processes.pids(pids).get(f"kubelet-{node.name}")
         dead = pid is not None and not processes.alive(pid)
         if dead or time.monotonic() > deadline:
@@ -277,6 +289,8 @@ def stop(pids: Path, out: Output) -> None:
         subprocess.run(
             [str(binaries.binary("kube-proxy")), "--cleanup"], capture_output=True, check=False
         )
+    if nodes:
+        _remove_kubelet_chains()
     for node in nodes:
         if processes.alive(running.get(f"containerd-{node.name}", 0)):
             crictl(node, ["rmp", "--all", "--force"], check=False, timeout_s=120)
@@ -296,6 +310,18 @@ def stop(pids: Path, out: Output) -> None:
         with contextlib.suppress(OSError):
             root.rmdir()
     _record(pids).unlink(missing_ok=True)
+
+
+def _remove_kubelet_chains() -> None:
+    """The kubelet's KUBE-FIREWALL chain (IPv4 and IPv6), which kube-proxy's cleanup leaves."""
+    for tool in ("iptables", "ip6tables"):
+        for argv in (
+            ["-D", "INPUT", "-j", "KUBE-FIREWALL"],
+            ["-D", "OUTPUT", "-j", "KUBE-FIREWALL"],
+            ["-F", "KUBE-FIREWALL"],
+            ["-X", "KUBE-FIREWALL"],
+        ):
+            subprocess.run([tool, *argv], capture_output=True, check=False)
 
 
 def _kill_shims(node: RealNode) -> None:
@@ -329,3 +355,37 @@ def _remove_cgroups(node: RealNode) -> None:
             base.rmdir()
         with contextlib.suppress(OSError):
             top.rmdir()
+
+
+def leftovers() -> list[str]:
+    """What real nodes could leave on this machine and still finds (empty after a clean down)."""
+    found = []
+    if Path(f"/sys/class/net/{nodeconfig.BRIDGE}").exists():
+        found.append(f"bridge {nodeconfig.BRIDGE}")
+    for root in (STATE_ROOT, RUN_ROOT):
+        if root.exists():
+            found.append(f"directory {root}")
+    with open("/proc/self/mounts") as f:
+        found += [
+            f"mount {line.split()[1]}"
+            for line in f
+            if line.split()[1].startswith((str(STATE_ROOT), str(RUN_ROOT)))
+        ]
+    for tool, table in [(t, x) for t in ("iptables", "ip6tables") for x in ("filter", "nat")]:
+        rules = subprocess.run(
+            [tool, "-t", table, "-S"], capture_output=True, text=True, check=False
+        ).stdout
+        found += [
+            f"{tool} {table}: {rule}"
+            for rule in rules.splitlines()
+            if nodeconfig.BRIDGE in rule or nodeconfig.gateway() in rule or "KUBE-" in rule
+        ]
+    ours = (str(binaries.bin_dir()).encode(), str(RUN_ROOT).encode())
+    for proc in Path("/proc").glob("[0-9]*"):
+        with contextlib.suppress(OSError):
+            argv = (proc / "cmdline").read_bytes()
+            program = argv.split(b"\0")[0]
+            names = (b"containerd", b"kubelet", b"kube-proxy")
+            if any(o in argv for o in ours) and any(n in program for n in names):
+                found.append(f"process {proc.name}: {program.decode()}")
+    return found

@@ -42,12 +42,30 @@ def kubeconfig() -> Iterator[Path]:
         return
     started = False
     if megagpu("dev", "status").returncode != 0:
-        up = megagpu("dev", "up")
+        up = megagpu("dev", "up", "--real-nodes", "1")
         assert up.returncode == 0, up.stdout + up.stderr
         started = True
     yield cluster.paths().kubeconfig
     if started and not os.environ.get("MEGAGPU_KEEP_CLUSTER"):
-        megagpu("dev", "down")
+        down = megagpu("dev", "down")
+        assert down.returncode == 0, down.stdout + down.stderr
+        from megagpu.devcluster import realnodes
+
+        assert realnodes.leftovers() == [], "dev down left these on the machine"
+
+
+@pytest.fixture(scope="session")
+def real_node(kubeconfig: Path) -> str:
+    """The name of a real node (kubelet + containerd) of the dev cluster under test."""
+    from megagpu.devcluster import realnodes
+
+    nodes = realnodes.recorded(cluster.paths().pids)
+    if not nodes:
+        pytest.fail(
+            "the running dev cluster has no real node: stop it (megagpu dev down) and let the "
+            "tests start their own, or start it with --real-nodes 1"
+        )
+    return nodes[0].name
 
 
 @pytest.fixture(scope="session")
