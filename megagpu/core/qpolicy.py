@@ -41,14 +41,11 @@ LEARNED_UIDS = 4096
 RECENT_REWARDS = 100
 MEMO_ENTRIES = 4096
 """Entries a memo holds before it starts over (the prior's speeds, per-action values)."""
-ROUNDING = 1e-9
-"""Relative throughput differences below this are float rounding in the averages, not drift."""
 STEP = math.log(2)
 """Largest log surprise (x2) one step of a device's drift counts for."""
 AVERAGE_STEP = 0.25
 """Largest log surprise (x1.28) one outcome counts for in a pair's throughput average: lasting
 changes of a device reach every pair through its drift, so averages can afford to be slow."""
-"""Largest log surprise one outcome counts for, in a drift or a throughput average (x2)."""
 DECLARED_WEIGHT = 0.1
 """Weight of a declared size in a throughput average against a reported one: declarations are
 estimates (off by x0.5 to x2 is ordinary); ten of them count as one measurement."""
