@@ -26,6 +26,7 @@ KUBERNETES_SERVICE_IP = "10.96.0.1"
 CNI_PLUGINS = Path("/usr/lib/cni")
 """Debian's containernetworking-plugins (installed by ``make host-packages``)."""
 RUNC = Path("/usr/sbin/runc")
+KUBELET_DEVICE_PLUGINS = Path("/var/lib/kubelet/device-plugins")
 TAINT = "megagpu.io/real-node"
 """Real nodes carry this NoSchedule taint: pods meant for kwok's fake nodes never land on a
 real kubelet by accident; pods that should run for real tolerate it."""
@@ -49,6 +50,10 @@ class RealNode:
     """Runtime state and sockets: ``/run/megagpu-dev/<cluster>/<n>``."""
     kubelet_port: int
     healthz_port: int
+    probe_port: int
+    gpus: int = 4
+    """Simulated devices the node's probe offers through its device plugin."""
+    device_class: str = "sim"
 
     @property
     def containerd_socket(self) -> Path:
@@ -69,6 +74,14 @@ class RealNode:
     def kubelet_dir(self) -> Path:
         """The kubelet's ``--root-dir`` (device plugin sockets live in it)."""
         return self.state / "kubelet"
+
+    @property
+    def device_plugin_dir(self) -> Path:
+        """Bound at ``/var/lib/kubelet/device-plugins`` in the node's own mount namespace.
+
+        The kubelet looks for device plugins there whatever its ``--root-dir``.
+        """
+        return self.state / "device-plugins"
 
     @property
     def kubelet_config(self) -> Path:

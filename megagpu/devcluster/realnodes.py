@@ -10,10 +10,12 @@ every process by pid, unmounts what is left under those directories and deletes 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import shutil
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -32,8 +34,8 @@ READY_PATH = "{.status.conditions[?(@.type=='Ready')].status}"
 Output = Callable[[str], None]
 
 
-def plan(cluster: str, count: int) -> list[RealNode]:
-    """Names, directories and ports of ``count`` real nodes of ``cluster``."""
+def plan(cluster: str, count: int, gpus: int = 4, device_class: str = "sim") -> list[RealNode]:
+    """Names, directories, ports and simulated devices of ``count`` real nodes of ``cluster``."""
     nodes = []
     for i in range(count):
         name = f"{cluster}-real-{i}"
@@ -45,6 +47,9 @@ def plan(cluster: str, count: int) -> list[RealNode]:
                 run=RUN_ROOT / cluster / name,
                 kubelet_port=processes.free_port(),
                 healthz_port=processes.free_port(),
+                probe_port=processes.free_port(),
+                gpus=gpus,
+                device_class=device_class,
             )
         )
     return nodes
@@ -59,33 +64,31 @@ def recorded(pids: Path) -> list[RealNode]:
     path = _record(pids)
     if not path.exists():
         return []
-    return [
-        RealNode(
-            name=n["name"],
-            index=n["index"],
-            state=Path(n["state"]),
-            run=Path(n["run"]),
-            kubelet_port=n["kubelet_port"],
-            healthz_port=n["healthz_port"],
-        )
-        for n in json.loads(path.read_text())
-    ]
+    rows = json.loads(path.read_text())["nodes"]
+    return [RealNode(**{**n, "state": Path(n["state"]), "run": Path(n["run"])}) for n in rows]
 
 
-def _save(pids: Path, nodes: Sequence[RealNode]) -> None:
+def _created(pids: Path) -> list[Path]:
+    path = _record(pids)
+    return [Path(d) for d in json.loads(path.read_text())["created"]] if path.exists() else []
+
+
+def _save(pids: Path, nodes: Sequence[RealNode], created: Sequence[Path] = ()) -> None:
+    """Record the nodes and the directories made outside their state (removed by ``stop``)."""
     pids.mkdir(parents=True, exist_ok=True)
-    rows = [
-        {
-            "name": n.name,
-            "index": n.index,
-            "state": str(n.state),
-            "run": str(n.run),
-            "kubelet_port": n.kubelet_port,
-            "healthz_port": n.healthz_port,
-        }
-        for n in nodes
+    rows = [{**dataclasses.asdict(n), "state": str(n.state), "run": str(n.run)} for n in nodes]
+    _record(pids).write_text(json.dumps({"nodes": rows, "created": [str(d) for d in created]}))
+
+
+def _plugin_mountpoint() -> list[Path]:
+    """Make ``/var/lib/kubelet/device-plugins`` to mount over; returns the directories made."""
+    made = [
+        d
+        for d in (nodeconfig.KUBELET_DEVICE_PLUGINS, *nodeconfig.KUBELET_DEVICE_PLUGINS.parents)
+        if not d.exists()
     ]
-    _record(pids).write_text(json.dumps(rows))
+    nodeconfig.KUBELET_DEVICE_PLUGINS.mkdir(parents=True, exist_ok=True)
+    return made
 
 
 def preflight() -> None:
@@ -117,8 +120,11 @@ def start(
     archives: Sequence[images.Archive],
     out: Output,
 ) -> None:
-    """Start containerd and a kubelet per node and one kube-proxy; wait until all are Ready."""
-    _save(pids, nodes)
+    """Start containerd, a kubelet and a probe per node, and one kube-proxy.
+
+    Returns when every node is Ready and its kubelet offers the probe's devices.
+    """
+    _save(pids, nodes, _plugin_mountpoint())
     for node in nodes:
         _start_containerd(node, logs, pids)
     for node in nodes:
@@ -129,15 +135,36 @@ def start(
         _start_proxy(nodes[0], kubeconfig, logs, pids)
     for node in nodes:
         wait_ready(node, kubeconfig, logs, pids)
-        out(f"real node {node.name} is Ready (containerd {node.containerd_socket})")
+        _start_probe(node, kubeconfig, logs, pids)
+    for node in nodes:
+        _wait_devices(node, kubeconfig, logs)
+        out(
+            f"real node {node.name} is Ready with {node.gpus} simulated {node.device_class} "
+            f"devices (containerd {node.containerd_socket})"
+        )
 
 
 def _start_containerd(node: RealNode, logs: Path, pids: Path) -> None:
-    for d in (node.state, node.run, node.cni_conf_dir, node.kubelet_dir):
+    for d in (node.state, node.run, node.cni_conf_dir, node.kubelet_dir, node.device_plugin_dir):
         d.mkdir(parents=True, exist_ok=True)
     node.containerd_config.write_text(nodeconfig.containerd_toml(node))
     (node.cni_conf_dir / "10-megagpu.conflist").write_text(nodeconfig.cni_conflist(node))
-    argv = [str(binaries.binary("containerd")), "--config", str(node.containerd_config)]
+    # The node's own mount namespace (containerd, its shims and containers, and the kubelet,
+    # which enters it): its device plugin directory is bound where the kubelet looks.
+    argv = [
+        "unshare",
+        "--mount",
+        "--",
+        "sh",
+        "-c",
+        'mount --bind "$1" "$2" && shift 2 && exec "$@"',
+        "sh",
+        str(node.device_plugin_dir),
+        str(nodeconfig.KUBELET_DEVICE_PLUGINS),
+        str(binaries.binary("containerd")),
+        "--config",
+        str(node.containerd_config),
+    ]
     path = f"{binaries.bin_dir()}:{os.environ.get('PATH', '/usr/sbin:/usr/bin:/sbin:/bin')}"
     processes.start(f"containerd-{node.name}", argv, logs, pids, env={"PATH": path})
 
@@ -190,7 +217,11 @@ def _hierarchies() -> list[Path]:
 def _start_kubelet(node: RealNode, kubeconfig: Path, ca_file: Path, logs: Path, pids: Path) -> None:
     _make_cgroup_root(node)
     node.kubelet_config.write_text(nodeconfig.kubelet_yaml(node, ca_file))
+    namespace = f"/proc/{processes.pids(pids)[f'containerd-{node.name}']}/ns/mnt"
     argv = [
+        "nsenter",
+        f"--mount={namespace}",
+        "--",
         str(binaries.binary("kubelet")),
         "--config",
         str(node.kubelet_config),
@@ -206,6 +237,53 @@ def _start_kubelet(node: RealNode, kubeconfig: Path, ca_file: Path, logs: Path, 
         f"{nodeconfig.LABEL}=true",
     ]
     processes.start(f"kubelet-{node.name}", argv, logs, pids)
+
+
+def _start_probe(node: RealNode, kubeconfig: Path, logs: Path, pids: Path) -> None:
+    """The node's probe: GpuNode, labels and the device plugin for its simulated devices."""
+    argv = [
+        sys.executable,
+        "-m",
+        "megagpu",
+        "probe",
+        "--publish",
+        "--device-plugin",
+        "--node-name",
+        node.name,
+        "--kubeconfig",
+        str(kubeconfig),
+        "--kubelet-dir",
+        str(node.kubelet_dir),
+        "--device-plugin-dir",
+        str(node.device_plugin_dir),
+        "--simulated-devices",
+        str(node.gpus),
+        "--simulated-class",
+        node.device_class,
+        "--listen",
+        f"127.0.0.1:{node.probe_port}",
+        "--interval",
+        "5",
+    ]
+    processes.start(f"probe-{node.name}", argv, logs, pids, env={"PYTHONUNBUFFERED": "1"})
+
+
+def _wait_devices(node: RealNode, kubeconfig: Path, logs: Path) -> None:
+    """Wait until the kubelet advertises the node's devices (the plugin registered)."""
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    path = "{.status.allocatable.megagpu\\.io/gpu}"
+    while True:
+        done = kubectl.run(
+            kubeconfig, ["get", "node", node.name, "-o", f"jsonpath={path}"], check=False
+        )
+        if done.returncode == 0 and done.stdout.strip() == str(node.gpus):
+            return
+        if time.monotonic() > deadline:
+            raise DevClusterError(
+                f"{node.name} does not offer its {node.gpus} devices (allocatable "
+                f"{done.stdout.strip() or 'none'}); see {logs / f'probe-{node.name}.log'}"
+            )
+        time.sleep(0.5)
 
 
 def _start_proxy(node: RealNode, kubeconfig: Path, logs: Path, pids: Path) -> None:
@@ -270,7 +348,7 @@ def status(nodes: Sequence[RealNode], kubeconfig: Path, pids: Path) -> list[str]
     for node in nodes:
         dead = [
             f"{what} not running"
-            for what in (f"containerd-{node.name}", f"kubelet-{node.name}")
+            for what in (f"containerd-{node.name}", f"kubelet-{node.name}", f"probe-{node.name}")
             if not processes.alive(running.get(what, 0))
         ]
         state = "Ready" if not dead and node_ready(node, kubeconfig) else "NotReady"
@@ -281,8 +359,10 @@ def status(nodes: Sequence[RealNode], kubeconfig: Path, pids: Path) -> list[str]
 def stop(pids: Path, out: Output) -> None:
     """Remove the pods through the CRI, stop every real-node process, unmount, delete state."""
     nodes = recorded(pids)
+    created = _created(pids)
     running = processes.pids(pids)
     for node in nodes:
+        processes.stop_one(f"probe-{node.name}", pids)
         processes.stop_one(f"kubelet-{node.name}", pids)
     if PROXY in running:
         processes.stop_one(PROXY, pids)
@@ -306,9 +386,9 @@ def stop(pids: Path, out: Output) -> None:
     for d in {n.state.parent for n in nodes} | {n.run.parent for n in nodes}:
         with contextlib.suppress(OSError):
             d.rmdir()
-    for root in (STATE_ROOT, RUN_ROOT):
+    for d in [STATE_ROOT, RUN_ROOT, *created]:
         with contextlib.suppress(OSError):
-            root.rmdir()
+            d.rmdir()
     _record(pids).unlink(missing_ok=True)
 
 

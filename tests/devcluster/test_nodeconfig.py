@@ -17,6 +17,7 @@ def node(index: int) -> RealNode:
         run=Path(f"/run/megagpu-dev/megagpu/megagpu-real-{index}"),
         kubelet_port=10250 + index,
         healthz_port=10260 + index,
+        probe_port=10270 + index,
     )
 
 

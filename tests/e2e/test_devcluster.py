@@ -22,7 +22,7 @@ def cache(tmp_path: Path) -> Iterator[Path]:
     home = tmp_path / "xdg"
     target = home / "megagpu" / binaries.VERSION_KEY / "bin"
     target.mkdir(parents=True)
-    for name in (*binaries.NAMES, ".helm-version"):
+    for name in (*binaries.NAMES, *(f".{n}-version" for n in binaries.STAMPED)):
         (target / name).symlink_to(binaries.bin_dir() / name)
     yield home
     dev(home, "down")
