@@ -1,4 +1,8 @@
-"""Session fixture: reuse a running dev cluster or start one; a fresh namespace per test."""
+"""Session fixture: the tests' own dev cluster (with a real node); a fresh namespace per test.
+
+A dev cluster that is already running belongs to someone: the tests stop with a message
+instead of learning into it, unless MEGAGPU_E2E_REUSE=1 says to use it.
+"""
 
 from __future__ import annotations
 
@@ -41,6 +45,14 @@ def kubeconfig() -> Iterator[Path]:
         yield Path(given)
         return
     started = False
+    running = cluster.paths().cluster.exists()
+    if running and not os.environ.get("MEGAGPU_E2E_REUSE"):
+        pytest.exit(
+            "a dev cluster is already running: the e2e tests would learn into its policy and "
+            "change what it runs. Stop it (megagpu dev down) and run again, or set "
+            "MEGAGPU_E2E_REUSE=1 to run against it knowingly",
+            returncode=2,
+        )
     if megagpu("dev", "status").returncode != 0:
         up = megagpu("dev", "up", "--real-nodes", "1")
         assert up.returncode == 0, up.stdout + up.stderr
