@@ -220,7 +220,9 @@ def up(
             out(f"starting {real_nodes} real node(s): containerd, kubelet, kube-proxy")
             real = realnodes.plan(NAME, real_nodes)
             archives = images.for_new_nodes(out)
-            realnodes.start(real, p.kubeconfig, p.ca_file, p.logs, p.pids, archives, out)
+            realnodes.start(
+                real, p.kubeconfig, p.ca_file, p.logs, p.pids, archives, out, probes=components
+            )
         _start_scheduler(p, extender or scheduler.ExtenderOptions(), out)
         _wait(p)
         if components:

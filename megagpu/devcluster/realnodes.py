@@ -119,10 +119,13 @@ def start(
     pids: Path,
     archives: Sequence[images.Archive],
     out: Output,
+    *,
+    probes: bool = True,
 ) -> None:
     """Start containerd, a kubelet and a probe per node, and one kube-proxy.
 
-    Returns when every node is Ready and its kubelet offers the probe's devices.
+    Returns when every node is Ready and its kubelet offers the probe's devices. Without
+    ``probes`` (the chart's probe DaemonSet serves the device plugin) no probe is started.
     """
     _save(pids, nodes, _plugin_mountpoint())
     for node in nodes:
@@ -135,13 +138,13 @@ def start(
         _start_proxy(nodes[0], kubeconfig, logs, pids)
     for node in nodes:
         wait_ready(node, kubeconfig, logs, pids)
-        _start_probe(node, kubeconfig, logs, pids)
+        if probes:
+            _start_probe(node, kubeconfig, logs, pids)
     for node in nodes:
-        _wait_devices(node, kubeconfig, logs)
-        out(
-            f"real node {node.name} is Ready with {node.gpus} simulated {node.device_class} "
-            f"devices (containerd {node.containerd_socket})"
-        )
+        if probes:
+            _wait_devices(node, kubeconfig, logs)
+        devices = f"{node.gpus} simulated {node.device_class} devices" if probes else "no probe"
+        out(f"real node {node.name} is Ready ({devices}; containerd {node.containerd_socket})")
 
 
 def _start_containerd(node: RealNode, logs: Path, pids: Path) -> None:
@@ -346,11 +349,9 @@ def status(nodes: Sequence[RealNode], kubeconfig: Path, pids: Path) -> list[str]
     running = processes.pids(pids)
     lines = []
     for node in nodes:
-        dead = [
-            f"{what} not running"
-            for what in (f"containerd-{node.name}", f"kubelet-{node.name}", f"probe-{node.name}")
-            if not processes.alive(running.get(what, 0))
-        ]
+        expected = [f"containerd-{node.name}", f"kubelet-{node.name}"]
+        expected += [f"probe-{node.name}"] if f"probe-{node.name}" in running else []
+        dead = [f"{w} not running" for w in expected if not processes.alive(running.get(w, 0))]
         state = "Ready" if not dead and node_ready(node, kubeconfig) else "NotReady"
         lines.append(f"real node {node.name}: {state}{'; ' + ', '.join(dead) if dead else ''}")
     return lines
