@@ -8,10 +8,12 @@ import logging
 import os
 import socket
 import threading
+import urllib.parse
 from pathlib import Path
 
 import kopf
 import prometheus_client
+from aiohttp import web
 from kubernetes import client
 
 from megagpu.kube import client as kube_client
@@ -43,9 +45,13 @@ async def run(
     core = client.CoreV1Api(api)
     lease = lease_mod.Lease(client.CoordinationV1Api(api), namespace, identity())
     loop = asyncio.get_running_loop()
-    while not await _acquire(loop, lease):
-        LOG.info("standby: another operator holds the lease %s", lease_mod.NAME)
-        await asyncio.sleep(lease_mod.RENEW_S / 2)
+    standby = await _serve_standby_liveness(liveness)
+    try:
+        while not await _acquire(loop, lease):
+            LOG.info("standby: another operator holds the lease %s", lease_mod.NAME)
+            await asyncio.sleep(lease_mod.RENEW_S / 2)
+    finally:
+        await standby.cleanup()  # kopf serves liveness on the same address from now on
     LOG.info("holding lease %s as %s", lease_mod.NAME, lease.identity)
     stop = threading.Event()
     custom = client.CustomObjectsApi(api)
@@ -69,6 +75,24 @@ async def run(
         renewer.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await renewer
+
+
+async def _serve_standby_liveness(url: str) -> web.AppRunner:
+    """Answer the liveness endpoint while waiting for the Lease.
+
+    A standby is alive; without an answer a kubelet would restart it every few probes.
+    """
+    parsed = urllib.parse.urlsplit(url)
+
+    async def alive(_: web.Request) -> web.Response:
+        return web.json_response({"standby": True, "lease": lease_mod.NAME})
+
+    app = web.Application()
+    app.router.add_get(parsed.path or "/", alive)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, parsed.hostname, parsed.port).start()
+    return runner
 
 
 async def _acquire(loop: asyncio.AbstractEventLoop, lease: lease_mod.Lease) -> bool:
