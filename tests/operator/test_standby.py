@@ -23,5 +23,6 @@ async def test_a_standby_answers_liveness_and_frees_the_port_for_kopf():
         assert b'"standby": true' in body
     finally:
         await runner.cleanup()
-    with socket.socket() as s:  # kopf binds the same address once the lease is held
+    with socket.socket() as s:  # kopf (aiohttp, SO_REUSEADDR) binds it once the lease is held
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind(("127.0.0.1", port))
