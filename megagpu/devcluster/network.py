@@ -49,8 +49,10 @@ def _run(argv: list[str], what: str) -> None:
         )
 
 
-def _bridge_exists() -> bool:
-    return Path(f"/sys/class/net/{nodeconfig.BRIDGE}").exists()
+def bridge_exists() -> bool:
+    """Whether this network namespace has the bridge (asked of ip: sysfs may show another's)."""
+    show = ["ip", "link", "show", nodeconfig.BRIDGE]
+    return subprocess.run(show, capture_output=True, check=False).returncode == 0
 
 
 def up(record: Path) -> None:
@@ -67,7 +69,7 @@ def up(record: Path) -> None:
         sysctls.setdefault(key, path.read_text().strip())
     record.parent.mkdir(parents=True, exist_ok=True)
     record.write_text(json.dumps({**previous, "sysctls": sysctls}))
-    if not _bridge_exists():
+    if not bridge_exists():
         _run(["ip", "link", "add", nodeconfig.BRIDGE, "type", "bridge"], "creating the bridge")
         address = f"{nodeconfig.gateway()}/{nodeconfig.POD_NETWORK.prefixlen}"
         _run(["ip", "addr", "add", address, "dev", nodeconfig.BRIDGE], "addressing the bridge")
@@ -105,7 +107,7 @@ def down(record: Path) -> list[str]:
         delete = ["iptables", "-t", "nat", "-D", *_loopback_rule(port)]
         while subprocess.run(delete, capture_output=True).returncode == 0:
             undone.append(f"loopback redirect of port {port}")
-    if _bridge_exists():
+    if bridge_exists():
         _run(["ip", "link", "del", nodeconfig.BRIDGE], "deleting the bridge")
         undone.append(f"bridge {nodeconfig.BRIDGE}")
     for key, value in done.get("sysctls", {}).items():

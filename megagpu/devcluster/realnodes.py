@@ -22,7 +22,7 @@ import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from megagpu.devcluster import binaries, images, kubectl, nodeconfig, processes
+from megagpu.devcluster import binaries, images, kubectl, network, nodeconfig, processes
 from megagpu.devcluster.errors import DevClusterError
 from megagpu.devcluster.nodeconfig import RealNode
 
@@ -441,7 +441,7 @@ def _remove_cgroups(node: RealNode) -> None:
 def leftovers() -> list[str]:
     """What real nodes could leave on this machine and still finds (empty after a clean down)."""
     found = []
-    if Path(f"/sys/class/net/{nodeconfig.BRIDGE}").exists():
+    if network.bridge_exists():
         found.append(f"bridge {nodeconfig.BRIDGE}")
     for root in (STATE_ROOT, RUN_ROOT):
         if root.exists():
