@@ -25,6 +25,8 @@ BACKENDS: dict[str, Callable[[kernels.Spec, int], kernels.Result]] = {
     "vulkan": vulkan.run,
 }
 WORK_KEY = "megagpu.io/work"
+UNIT_KEY = "megagpu.io/work-unit"
+"""The report's unit (``megagpu.kube.names.REPORT_UNIT``, the key the operator reads)."""
 TERMINATION_LOG = Path("/dev/termination-log")
 MESSAGE_LIMIT = 4096
 """Kubernetes keeps at most 4096 bytes of a termination message."""
@@ -71,6 +73,7 @@ def bench(spec: kernels.Spec, backend: str, env: Mapping[str, str]) -> Outcome:
     return Outcome(
         {
             WORK_KEY: round(result.work, 6),
+            UNIT_KEY: spec.unit,
             "unit": spec.unit,
             **base,
             "device": result.device,

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from megagpu.cli import main
+from megagpu.kube import convert, names
 from megagpu.workload import cpu, kernels, run, shaders, vulkan
 
 
@@ -135,6 +136,20 @@ def test_command_writes_the_termination_message(tmp_path, monkeypatch, capsys):
     report = json.loads(log.read_text())
     assert report[run.WORK_KEY] >= 0.02 and report["backend"] == "cpu"
     assert len(log.read_bytes()) <= run.MESSAGE_LIMIT
+
+
+def test_the_operator_reads_the_reported_work_and_its_unit(tmp_path, monkeypatch):
+    monkeypatch.setenv("MEGAGPU_BACKEND", "cpu")
+    log = tmp_path / "termination-log"
+    rc = main(["bench-workload", "--work", "0.02", "--size", "100", "--termination-log", str(log)])
+    assert rc == 0
+    assert run.UNIT_KEY == names.REPORT_UNIT and run.WORK_KEY == names.REPORT_WORK
+    pod = {
+        "status": {"containerStatuses": [{"state": {"terminated": {"message": log.read_text()}}}]}
+    }
+    got = convert.work_report(pod)
+    assert got is not None and got.problem is None
+    assert got.amount == json.loads(log.read_text())[run.WORK_KEY] and got.unit == "GFLOP"
 
 
 def test_command_with_an_unusable_backend_exits_1_with_one_line(tmp_path, monkeypatch, capsys):
