@@ -83,6 +83,23 @@ def test_without_report_or_declaration_the_size_is_unknown():
     assert outcomes.size_of(pod(work=None)).problem is None
 
 
+def test_a_success_within_one_second_is_a_success_of_no_speed():
+    """A real container that ran under a second: the kubelet's start and end are the same
+    second. It succeeded; its run time is below the resolution, so it is not read as a speed."""
+    quick = pod(message=json.dumps({"megagpu.io/work": 150, "megagpu.io/work-unit": "tokens"}))
+    quick["status"]["containerStatuses"][0]["state"]["terminated"]["finishedAt"] = (
+        "2026-01-01T00:00:00Z"
+    )
+    end = outcomes.terminal(quick)
+    assert end.succeeded and end.duration_s == 0
+    out = outcome(quick)
+    assert out.succeeded and not out.sized and out.throughput == 0.0
+    store = FakeStore()
+    store.conflicts = 0
+    learned = outcomes.learn(store, out, [NODE])
+    assert learned.new and learned.reward > -store.policy.params.rewards.failure_penalty
+
+
 BAD_REPORTS = {
     "not JSON": ("Killed after 3 epochs", "not a JSON object"),
     "not an object": ("[1, 2]", "not a JSON object"),
