@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import ssl
 import subprocess
@@ -40,7 +41,9 @@ from megagpu.io import cluster_spec
 from megagpu.io.errors import InputError
 from megagpu.kube import convert, names
 
-NAME = "megagpu"
+DEFAULT_NAME = "megagpu"
+NAME_VARIABLE = "MEGAGPU_DEV_CLUSTER"
+"""Names another dev cluster (the tests' own); its real nodes, state and logs are its own."""
 CRDS = Path(__file__).resolve().parents[2] / "crds"
 BOOTSTRAP = Path(__file__).with_name("bootstrap.yaml")
 STAGES = Path(__file__).with_name("stages.yaml")
@@ -55,11 +58,13 @@ class Paths:
 
     workdir: Path
     """KWOK_WORKDIR, in the version-keyed cache."""
+    name: str = DEFAULT_NAME
+    """The cluster's name (kwokctl's, and the prefix of its real nodes)."""
 
     @property
     def cluster(self) -> Path:
         """Kwokctl's directory of the cluster."""
-        return self.workdir / "clusters" / NAME
+        return self.workdir / "clusters" / self.name
 
     @property
     def kubeconfig(self) -> Path:
@@ -79,7 +84,7 @@ class Paths:
     @property
     def network_record(self) -> Path:
         """What the real nodes' network changed on this machine (outlives the cluster dir)."""
-        return self.workdir / f"{NAME}-network.json"
+        return self.workdir / f"{self.name}-network.json"
 
     @property
     def ca_file(self) -> Path:
@@ -93,8 +98,14 @@ class Paths:
 
 
 def paths() -> Paths:
-    """Paths of the dev cluster of the pinned version."""
-    return Paths(binaries.version_dir() / "kwok")
+    """Paths of the dev cluster of the pinned version (named by $MEGAGPU_DEV_CLUSTER)."""
+    name = os.environ.get(NAME_VARIABLE) or DEFAULT_NAME
+    if not re.fullmatch(r"[a-z]([a-z0-9-]{0,30}[a-z0-9])?", name):
+        raise DevClusterError(
+            f"{NAME_VARIABLE}={name!r} is not a cluster name: use up to 32 lowercase letters, "
+            "digits and '-', starting with a letter"
+        )
+    return Paths(binaries.version_dir() / "kwok", name)
 
 
 def _kwokctl(p: Paths, args: list[str], timeout_s: float = 180.0) -> str:
@@ -218,14 +229,14 @@ def up(
         _bootstrap(p, nodes, out)
         if real_nodes:
             out(f"starting {real_nodes} real node(s): containerd, kubelet, kube-proxy")
-            real = realnodes.plan(NAME, real_nodes)
+            real = realnodes.plan(p.name, real_nodes)
             archives = images.for_new_nodes(out)
             realnodes.start(
                 real, p.kubeconfig, p.ca_file, p.logs, p.pids, archives, out, probes=components
             )
-        _start_scheduler(p, extender or scheduler.ExtenderOptions(), out)
-        _wait(p)
-        if components:
+        if components:  # the megagpu-scheduler and megagpu's own processes
+            _start_scheduler(p, extender or scheduler.ExtenderOptions(), out)
+            _wait(p)
             _start_components(p, out, time_scale, spec)
     except BaseException:
         kept = _keep_logs(p)
@@ -242,7 +253,7 @@ def up(
 
 def _keep_logs(p: Paths) -> Path:
     """Copy the logs out of the cluster directory, which ``down`` deletes."""
-    kept = p.workdir / f"{NAME}-failed-start-logs"
+    kept = p.workdir / f"{p.name}-failed-start-logs"
     shutil.rmtree(kept, ignore_errors=True)
     if p.logs.is_dir():
         shutil.copytree(p.logs, kept)
@@ -329,7 +340,7 @@ def _create(p: Paths, apiserver_port: int, out: Output, *, real: bool) -> None:
         "create",
         "cluster",
         "--name",
-        NAME,
+        p.name,
         "--runtime",
         "binary",
         "--etcd-binary",
@@ -448,14 +459,14 @@ def down(out: Output = print) -> None:
     stopped = processes.stop_all(p.pids)
     if p.cluster.exists():
         if binaries.binary("kwokctl").exists():
-            _kwokctl(p, ["delete", "cluster", "--name", NAME])
+            _kwokctl(p, ["delete", "cluster", "--name", p.name])
         out(f"dev cluster deleted (stopped {', '.join(stopped) or 'no megagpu processes'})")
     else:
         out("no dev cluster to delete")
     undone = network.down(p.network_record)
     if undone:
         out(f"network restored: {', '.join(undone)}")
-    left = realnodes.leftovers()
+    left = realnodes.leftovers(p.name)
     if left:
         out(f"warning: still on this machine after down: {'; '.join(left)}")
 

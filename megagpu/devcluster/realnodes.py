@@ -263,6 +263,8 @@ def _start_probe(node: RealNode, kubeconfig: Path, logs: Path, pids: Path) -> No
         str(node.gpus),
         "--simulated-class",
         node.device_class,
+        "--sim-dir",
+        sim_dir(node.state.parent.name),
         "--listen",
         f"127.0.0.1:{node.probe_port}",
         "--interval",
@@ -387,9 +389,15 @@ def stop(pids: Path, out: Output) -> None:
     for d in {n.state.parent for n in nodes} | {n.run.parent for n in nodes}:
         with contextlib.suppress(OSError):
             d.rmdir()
-    for d in [STATE_ROOT, RUN_ROOT, *created]:
+    for cluster in {n.state.parent.name for n in nodes}:
+        shutil.rmtree(sim_dir(cluster), ignore_errors=True)
+    for d in (STATE_ROOT, RUN_ROOT):
         with contextlib.suppress(OSError):
             d.rmdir()
+    if not STATE_ROOT.exists():  # no other cluster's kubelet mounts over it
+        for d in created:
+            with contextlib.suppress(OSError):
+                d.rmdir()
     _record(pids).unlink(missing_ok=True)
 
 
@@ -438,19 +446,21 @@ def _remove_cgroups(node: RealNode) -> None:
             top.rmdir()
 
 
-def leftovers() -> list[str]:
-    """What real nodes could leave on this machine and still finds (empty after a clean down)."""
+def leftovers(cluster: str) -> list[str]:
+    """What ``cluster``'s real nodes could leave and still finds (empty after a clean down).
+
+    Network state is this network namespace's; files and processes are the cluster's own.
+    """
     found = []
     if network.bridge_exists():
         found.append(f"bridge {nodeconfig.BRIDGE}")
-    for root in (STATE_ROOT, RUN_ROOT):
-        if root.exists():
-            found.append(f"directory {root}")
+    mine = (STATE_ROOT / cluster, RUN_ROOT / cluster, Path(sim_dir(cluster)))
+    found += [f"directory {d}" for d in mine if d.exists()]
     with open("/proc/self/mounts") as f:
         found += [
             f"mount {line.split()[1]}"
             for line in f
-            if line.split()[1].startswith((str(STATE_ROOT), str(RUN_ROOT)))
+            if line.split()[1].startswith(tuple(str(d) for d in mine))
         ]
     for tool, table in [(t, x) for t in ("iptables", "ip6tables") for x in ("filter", "nat")]:
         rules = subprocess.run(
@@ -461,12 +471,16 @@ def leftovers() -> list[str]:
             for rule in rules.splitlines()
             if nodeconfig.BRIDGE in rule or nodeconfig.gateway() in rule or "KUBE-" in rule
         ]
-    ours = (str(binaries.bin_dir()).encode(), str(RUN_ROOT).encode())
+    ours = tuple(f"{d}/".encode() for d in mine[:2])
     for proc in Path("/proc").glob("[0-9]*"):
         with contextlib.suppress(OSError):
             argv = (proc / "cmdline").read_bytes()
-            program = argv.split(b"\0")[0]
-            names = (b"containerd", b"kubelet", b"kube-proxy")
-            if any(o in argv for o in ours) and any(n in program for n in names):
-                found.append(f"process {proc.name}: {program.decode()}")
+            if any(o in argv for o in ours):
+                program = argv.split(b"\0")[0].decode()
+                found.append(f"process {proc.name}: {program}")
     return found
+
+
+def sim_dir(cluster: str) -> str:
+    """Where the cluster's probes make the simulated devices (containers see /dev/megagpu-sim)."""
+    return "/dev/megagpu-sim" if cluster == "megagpu" else f"/dev/megagpu-sim-{cluster}"

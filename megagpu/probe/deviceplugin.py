@@ -162,7 +162,10 @@ def response(handover: plugin_devices.Handover) -> Any:
     return pb.ContainerAllocateResponse(
         envs=handover.envs,
         devices=[
-            pb.DeviceSpec(container_path=p, host_path=p, permissions="rw") for p in handover.paths
+            pb.DeviceSpec(
+                container_path=plugin_devices.container_path(p), host_path=p, permissions="rw"
+            )
+            for p in handover.paths
         ],
         cdi_devices=[pb.CDIDevice(name=n) for n in handover.cdi],
     )

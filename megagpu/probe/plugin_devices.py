@@ -48,6 +48,16 @@ class Handover:
     cdi: tuple[str, ...] = ()
 
 
+def container_path(host_path: str) -> str:
+    """Where a device node appears in the container: at its host path.
+
+    Simulated devices always appear at ``/dev/megagpu-sim/gpu<i>``, wherever the node keeps them
+    (a dev cluster's real nodes keep them in ``/dev/megagpu-sim-<cluster>``).
+    """
+    parent, name = os.path.split(host_path)
+    return f"{SIM_DIR}/{name}" if os.path.basename(parent).startswith("megagpu-sim") else host_path
+
+
 def _render_node(pci_bus_id: str, sysfs: str) -> list[str]:
     """``/dev/dri/renderD<M>`` of a PCI device (NVML writes an 8-digit domain, sysfs 4)."""
     if not pci_bus_id:

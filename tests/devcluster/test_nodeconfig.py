@@ -111,3 +111,13 @@ def test_the_simulated_runtime_leaves_real_nodes_pods_to_their_kubelet():
     fake = {"metadata": {"annotations": {"kwok.x-k8s.io/node": "fake"}}}
     assert runtime.is_fake(fake)
     assert not runtime.is_fake({"metadata": {"name": "megagpu-real-0"}})
+
+
+def test_simulated_devices_appear_at_the_same_path_in_every_cluster():
+    from megagpu.probe import plugin_devices
+
+    assert realnodes.sim_dir("megagpu") == "/dev/megagpu-sim"
+    other = realnodes.sim_dir("megagpu-e2e")
+    assert plugin_devices.container_path(f"{other}/gpu3") == "/dev/megagpu-sim/gpu3"
+    assert plugin_devices.container_path("/dev/megagpu-sim/gpu1") == "/dev/megagpu-sim/gpu1"
+    assert plugin_devices.container_path("/dev/nvidia0") == "/dev/nvidia0"

@@ -63,7 +63,8 @@ def kubeconfig() -> Iterator[Path]:
         assert down.returncode == 0, down.stdout + down.stderr
         from megagpu.devcluster import realnodes
 
-        assert realnodes.leftovers() == [], "dev down left these on the machine"
+        left = realnodes.leftovers(cluster.paths().name)
+        assert left == [], "dev down left these on the machine"
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,261 @@
+"""`helm install --wait`, `helm test`, upgrade and uninstall with hooks, on a real node."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client, config
+
+from megagpu.devcluster import binaries, nodeconfig
+from tests.e2e.conftest import ROOT, kubectl
+from tests.e2e.gw import GROUP, PLURAL, VERSION
+
+NS = "megagpu-system"
+RELEASE = "megagpu"
+
+
+def helm(kubeconfig: Path, *args: str, timeout_s: float = 600) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(binaries.binary("helm")), "--kubeconfig", str(kubeconfig), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+        cwd=ROOT,
+    )
+
+
+def values(node: Any) -> list[str]:
+    """The chart on the dev cluster: the local image, only the real node, its simulated GPUs."""
+    label = nodeconfig.LABEL.replace(".", "\\.")
+    return [
+        "--set", "image.repository=localhost/megagpu",
+        "--set", "image.tag=dev",
+        "--set", "image.pullPolicy=Never",
+        "--set", "priorityClasses.create=false",  # megagpu dev up made them and the policy
+        "--set", "policy.create=false",
+        "--set-string", f"nodeSelector.{label}=true",
+        "--set", f"tolerations[0].key={nodeconfig.TAINT}",
+        "--set", "tolerations[0].operator=Exists",
+        "--set-string", f"probe.nodeSelector.{label}=true",
+        "--set", f"probe.devicePlugin.kubeletDir={node.kubelet_dir}",
+        "--set", f"probe.devicePlugin.simulatedDevices={node.gpus}",
+        "--set", "probe.interval=5",
+    ]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def release(bare_cluster) -> Iterator[tuple[Path, Any, client.ApiClient]]:
+    kubeconfig, node = bare_cluster
+    start = time.monotonic()
+    done = helm(
+        kubeconfig,
+        "install", RELEASE, "charts/megagpu", "-n", NS, "--create-namespace",
+        *values(node), "--wait", "--timeout", "8m",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr + describe(kubeconfig)
+    print(f"helm install --wait took {time.monotonic() - start:.0f}s")
+    api = config.new_client_from_config(str(kubeconfig))
+    yield kubeconfig, node, api
+    helm(kubeconfig, "uninstall", RELEASE, "-n", NS, "--wait")
+
+
+def describe(kubeconfig: Path) -> str:
+    return kubectl(kubeconfig, "get", "pods", "-A", "-o", "wide").stdout
+
+
+def release_pods(core: client.CoreV1Api) -> list[client.V1Pod]:
+    pods = core.list_namespaced_pod(NS, label_selector="app.kubernetes.io/instance=" + RELEASE)
+    return [p for p in pods.items if p.status.phase != "Succeeded"]
+
+
+def wait_for(check: Any, timeout_s: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        found = check()
+        if found:
+            return found
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(1)
+
+
+def test_every_release_pod_runs_ready_on_the_real_node(release):
+    _, node, api = release
+    pods = release_pods(client.CoreV1Api(api))
+    components = sorted(p.metadata.labels.get("app.kubernetes.io/component", "") for p in pods)
+    assert components == ["operator", "operator", "probe", "scheduler"], components
+    for pod in pods:
+        assert pod.spec.node_name == node.name, pod.metadata.name
+        assert pod.status.phase == "Running"
+        assert all(s.ready for s in pod.status.container_statuses), pod.metadata.name
+
+
+def test_helm_test_passes(release):
+    kubeconfig, _, _ = release
+    done = helm(kubeconfig, "test", RELEASE, "-n", NS, "--logs", "--timeout", "3m")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "ok http" in done.stdout
+
+
+def test_the_probe_pod_publishes_its_node_and_serves_its_devices(release):
+    _, node, api = release
+    custom, core = client.CustomObjectsApi(api), client.CoreV1Api(api)
+
+    def published() -> dict[str, Any] | None:
+        gpunode = custom.get_cluster_custom_object(GROUP, VERSION, "gpunodes", node.name)
+        return gpunode if (gpunode.get("status") or {}).get("lastProbeTime") else None
+
+    gpunode = wait_for(published, 60, "the probe pod's GpuNode")
+    assert gpunode["status"]["backends"]["cuda"]["available"]
+    allocatable = wait_for(
+        lambda: core.read_node(node.name).status.allocatable.get("megagpu.io/gpu"),
+        60,
+        "megagpu.io/gpu in the node's allocatable",
+    )
+    assert allocatable == str(node.gpus)
+
+
+def bench_workload(name: str, node: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "GpuWorkload",
+        "metadata": {"name": name},
+        "spec": {
+            "workloadType": "training",
+            "model": "bench-gemm",
+            "gpus": 1,
+            "backends": ["cuda"],
+            "work": {"amount": 20, "unit": "GFLOP"},
+            "template": {
+                "spec": {
+                    "nodeSelector": {"kubernetes.io/hostname": node.name},
+                    "tolerations": [{"key": nodeconfig.TAINT, "operator": "Exists"}],
+                    "containers": [
+                        {
+                            "name": "w",
+                            "image": "localhost/megagpu:dev",
+                            "imagePullPolicy": "Never",
+                            "command": ["python", "-c", EXEC_REPORT],
+                        }
+                    ],
+                }
+            },
+        },
+    }
+
+
+EXEC_REPORT = (
+    "import json, os\n"
+    "open('/dev/termination-log', 'w').write(json.dumps({'megagpu.io/work': 20,"
+    " 'devices': sorted(os.listdir('/dev/megagpu-sim'))}))\n"
+)
+
+
+def complete(api: client.ApiClient, ns: str, name: str, node: Any) -> dict[str, Any]:
+    custom = client.CustomObjectsApi(api)
+    custom.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, bench_workload(name, node))
+
+    def finished() -> dict[str, Any] | None:
+        gw = custom.get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name)
+        phase = (gw.get("status") or {}).get("phase")
+        return gw if phase in ("Succeeded", "Failed") else None
+
+    gw = wait_for(finished, 180, f"{name} to finish")
+    assert gw["status"]["phase"] == "Succeeded", gw["status"]
+    return gw
+
+
+def extender_requests(api: client.ApiClient) -> dict[str, float]:
+    """megagpu_extender_requests_total by verb, read from the scheduler pod's sidecar."""
+    core = client.CoreV1Api(api)
+    selector = "app.kubernetes.io/component=scheduler"
+    (pod,) = core.list_namespaced_pod(NS, label_selector=selector).items
+    with urllib.request.urlopen(f"http://{pod.status.pod_ip}:8889/metrics", timeout=5) as r:
+        text = r.read().decode()
+    counts: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("megagpu_extender_requests_total{"):
+            verb = line.split('verb="')[1].split('"')[0]
+            counts[verb] = counts.get(verb, 0) + float(line.rsplit(" ", 1)[1])
+    return counts
+
+
+def test_the_sidecar_extender_places_a_workload_that_runs_on_the_real_node(release):
+    kubeconfig, node, api = release
+    before = extender_requests(api)
+    kubectl(kubeconfig, "create", "namespace", "release-work")
+    gw = complete(api, "release-work", "bench-1", node)
+    assert gw["status"]["node"] == node.name
+    assert gw["status"]["decision"]["mode"] in ("exploit", "explore", "forced")
+    after = extender_requests(api)
+    for verb in ("filter", "bind"):
+        assert after.get(verb, 0) > before.get(verb, 0), (verb, before, after)
+
+
+def lease_holder(api: client.ApiClient) -> str:
+    lease = client.CoordinationV1Api(api).read_namespaced_lease("megagpu-operator", NS)
+    return str(lease.spec.holder_identity)
+
+
+def test_deleting_the_active_operator_hands_the_lease_to_the_standby(release):
+    _, node, api = release
+    core = client.CoreV1Api(api)
+    holder = lease_holder(api)
+    operators = {p.metadata.name for p in release_pods(core) if "operator" in p.metadata.name}
+    assert holder in operators
+    core.delete_namespaced_pod(holder, NS)
+    (standby,) = operators - {holder}
+    wait_for(lambda: lease_holder(api) == standby, 90, f"{standby} to take the lease")
+    gw = complete(api, "release-work", "bench-2", node)
+    assert gw["status"]["node"] == node.name
+
+
+def test_no_release_pod_restarted_and_the_standby_stays_up_five_minutes(release):
+    _, _, api = release
+    core = client.CoreV1Api(api)
+    holder = lease_holder(api)
+    standbys = [p for p in release_pods(core) if "operator" in p.metadata.name
+                and p.metadata.name != holder]  # fmt: skip
+    assert len(standbys) == 1
+    name = standbys[0].metadata.name
+    started = standbys[0].status.start_time
+    wait_for(
+        lambda: time.time() - started.timestamp() >= 300,
+        330,
+        f"{name} to have run 5 minutes",
+    )
+    for pod in release_pods(core):
+        restarts = [s.restart_count for s in pod.status.container_statuses]
+        assert restarts == [0] * len(restarts), (pod.metadata.name, restarts)
+
+
+def test_upgrade_and_uninstall_run_their_hooks_and_leave_nothing(release):
+    kubeconfig, node, api = release
+    done = helm(
+        kubeconfig, "upgrade", RELEASE, "charts/megagpu", "-n", NS, *values(node),
+        "--wait", "--timeout", "5m",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    events = kubectl(kubeconfig, "get", "events", "-n", NS, "-o", "json").stdout
+    jobs = {e["involvedObject"]["name"] for e in json.loads(events)["items"]
+            if e["involvedObject"]["kind"] == "Job" and e["reason"] == "Completed"}  # fmt: skip
+    assert any("crd" in j for j in jobs), jobs
+    done = helm(kubeconfig, "uninstall", RELEASE, "-n", NS, "--wait", "--timeout", "5m")
+    assert done.returncode == 0, done.stdout + done.stderr
+    events = kubectl(kubeconfig, "get", "events", "-n", NS, "-o", "json").stdout
+    jobs = {e["involvedObject"]["name"] for e in json.loads(events)["items"]
+            if e["involvedObject"]["kind"] == "Job" and e["reason"] == "Completed"}  # fmt: skip
+    assert any("uninstall" in j for j in jobs), jobs
+    selector = f"app.kubernetes.io/instance={RELEASE}"
+    left = kubectl(
+        kubeconfig, "get", "all,cm,sa,role,rolebinding,clusterrole,clusterrolebinding,lease",
+        "-A", "-l", selector, "-o", "name",
+    ).stdout.split()  # fmt: skip
+    assert left == []
