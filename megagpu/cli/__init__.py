@@ -93,8 +93,12 @@ def _parser() -> argparse.ArgumentParser:
         "extender",
         help="serve the scheduler extender (filter, prioritize, bind) with the learned Q-policy",
     )
-    source = ext.add_mutually_exclusive_group(required=True)
-    source.add_argument("--kubeconfig", type=Path, help="serve a cluster (watches its state)")
+    source = ext.add_mutually_exclusive_group()
+    source.add_argument(
+        "--kubeconfig",
+        type=Path,
+        help="serve a cluster (watches its state; default: in-cluster service account)",
+    )
     source.add_argument("--snapshot", type=Path, help="serve a cluster spec with no API server")
     ext.add_argument(
         "--namespace", default="megagpu-system", help="release namespace (Q-state ConfigMap)"
