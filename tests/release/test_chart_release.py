@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from kubernetes import client, config
 
-from megagpu.devcluster import binaries, nodeconfig
+from megagpu.devcluster import binaries, nodeconfig, processes
 from tests.e2e.conftest import ROOT, kubectl
 from tests.e2e.gw import GROUP, PLURAL, VERSION
 
@@ -236,6 +236,49 @@ def test_no_release_pod_restarted_and_the_standby_stays_up_five_minutes(release)
         assert restarts == [0] * len(restarts), (pod.metadata.name, restarts)
 
 
+def test_a_real_prometheus_scrapes_the_release_pods(release, tmp_path):
+    """Prometheus (Debian's, as make test unpacks it) scrapes each component's pod by its IP."""
+    from tests.e2e.test_prometheus import query, tools
+
+    _, _, api = release
+    ports = {"probe": 9400, "scheduler": 8889, "operator": 8080}
+    targets: dict[str, list[str]] = {}
+    for pod in release_pods(client.CoreV1Api(api)):
+        component = pod.metadata.labels.get("app.kubernetes.io/component", "")
+        if component in ports:
+            targets.setdefault(component, []).append(f"{pod.status.pod_ip}:{ports[component]}")
+    config = {
+        "global": {"scrape_interval": "1s"},
+        "scrape_configs": [
+            {"job_name": job, "static_configs": [{"targets": found}]}
+            for job, found in targets.items()
+        ],
+    }
+    (tmp_path / "prometheus.yml").write_text(json.dumps(config))
+    port = processes.free_port()
+    with open(tmp_path / "prometheus.log", "wb") as log:
+        prometheus = subprocess.Popen(
+            [
+                str(tools() / "prometheus"),
+                f"--config.file={tmp_path / 'prometheus.yml'}",
+                f"--storage.tsdb.path={tmp_path / 'data'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        for job in ("probe", "scheduler"):
+            wait_for(lambda job=job: query(port, f'up{{job="{job}"}} == 1'), 60, f"{job} up")
+        # Only the active operator serves metrics; the standby answers liveness alone.
+        wait_for(lambda: query(port, 'up{job="operator"} == 1'), 60, "the active operator up")
+        wait_for(lambda: query(port, "megagpu_extender_requests_total"), 30, "extender series")
+        wait_for(lambda: query(port, "megagpu_node_gpus"), 30, "the probe's node series")
+    finally:
+        prometheus.terminate()
+        prometheus.wait(timeout=20)
+
+
 def test_upgrade_and_uninstall_run_their_hooks_and_leave_nothing(release):
     kubeconfig, node, api = release
     done = helm(
@@ -259,3 +302,4 @@ def test_upgrade_and_uninstall_run_their_hooks_and_leave_nothing(release):
         "-A", "-l", selector, "-o", "name",
     ).stdout.split()  # fmt: skip
     assert left == []
+
