@@ -58,6 +58,10 @@ ESTABLISHED = 2.0
 """Evidence (in reported sizes) a pair's average needs before its surprises inform a drift."""
 DRIFT_BOUND = math.log(16)
 """A device's drift stays within x1/16 .. x16 of the speed its throughputs were learned at."""
+UNMEASURED = (1.0, 1.0, 1.0)
+"""(fp16 TFLOP/s, fp32 TFLOP/s, GB/s) the prior assumes of a device whose speed is unknown: one
+the policy has not seen, or whose nodes published no benchmarks (0 means not measured, never a
+speed of 0: that prior would make every measured device a million times faster)."""
 
 
 class Scale(NamedTuple):
@@ -245,7 +249,7 @@ class QPolicy:
     def _estimate(self, wkey: str, akey: str) -> float:
         inputs = (
             self.profiles.get(wkey, ("training", 0.7, "fp16", "")),
-            self.benchmarks.get(akey, (1.0, 1.0, 1.0, 1.0)),
+            self.benchmarks.get(akey, (1.0, *UNMEASURED)),
         )
         speed = self._speeds.get(inputs)
         if speed is None:
@@ -331,11 +335,14 @@ class QPolicy:
         self._actions.clear()
         for aid, akey in enumerate(f.action_keys):
             rows = np.flatnonzero(f.row_action_id == aid)
-            self.benchmarks[akey] = (
-                float(f.row_efficiency[rows].max()),
+            speeds = (
                 float(f.row_fp16_tflops[rows].max()),
                 float(f.row_fp32_tflops[rows].max()),
                 float(f.row_mem_gbps[rows].max()),
+            )
+            self.benchmarks[akey] = (
+                float(f.row_efficiency[rows].max()),
+                *(speeds if any(speeds) else UNMEASURED),
             )
 
     def values(self, workload: model.Workload, view: fleet.View) -> np.ndarray:
@@ -410,7 +417,7 @@ class QPolicy:
         self.remember_learned([outcome.uid])
         wkey, mkey = self.keys(outcome.workload)
         akey = features.action_key(outcome.backend, outcome.device_class)
-        self.benchmarks.setdefault(akey, (prior.efficiency(outcome.backend), 1.0, 1.0, 1.0))
+        self.benchmarks.setdefault(akey, (prior.efficiency(outcome.backend), *UNMEASURED))
         throughput = 0.0
         if outcome.sized:
             reported = outcome.work_source == "reported"

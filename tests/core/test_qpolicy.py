@@ -191,3 +191,20 @@ def test_new_benchmarks_of_a_device_class_change_its_prior():
     after = policy.values(w, view([SLOW, faster], w))
     assert math.isclose(before[1] - before[0], math.log(2), abs_tol=1e-3)
     assert math.isclose(after[1] - after[0], math.log(4), abs_tol=1e-3)
+
+
+def test_a_device_without_benchmarks_has_the_prior_of_an_unseen_one():
+    """Benchmarks of 0 mean "not measured" (a probe without --benchmarks), never a speed of 0:
+    one run there must not make every measured device look a million times faster, and a run
+    at the speed the prior assumes is the best known, not the reward's floor."""
+    policy = no_replay()
+    w = workload(work=100.0)
+    unmeasured = model.Node("real-0", "sim", ("cuda",), 4, 16384, model.Benchmarks())
+    fp16, fp32, gbps = qpolicy.UNMEASURED
+    assumed = node("slow-0", "slowgpu", fp16=fp16, fp32=fp32, gbps=gbps)
+    values = policy.values(w, view([unmeasured, assumed], w))
+    assert math.isclose(values[0], values[1], abs_tol=1e-9)
+    policy.observe(outcome("a", w, unmeasured, 5.0))
+    assert policy.recent_rewards[-1] == pytest.approx(0.0, abs=1e-9)
+    wkey, mkey = policy.keys(w)
+    assert policy.reference(wkey, mkey) == pytest.approx(5.0)
