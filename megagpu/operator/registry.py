@@ -43,8 +43,11 @@ def make_registry() -> kopf.OperatorRegistry:
 
     @kopf.on.login(registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        # In a pod, through the official client's in-cluster configuration: it reaches the API
+        # server at $KUBERNETES_SERVICE_HOST (kopf's own service-account login assumes cluster
+        # DNS for kubernetes.default.svc, which a cluster need not run).
         found = kopf.login_with_kubeconfig(**kwargs)
-        return found or kopf.login_with_service_account(**kwargs)
+        return found or kopf.login_via_client(**kwargs)
 
     @kopf.on.create(*handlers.GW, registry=registry)
     def created(body: kopf.Body, patch: kopf.Patch, memo: handlers.Memo, **_: Any) -> None:

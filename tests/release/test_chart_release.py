@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import time
 import urllib.request
@@ -93,15 +94,23 @@ def test_every_release_pod_runs_ready_on_the_real_node(release):
     assert components == ["operator", "operator", "probe", "scheduler"], components
     for pod in pods:
         assert pod.spec.node_name == node.name, pod.metadata.name
-        assert pod.status.phase == "Running"
-        assert all(s.ready for s in pod.status.container_statuses), pod.metadata.name
+    core = client.CoreV1Api(api)
+
+    def all_ready() -> bool:
+        return all(
+            p.status.phase == "Running" and all(s.ready for s in p.status.container_statuses)
+            for p in release_pods(core)
+        )
+
+    wait_for(all_ready, 120, "every release pod Running and ready")
 
 
 def test_helm_test_passes(release):
     kubeconfig, _, _ = release
-    done = helm(kubeconfig, "test", RELEASE, "-n", NS, "--logs", "--timeout", "3m")
+    done = helm(kubeconfig, "test", RELEASE, "-n", NS, "--timeout", "3m")
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "ok http" in done.stdout
+    assert re.search(rf"TEST SUITE:\s+{RELEASE}-test", done.stdout), done.stdout
+    assert re.search(r"Phase:\s+Succeeded", done.stdout), done.stdout
 
 
 def test_the_probe_pod_publishes_its_node_and_serves_its_devices(release):
@@ -297,9 +306,10 @@ def test_upgrade_and_uninstall_run_their_hooks_and_leave_nothing(release):
             if e["involvedObject"]["kind"] == "Job" and e["reason"] == "Completed"}  # fmt: skip
     assert any("uninstall" in j for j in jobs), jobs
     selector = f"app.kubernetes.io/instance={RELEASE}"
-    left = kubectl(
-        kubeconfig, "get", "all,cm,sa,role,rolebinding,clusterrole,clusterrolebinding,lease",
-        "-A", "-l", selector, "-o", "name",
-    ).stdout.split()  # fmt: skip
-    assert left == []
+    kinds = "all,cm,sa,role,rolebinding,clusterrole,clusterrolebinding,lease"
 
+    def nothing_left() -> bool:
+        found = kubectl(kubeconfig, "get", kinds, "-A", "-l", selector, "-o", "name")
+        return found.returncode == 0 and found.stdout.split() == []
+
+    wait_for(nothing_left, 120, "every object of the release to be gone")
