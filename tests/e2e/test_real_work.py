@@ -6,12 +6,15 @@ from __future__ import annotations
 import copy
 import json
 import math
+from collections.abc import Iterator
 
+import pytest
 from kubernetes import client
 
 from megagpu.core import features, qpolicy
 from megagpu.devcluster import components, demo
 from megagpu.kube import convert, names, qstore
+from megagpu.operator import tools
 from tests.e2e import gw as g
 from tests.e2e import real
 
@@ -21,6 +24,23 @@ EXAMPLE = "bench-gemm-cpu"
 WORK_GFLOP = 1500
 """Seconds of GEMM (the example's 50 take well under one here): the kubelet's container times
 have 1 s resolution, and a run measured at 0 s is a success of no speed."""
+
+
+@pytest.fixture
+def fresh_policy(api: client.ApiClient) -> Iterator[qstore.Store]:
+    """The Q-state reset to priors (what other tests learned must not set the reward); the
+    state found is put back."""
+    store = qstore.Store(client.CoreV1Api(api), components.NAMESPACE)
+    try:
+        saved: str | None = tools.export(store)
+    except tools.ToolError:  # nothing learned yet
+        saved = None
+    tools.reset(store)
+    yield store
+    if saved is not None:
+        tools.import_(store, saved)
+    else:
+        tools.reset(store)
 
 
 def seen_by(policy: qpolicy.QPolicy | None, pod: dict, akey: str) -> float:
@@ -34,10 +54,9 @@ def seen_by(policy: qpolicy.QPolicy | None, pod: dict, akey: str) -> float:
 
 
 def test_real_work_completes_with_measured_duration_and_a_reward_from_its_report(
-    api, namespace, real_node
+    api, namespace, real_node, fresh_policy
 ):
-    core = client.CoreV1Api(api)
-    store = qstore.Store(core, components.NAMESPACE)
+    core, store = client.CoreV1Api(api), fresh_policy
     body = copy.deepcopy(next(e for e in demo.examples() if e["metadata"]["name"] == EXAMPLE))
     body["metadata"] = {"name": "bench"}
     real.pin(body, real_node)
@@ -65,6 +84,10 @@ def test_real_work_completes_with_measured_duration_and_a_reward_from_its_report
     # The measured run time, and a reward learned with the work the container reported.
     assert status["durationSeconds"] > 0, status
     assert isinstance(status["reward"], float | int) and math.isfinite(status["reward"]), status
+    # From priors only, the first real run is within the prior's speed ratios of the fleet's
+    # other cpu devices: neither the failure penalty nor the floor (both -3).
+    floor = qpolicy.Params().rewards.floor
+    assert status["reward"] > floor, status
     assert status["work"] == {
         "amount": reported[names.REPORT_WORK],
         "unit": "GFLOP",
