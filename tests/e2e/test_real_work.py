@@ -103,3 +103,16 @@ def test_real_work_completes_with_measured_duration_and_a_reward_from_its_report
         f"\n{reported[names.REPORT_WORK]} GFLOP in {status['durationSeconds']} s "
         f"(container: {reported['seconds']} s of GEMM); reward {status['reward']}"
     )
+
+
+def test_the_example_as_shipped_is_learned_as_a_success(api, namespace, real_node, fresh_policy):
+    """Its 50 GFLOP take under a second here, which the kubelet's 1 s container times may
+    measure as 0 s: still a success (of no speed then), never the failure penalty."""
+    body = copy.deepcopy(next(e for e in demo.examples() if e["metadata"]["name"] == EXAMPLE))
+    body["metadata"] = {"name": "as-shipped"}
+    g.create(api, namespace, real.pin(body, real_node))
+    status = g.wait_phase(api, namespace, "as-shipped", ("Succeeded", "Failed"), 300)["status"]
+    assert status["phase"] == "Succeeded", status
+    assert status["work"]["source"] == "reported", status
+    assert status["reward"] > qpolicy.Params().rewards.floor, status
+    print(f"\nas shipped: {status['durationSeconds']} s measured, reward {status['reward']}")
