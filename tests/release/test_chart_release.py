@@ -74,7 +74,9 @@ def describe(kubeconfig: Path) -> str:
 
 def release_pods(core: client.CoreV1Api) -> list[client.V1Pod]:
     pods = core.list_namespaced_pod(NS, label_selector="app.kubernetes.io/instance=" + RELEASE)
-    return [p for p in pods.items if p.status.phase != "Succeeded"]
+    return [
+        p for p in pods.items if p.status.phase != "Succeeded" and not p.metadata.deletion_timestamp
+    ]
 
 
 def wait_for(check: Any, timeout_s: float, what: str) -> Any:
