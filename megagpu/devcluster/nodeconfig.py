@@ -189,6 +189,8 @@ def kubelet_yaml(node: RealNode, ca_file: Path) -> str:
         },
         "authorization": {"mode": "Webhook"},
         "failSwapOn": False,
+        # Device health reaches allocatable within a probe interval plus this (default 10 s).
+        "nodeStatusUpdateFrequency": "2s",
         "registerWithTaints": [{"key": TAINT, "effect": "NoSchedule"}],
         "resolvConf": "/etc/resolv.conf",
         # A shared development disk: evict only when it is nearly full.
