@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 CACHE := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/megagpu
 PYTEST_ARGS ?=
 
-.PHONY: install host-packages shaders binaries image release-test prometheus demo tui-demo chart-crds e2e-kind test unit e2e e2e-scale lint bench bench-devcluster bench-extender bench-sim bench-tui bench-probe dev-up dev-down clean
+.PHONY: install host-packages shaders binaries image wheelhouse release-test prometheus demo tui-demo chart-crds e2e-kind test unit e2e e2e-scale lint bench bench-devcluster bench-extender bench-sim bench-tui bench-probe dev-up dev-down clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -92,19 +92,30 @@ unit: $(STAMP) shaders prometheus
 	MEGAGPU_PROMETHEUS=$(PROM_DIR)/usr/bin $(BIN)/pytest -m "not e2e and not release" $(PYTEST_ARGS)
 
 # The Helm chart on a real node of a dev cluster of its own (no other dev cluster may run).
-# In a network namespace of its own and under another cluster name, so it touches no other dev
-# cluster of this machine (nothing it needs is outside the machine).
-RELEASE_TESTS := unshare --net sh -c 'ip link set lo up && exec env MEGAGPU_DEV_CLUSTER=megagpu-release $(BIN)/pytest -m release $(PYTEST_ARGS)'
-release-test: binaries image
+# The e2e and release tests run in a network namespace of their own and under cluster names of
+# their own, so they touch no dev cluster of the user's (ports, bridge, iptables, state, policy).
+# Nothing they need is outside the machine: the packaging test installs from this wheelhouse.
+WHEELHOUSE := $(CACHE)/wheelhouse
+$(WHEELHOUSE)/.filled: pyproject.toml
+	$(BIN)/pip wheel -q -w $(WHEELHOUSE) '.[kube,probe,tui]' && touch $@
+wheelhouse: $(STAMP) $(WHEELHOUSE)/.filled
+# A dummy default route: the API server of a cluster without real nodes advertises the address
+# of the interface that carries it (198.51.100.1 is a documentation address; nothing is sent).
+NETNS_SETUP := ip link set lo up && ip link add mgdefault type dummy && ip link set mgdefault up \
+  && ip addr add 198.51.100.1/32 dev mgdefault && ip route add default dev mgdefault
+ISOLATED = unshare --net sh -c '$(NETNS_SETUP) && exec env MEGAGPU_DEV_CLUSTER=$(1) MEGAGPU_WHEELHOUSE=$(WHEELHOUSE) MEGAGPU_PROMETHEUS=$(PROM_DIR)/usr/bin $(BIN)/pytest -m "$(2)" $(PYTEST_ARGS)'
+E2E_TESTS := $(call ISOLATED,megagpu-e2e,e2e and not scale)
+RELEASE_TESTS := $(call ISOLATED,megagpu-release,release)
+release-test: binaries image prometheus
 	$(RELEASE_TESTS)
 
-e2e: binaries image prometheus
-	MEGAGPU_PROMETHEUS=$(PROM_DIR)/usr/bin $(BIN)/pytest -m "e2e and not scale" $(PYTEST_ARGS)
+e2e: binaries image wheelhouse prometheus
+	$(E2E_TESTS)
 
-test: binaries shaders image prometheus lint
+test: binaries shaders image wheelhouse prometheus lint
 	@start=$$SECONDS; MEGAGPU_PROMETHEUS=$(PROM_DIR)/usr/bin $(BIN)/pytest -m "not e2e and not release" $(PYTEST_ARGS); rc=$$?; \
 	  echo "phase unit tests: $$((SECONDS - start))s"; exit $$rc
-	@start=$$SECONDS; MEGAGPU_PROMETHEUS=$(PROM_DIR)/usr/bin $(BIN)/pytest -m "e2e and not scale" $(PYTEST_ARGS); rc=$$?; \
+	@start=$$SECONDS; $(E2E_TESTS); rc=$$?; \
 	  echo "phase e2e tests: $$((SECONDS - start))s"; exit $$rc
 	@start=$$SECONDS; $(RELEASE_TESTS); rc=$$?; \
 	  echo "phase release tests (the chart on a real node): $$((SECONDS - start))s"; exit $$rc

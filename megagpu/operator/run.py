@@ -45,6 +45,13 @@ async def run(
     core = client.CoreV1Api(api)
     lease = lease_mod.Lease(client.CoordinationV1Api(api), namespace, identity())
     loop = asyncio.get_running_loop()
+    custom = client.CustomObjectsApi(api)
+    memo = handlers.Memo(core, custom, qstore.Store(core, namespace), namespace, resource_mode)
+    memo.metrics = metrics_mod.Metrics(lambda: list(memo.workloads.values()))
+    # A standby serves its (empty) metrics too: a Service over every replica answers from any.
+    prometheus_client.start_http_server(
+        metrics_listen[1], addr=metrics_listen[0], registry=memo.metrics.registry
+    )
     standby = await _serve_standby_liveness(liveness)
     try:
         while not await _acquire(loop, lease):
@@ -54,13 +61,6 @@ async def run(
         await standby.cleanup()  # kopf serves liveness on the same address from now on
     LOG.info("holding lease %s as %s", lease_mod.NAME, lease.identity)
     stop = threading.Event()
-    custom = client.CustomObjectsApi(api)
-
-    memo = handlers.Memo(core, custom, qstore.Store(core, namespace), namespace, resource_mode)
-    memo.metrics = metrics_mod.Metrics(lambda: list(memo.workloads.values()))
-    prometheus_client.start_http_server(
-        metrics_listen[1], addr=metrics_listen[0], registry=memo.metrics.registry
-    )
     renewer = asyncio.create_task(_renew(lease, stop))
     try:
         await kopf.operator(

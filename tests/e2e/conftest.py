@@ -1,6 +1,8 @@
 """Session fixture: the tests' own dev cluster (with a real node); a fresh namespace per test.
 
-A dev cluster that is already running belongs to someone: the tests stop with a message
+make test runs them in a network namespace of their own under the cluster name megagpu-e2e, so
+a user's dev cluster is never touched. Run without a name ($MEGAGPU_DEV_CLUSTER), the tests would
+use the default cluster: when one runs, it belongs to someone, and they stop with a message
 instead of learning into it, unless MEGAGPU_E2E_REUSE=1 says to use it.
 """
 
@@ -46,7 +48,8 @@ def kubeconfig() -> Iterator[Path]:
         return
     started = False
     running = cluster.paths().cluster.exists()
-    if running and not os.environ.get("MEGAGPU_E2E_REUSE"):
+    users = cluster.paths().name == cluster.DEFAULT_NAME
+    if running and users and not os.environ.get("MEGAGPU_E2E_REUSE"):
         pytest.exit(
             "a dev cluster is already running: the e2e tests would learn into its policy and "
             "change what it runs. Stop it (megagpu dev down) and run again, or set "

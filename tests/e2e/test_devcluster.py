@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from megagpu.devcluster import binaries
+from megagpu.devcluster import binaries, cluster
 from tests.e2e.conftest import ROOT
 
 
@@ -78,7 +78,8 @@ def test_up_status_kubeconfig_down(cache: Path):
 
 
 def test_stale_cluster_is_replaced(cache: Path):
-    stale = cache / "megagpu" / binaries.VERSION_KEY / "kwok" / "clusters" / "megagpu"
+    name = cluster.paths().name  # the cluster name these tests run under
+    stale = cache / "megagpu" / binaries.VERSION_KEY / "kwok" / "clusters" / name
     (stale / "megagpu-pids").mkdir(parents=True)
     (stale / "megagpu-pids" / "megagpu-scheduler.pid").write_text("999999")
     (stale / "kubeconfig.yaml").write_text("not: a kubeconfig\n")

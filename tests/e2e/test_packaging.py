@@ -7,6 +7,7 @@ image itself (without a Docker engine) and runs it in containerd.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -23,6 +24,11 @@ from tests.e2e.test_scheduler_extender import wait_for
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("wheel")
+    # make test runs the e2e tests in a network namespace of their own: the dependencies come
+    # from the wheelhouse it filled before (the same wheels the index serves).
+    wheelhouse = os.environ.get("MEGAGPU_WHEELHOUSE")
+    offline = ["--no-build-isolation"] if wheelhouse else []
+    sources = ["--no-index", "--find-links", wheelhouse] if wheelhouse else []
     build = subprocess.run(
         [
             sys.executable,
@@ -30,6 +36,7 @@ def installed(tmp_path_factory) -> Path:
             "pip",
             "wheel",
             "--no-deps",
+            *offline,
             "-q",
             "-w",
             str(tmp),
@@ -43,7 +50,7 @@ def installed(tmp_path_factory) -> Path:
     wheel = next(tmp.glob("megagpu-*.whl"))
     subprocess.run([sys.executable, "-m", "venv", str(tmp / "venv")], check=True)
     install = subprocess.run(
-        [str(tmp / "venv/bin/pip"), "install", "-q", f"{wheel}[kube,probe,tui]"],
+        [str(tmp / "venv/bin/pip"), "install", "-q", *sources, f"{wheel}[kube,probe,tui]"],
         capture_output=True,
         text=True,
         check=False,
