@@ -99,9 +99,10 @@ WHEELHOUSE := $(CACHE)/wheelhouse
 $(WHEELHOUSE)/.filled: pyproject.toml
 	$(BIN)/pip wheel -q -w $(WHEELHOUSE) '.[kube,probe,tui]' && touch $@
 wheelhouse: $(STAMP) $(WHEELHOUSE)/.filled
-# A dummy default route: the API server of a cluster without real nodes advertises the address
+# A default route to a veth pair that ends in the namespace: the API server of a cluster without real nodes advertises the address
 # of the interface that carries it (198.51.100.1 is a documentation address; nothing is sent).
-NETNS_SETUP := ip link set lo up && ip link add mgdefault type dummy && ip link set mgdefault up \
+NETNS_SETUP := ip link set lo up && ip link add mgdefault type veth peer name mgdefault-peer \
+  && ip link set mgdefault up && ip link set mgdefault-peer up \
   && ip addr add 198.51.100.1/32 dev mgdefault && ip route add default dev mgdefault
 ISOLATED = unshare --net sh -c '$(NETNS_SETUP) && exec env MEGAGPU_DEV_CLUSTER=$(1) MEGAGPU_WHEELHOUSE=$(WHEELHOUSE) MEGAGPU_PROMETHEUS=$(PROM_DIR)/usr/bin $(BIN)/pytest -m "$(2)" $(PYTEST_ARGS)'
 E2E_TESTS := $(call ISOLATED,megagpu-e2e,e2e and not scale)

@@ -19,7 +19,8 @@ from tests.e2e.conftest import ROOT
 
 HOST = ["nsenter", "--net=/proc/1/ns/net"]
 NETNS_SETUP = (
-    "ip link set lo up && ip link add mgdefault type dummy && ip link set mgdefault up"
+    "ip link set lo up && ip link add mgdefault type veth peer name mgdefault-peer"
+    " && ip link set mgdefault up && ip link set mgdefault-peer up"
     " && ip addr add 198.51.100.1/32 dev mgdefault && ip route add default dev mgdefault"
 )
 """What make test does in the tests' network namespace (a default route for the API server)."""
