@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -31,35 +32,41 @@ def tools() -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def prometheus(kubeconfig: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    tmp = tmp_path_factory.mktemp("prometheus")
+@contextlib.contextmanager
+def serving(targets: dict[str, list[str]], tmp: Path) -> Iterator[int]:
+    """A Prometheus server scraping ``targets`` (job -> host:port) every second; yields its port."""
     config = {
         "global": {"scrape_interval": "1s"},
         "scrape_configs": [
-            {"job_name": job, "static_configs": [{"targets": [f"127.0.0.1:{port}"]}]}
-            for job, port in TARGETS.items()
+            {"job_name": job, "static_configs": [{"targets": found}]}
+            for job, found in targets.items()
         ],
     }
     (tmp / "prometheus.yml").write_text(yaml.safe_dump(config))
     port = processes.free_port()
-    log = open(tmp / "prometheus.log", "wb")
-    proc = subprocess.Popen(
-        [
-            str(tools() / "prometheus"),
-            f"--config.file={tmp / 'prometheus.yml'}",
-            f"--storage.tsdb.path={tmp / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    with open(tmp / "prometheus.log", "wb") as log:
+        proc = subprocess.Popen(
+            [
+                str(tools() / "prometheus"),
+                f"--config.file={tmp / 'prometheus.yml'}",
+                f"--storage.tsdb.path={tmp / 'data'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     try:
         yield port
     finally:
         proc.terminate()
         proc.wait(timeout=20)
-        log.close()
+
+
+@pytest.fixture(scope="module")
+def prometheus(kubeconfig: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    targets = {job: [f"127.0.0.1:{port}"] for job, port in TARGETS.items()}
+    with serving(targets, tmp_path_factory.mktemp("prometheus")) as port:
+        yield port
 
 
 def query(port: int, expr: str) -> list[dict]:

@@ -251,7 +251,7 @@ def test_no_release_pod_restarted_and_the_standby_stays_up_five_minutes(release)
 
 def test_a_real_prometheus_scrapes_the_release_pods(release, tmp_path):
     """Prometheus (Debian's, as make test unpacks it) scrapes each component's pod by its IP."""
-    from tests.e2e.test_prometheus import query, tools
+    from tests.e2e.test_prometheus import query, serving
 
     _, _, api = release
     ports = {"probe": 9400, "scheduler": 8889, "operator": 8080}
@@ -260,35 +260,11 @@ def test_a_real_prometheus_scrapes_the_release_pods(release, tmp_path):
         component = pod.metadata.labels.get("app.kubernetes.io/component", "")
         if component in ports:
             targets.setdefault(component, []).append(f"{pod.status.pod_ip}:{ports[component]}")
-    config = {
-        "global": {"scrape_interval": "1s"},
-        "scrape_configs": [
-            {"job_name": job, "static_configs": [{"targets": found}]}
-            for job, found in targets.items()
-        ],
-    }
-    (tmp_path / "prometheus.yml").write_text(json.dumps(config))
-    port = processes.free_port()
-    with open(tmp_path / "prometheus.log", "wb") as log:
-        prometheus = subprocess.Popen(
-            [
-                str(tools() / "prometheus"),
-                f"--config.file={tmp_path / 'prometheus.yml'}",
-                f"--storage.tsdb.path={tmp_path / 'data'}",
-                f"--web.listen-address=127.0.0.1:{port}",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        for job in ("probe", "scheduler"):
+    with serving(targets, tmp_path) as port:
+        for job in ("probe", "scheduler", "operator"):
             wait_for(lambda job=job: query(port, f'up{{job="{job}"}} == 1'), 60, f"{job} up")
-        wait_for(lambda: query(port, 'up{job="operator"} == 1'), 60, "the operators up")
         wait_for(lambda: query(port, "megagpu_extender_requests_total"), 30, "extender series")
         wait_for(lambda: query(port, "megagpu_node_gpus"), 30, "the probe's node series")
-    finally:
-        prometheus.terminate()
-        prometheus.wait(timeout=20)
 
 
 def test_upgrade_and_uninstall_run_their_hooks_and_leave_nothing(release):
