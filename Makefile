@@ -104,7 +104,9 @@ wheelhouse: $(STAMP) $(WHEELHOUSE)/.filled
 NETNS_SETUP := ip link set lo up && ip link add mgdefault type veth peer name mgdefault-peer \
   && ip link set mgdefault up && ip link set mgdefault-peer up \
   && ip addr add 198.51.100.1/32 dev mgdefault && ip route add default dev mgdefault
-ISOLATED = unshare --net sh -c '$(NETNS_SETUP) && exec env MEGAGPU_DEV_CLUSTER=$(1) MEGAGPU_WHEELHOUSE=$(WHEELHOUSE) MEGAGPU_PROMETHEUS=$(PROM_DIR)/usr/bin $(BIN)/pytest -m "$(2)" $(PYTEST_ARGS)'
+ISOLATED = unshare --net -- env MEGAGPU_DEV_CLUSTER=$(1) MEGAGPU_WHEELHOUSE=$(WHEELHOUSE) \
+  MEGAGPU_PROMETHEUS=$(PROM_DIR)/usr/bin sh -c '$(NETNS_SETUP) && exec "$$@"' sh \
+  $(BIN)/pytest -m "$(2)" $(PYTEST_ARGS)
 E2E_TESTS := $(call ISOLATED,megagpu-e2e,e2e and not scale)
 RELEASE_TESTS := $(call ISOLATED,megagpu-release,release)
 release-test: binaries image prometheus

@@ -83,9 +83,7 @@ def _current(name: str) -> bool:
 def missing() -> list[str]:
     """Binaries not built yet (or, for stamped ones, built at another version)."""
     return [
-        n
-        for n in NAMES
-        if not os.access(binary(n), os.X_OK) or (n in STAMPED and not _current(n))
+        n for n in NAMES if not os.access(binary(n), os.X_OK) or (n in STAMPED and not _current(n))
     ]
 
 

@@ -9,7 +9,6 @@ components as local processes whose logs sit with kwok's (DESIGN section 6).
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import shutil
@@ -206,6 +205,12 @@ def up(
     except InputError as e:
         raise DevClusterError(f"the cluster spec is malformed: {e}") from e
     if p.cluster.exists() and not problems(p):
+        running = len(realnodes.recorded(p.pids))
+        if real_nodes and running != real_nodes:
+            raise DevClusterError(
+                f"the dev cluster is up with {running} real node(s), not {real_nodes}: "
+                "stop it first (megagpu dev down)"
+            )
         out(f"the dev cluster is already up; kubeconfig: {p.kubeconfig}")
         return
     if p.cluster.exists() and api_ready(p) and _restart_dead(p, out):
@@ -240,8 +245,10 @@ def up(
             _start_components(p, out, time_scale, spec)
     except BaseException:
         kept = _keep_logs(p)
-        with contextlib.suppress(DevClusterError):
+        try:
             down(out=lambda _: None)
+        except Exception as e:  # noqa: BLE001 - the start's own error is the one to raise
+            out(f"cleaning up the failed start also failed: {e}")
         out(f"the logs of the failed start are kept in {kept}")
         raise
     out(
@@ -412,6 +419,8 @@ def _start_scheduler(p: Paths, extender: scheduler.ExtenderOptions, out: Output)
 def _restart_dead(p: Paths, out: Output) -> bool:
     """Restart megagpu processes that died while the control plane stayed up."""
     dead = [n for n, pid in processes.pids(p.pids).items() if not processes.alive(pid)]
+    if any(name.startswith("containerd-") for name in dead):
+        return False  # its kubelet entered the old mount namespace: the node is started anew
     for name in dead:
         try:
             processes.restart(name, p.logs, p.pids)
@@ -455,6 +464,7 @@ def _wait(p: Paths) -> None:
 def down(out: Output = print) -> None:
     """Stop every process ``up`` started and delete the cluster."""
     p = paths()
+    had_real_nodes = bool(realnodes.recorded(p.pids)) or p.network_record.exists()
     realnodes.stop(p.pids, out)
     stopped = processes.stop_all(p.pids)
     if p.cluster.exists():
@@ -466,7 +476,7 @@ def down(out: Output = print) -> None:
     undone = network.down(p.network_record)
     if undone:
         out(f"network restored: {', '.join(undone)}")
-    left = realnodes.leftovers(p.name)
+    left = realnodes.leftovers(p.name) if had_real_nodes else []
     if left:
         out(f"warning: still on this machine after down: {'; '.join(left)}")
 

@@ -8,6 +8,7 @@ removed), also after a crash of ``up``.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -55,9 +56,32 @@ def bridge_exists() -> bool:
     return subprocess.run(show, capture_output=True, check=False).returncode == 0
 
 
+def namespace() -> str:
+    """The network namespace of this process (``net:[inode]``)."""
+    return os.readlink("/proc/self/ns/net")
+
+
+def write_atomically(path: Path, data: object) -> None:
+    """Write JSON so that a crash leaves the old file or the new one, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial")
+    partial.write_text(json.dumps(data))
+    os.replace(partial, path)
+
+
 def up(record: Path) -> None:
-    """Create the bridge with the gateway address, set the sysctls, add the keep-local rule."""
+    """Create the bridge with the gateway address, set the sysctls, add the keep-local rule.
+
+    One cluster with real nodes per network namespace: a bridge this record did not make
+    belongs to another dev cluster, and ``up`` refuses instead of sharing it.
+    """
     previous = json.loads(record.read_text()) if record.exists() else {}
+    if bridge_exists() and not previous.get("bridge"):
+        raise DevClusterError(
+            f"another dev cluster with real nodes runs in this network namespace (bridge "
+            f"{nodeconfig.BRIDGE}): stop it (megagpu dev down), or start this one in a network "
+            "namespace of its own (as make test does)"
+        )
     sysctls = previous.get("sysctls", {})
     for key in SYSCTLS:
         path = Path("/proc/sys") / key
@@ -67,12 +91,12 @@ def up(record: Path) -> None:
                 "(load br_netfilter) or run with --real-nodes 0"
             )
         sysctls.setdefault(key, path.read_text().strip())
-    record.parent.mkdir(parents=True, exist_ok=True)
-    record.write_text(json.dumps({**previous, "sysctls": sysctls}))
+    state = {**previous, "sysctls": sysctls, "bridge": True, "netns": namespace()}
+    write_atomically(record, state)
     if not bridge_exists():
         _run(["ip", "link", "add", nodeconfig.BRIDGE, "type", "bridge"], "creating the bridge")
-        address = f"{nodeconfig.gateway()}/{nodeconfig.POD_NETWORK.prefixlen}"
-        _run(["ip", "addr", "add", address, "dev", nodeconfig.BRIDGE], "addressing the bridge")
+    address = f"{nodeconfig.gateway()}/{nodeconfig.POD_NETWORK.prefixlen}"
+    _run(["ip", "addr", "replace", address, "dev", nodeconfig.BRIDGE], "addressing the bridge")
     _run(["ip", "link", "set", nodeconfig.BRIDGE, "up"], "starting the bridge")
     for key, value in SYSCTLS.items():
         (Path("/proc/sys") / key).write_text(value)
@@ -90,16 +114,19 @@ def forward_loopback(record: Path, ports: list[int]) -> None:
     """
     done = json.loads(record.read_text())
     done["loopback_ports"] = sorted(set(done.get("loopback_ports", [])) | set(ports))
-    record.write_text(json.dumps(done))
+    write_atomically(record, done)
     for port in ports:
         _run(["iptables", "-t", "nat", "-A", *_loopback_rule(port)], "redirecting a local port")
 
 
 def down(record: Path) -> list[str]:
-    """Undo what ``up`` recorded; returns what was undone."""
+    """Undo what ``up`` recorded, in the namespace it was made in; returns what was undone."""
     if not record.exists():
         return []
     done = json.loads(record.read_text())
+    if done.get("netns", namespace()) != namespace():
+        record.unlink()  # that namespace is gone with its processes, or is not ours to change
+        return [f"nothing here: the changes were made in network namespace {done['netns']}"]
     undone = []
     while subprocess.run(["iptables", "-D", *KEEP_LOCAL], capture_output=True).returncode == 0:
         undone.append("forwarding rule")
@@ -107,7 +134,7 @@ def down(record: Path) -> list[str]:
         delete = ["iptables", "-t", "nat", "-D", *_loopback_rule(port)]
         while subprocess.run(delete, capture_output=True).returncode == 0:
             undone.append(f"loopback redirect of port {port}")
-    if bridge_exists():
+    if done.get("bridge") and bridge_exists():
         _run(["ip", "link", "del", nodeconfig.BRIDGE], "deleting the bridge")
         undone.append(f"bridge {nodeconfig.BRIDGE}")
     for key, value in done.get("sysctls", {}).items():

@@ -54,7 +54,9 @@ def restart(name: str, log_dir: Path, pid_dir: Path) -> int:
 
 
 def alive(pid: int) -> bool:
-    """Whether a process with ``pid`` runs (and is not a zombie)."""
+    """Whether a process with ``pid`` runs (and is not a zombie); 0 or less is none."""
+    if pid <= 0:
+        return False
     try:
         os.kill(pid, 0)
     except (ProcessLookupError, PermissionError):

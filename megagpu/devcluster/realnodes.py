@@ -29,6 +29,8 @@ from megagpu.devcluster.nodeconfig import RealNode
 STATE_ROOT = Path("/var/lib/megagpu-dev")
 RUN_ROOT = Path("/run/megagpu-dev")
 PROXY = "kube-proxy"
+MAX_NODES = 16
+"""Each takes a /24 of the pod network and a kubelet's memory on this one machine."""
 READY_TIMEOUT_S = 120.0
 READY_PATH = "{.status.conditions[?(@.type=='Ready')].status}"
 Output = Callable[[str], None]
@@ -36,6 +38,8 @@ Output = Callable[[str], None]
 
 def plan(cluster: str, count: int, gpus: int = 4, device_class: str = "sim") -> list[RealNode]:
     """Names, directories, ports and simulated devices of ``count`` real nodes of ``cluster``."""
+    if not 0 <= count <= MAX_NODES:
+        raise DevClusterError(f"--real-nodes takes 0 to {MAX_NODES}, not {count}")
     nodes = []
     for i in range(count):
         name = f"{cluster}-real-{i}"
@@ -75,9 +79,16 @@ def _created(pids: Path) -> list[Path]:
 
 def _save(pids: Path, nodes: Sequence[RealNode], created: Sequence[Path] = ()) -> None:
     """Record the nodes and the directories made outside their state (removed by ``stop``)."""
-    pids.mkdir(parents=True, exist_ok=True)
     rows = [{**dataclasses.asdict(n), "state": str(n.state), "run": str(n.run)} for n in nodes]
-    _record(pids).write_text(json.dumps({"nodes": rows, "created": [str(d) for d in created]}))
+    record = {"nodes": rows, "created": [str(d) for d in created], "netns": network.namespace()}
+    network.write_atomically(_record(pids), record)
+
+
+def _same_namespace(pids: Path) -> bool:
+    """Whether this process runs in the network namespace the real nodes were started in."""
+    path = _record(pids)
+    recorded_ns = json.loads(path.read_text()).get("netns") if path.exists() else None
+    return recorded_ns in (None, network.namespace())
 
 
 def _plugin_mountpoint() -> list[Path]:
@@ -95,9 +106,11 @@ def preflight() -> None:
     """Fail fast, with what to do, where this machine cannot run a kubelet."""
     if os.geteuid() != 0:
         raise DevClusterError("real nodes need root (a kubelet, containerd and a bridge)")
-    for tool, package in (("ip", "iproute2"), ("iptables", "iptables"), ("runc", "runc")):
+    for tool, package in (("ip", "iproute2"), ("iptables", "iptables")):
         if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists():
             raise DevClusterError(f"{tool} is missing: run `make host-packages` (Debian {package})")
+    if not nodeconfig.RUNC.exists():
+        raise DevClusterError(f"{nodeconfig.RUNC} is missing: run `make host-packages` (runc)")
     for plugin in ("bridge", "host-local", "portmap", "loopback"):
         if not (nodeconfig.CNI_PLUGINS / plugin).exists():
             raise DevClusterError(
@@ -189,7 +202,12 @@ def crictl(
     """``crictl`` against the node's containerd."""
     endpoint = f"unix://{node.containerd_socket}"
     argv = [str(binaries.binary("crictl")), "-r", endpoint, "-i", endpoint, *args]
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s, check=False)
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s, check=False)
+    except subprocess.TimeoutExpired as e:
+        raise DevClusterError(
+            f"crictl {' '.join(args)} on {node.name}: containerd did not answer in {timeout_s:.0f}s"
+        ) from e
     if check and done.returncode != 0:
         raise DevClusterError(f"crictl {' '.join(args)} on {node.name}: {done.stderr.strip()}")
     return done
@@ -363,20 +381,23 @@ def stop(pids: Path, out: Output) -> None:
     """Remove the pods through the CRI, stop every real-node process, unmount, delete state."""
     nodes = recorded(pids)
     created = _created(pids)
+    same_namespace = _same_namespace(pids)  # else its iptables rules went with that namespace
     running = processes.pids(pids)
     for node in nodes:
         processes.stop_one(f"probe-{node.name}", pids)
         processes.stop_one(f"kubelet-{node.name}", pids)
     if PROXY in running:
         processes.stop_one(PROXY, pids)
-        subprocess.run(
-            [str(binaries.binary("kube-proxy")), "--cleanup"], capture_output=True, check=False
-        )
-    if nodes:
+        if same_namespace:
+            subprocess.run(
+                [str(binaries.binary("kube-proxy")), "--cleanup"], capture_output=True, check=False
+            )
+    if nodes and same_namespace:
         _remove_kubelet_chains()
     for node in nodes:
         if processes.alive(running.get(f"containerd-{node.name}", 0)):
-            crictl(node, ["rmp", "--all", "--force"], check=False, timeout_s=120)
+            with contextlib.suppress(DevClusterError):  # a hung runtime: its processes go next
+                crictl(node, ["rmp", "--all", "--force"], check=False, timeout_s=120)
         processes.stop_one(f"containerd-{node.name}", pids)
         _kill_shims(node)
         _unmount_under(node.run, node.state)
@@ -460,7 +481,7 @@ def leftovers(cluster: str) -> list[str]:
         found += [
             f"mount {line.split()[1]}"
             for line in f
-            if line.split()[1].startswith(tuple(str(d) for d in mine))
+            if any(Path(line.split()[1]).is_relative_to(d) for d in mine)
         ]
     for tool, table in [(t, x) for t in ("iptables", "ip6tables") for x in ("filter", "nat")]:
         rules = subprocess.run(

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from megagpu.devcluster import cluster
+from megagpu.devcluster import binaries, cluster
 from tests.e2e.conftest import ROOT
 
 NETNS_SETUP = (
@@ -80,7 +80,10 @@ def q_state_digest() -> str | None:
 
 
 def test_running_the_tests_leaves_a_users_q_state_byte_identical():
-    started = megagpu_as_user("dev", "status").returncode != 0
+    users = cluster.Paths(binaries.version_dir() / "kwok", cluster.DEFAULT_NAME)
+    started = not users.cluster.exists()
+    if not started and megagpu_as_user("dev", "status").returncode != 0:
+        pytest.skip("your dev cluster is not healthy: the test leaves it alone")
     if started:
         up = megagpu_as_user("dev", "up")
         assert up.returncode == 0, up.stdout + up.stderr
