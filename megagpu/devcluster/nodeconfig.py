@@ -110,6 +110,8 @@ state = '{node.run / "containerd"}'
 
 [plugins.'io.containerd.cri.v1.runtime']
   enable_selinux = false
+  # Pod network namespaces under the node's state, not the machine's /run/netns.
+  netns_mounts_under_state_dir = true
   # The VM grants no CAP_SYS_RESOURCE: a negative oom_score_adj fails every sandbox.
   restrict_oom_score_adj = true
   [plugins.'io.containerd.cri.v1.runtime'.containerd]

@@ -453,8 +453,28 @@ def _unmount_under(*dirs: Path) -> None:
         subprocess.run(["umount", "-l", point], capture_output=True, check=False)
 
 
+def _kill_cgroup_processes(node: RealNode) -> None:
+    """Kill what still runs in the node's cgroups (containers whose runtime died first)."""
+    tops = [h / "megagpu-dev" / node.name for h in _hierarchies()]
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        found = {
+            int(pid)
+            for top in tops
+            for procs in (top.rglob("cgroup.procs") if top.is_dir() else ())
+            for pid in procs.read_text().split()
+        }
+        if not found:
+            return
+        for pid in found:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, 9)
+        time.sleep(0.1)
+
+
 def _remove_cgroups(node: RealNode) -> None:
     """Remove the node's (now empty) cgroups in every hierarchy, leaves first."""
+    _kill_cgroup_processes(node)
     for top in (h / "megagpu-dev" for h in _hierarchies()):
         base = top / node.name
         for d in sorted(base.rglob("*"), key=lambda x: len(x.parts), reverse=True):
