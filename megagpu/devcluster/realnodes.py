@@ -3,8 +3,9 @@
 Each real node runs its own containerd (built from its Go module release) and its own kubelet of
 the cluster's release, with state in ``/var/lib/megagpu-dev/<cluster>/<node>`` and sockets in
 ``/run/megagpu-dev/<cluster>/<node>``; one kube-proxy routes ClusterIPs for all of them (they
-share this machine's network namespace). ``stop`` removes pods through the CRI (crictl), stops
-every process by pid, unmounts what is left under those directories and deletes them.
+share this machine's network namespace). Their mounts live in each node's own mount namespace,
+which ends with its processes. ``stop`` removes pods through the CRI (crictl), stops every
+process by pid, removes the node's cgroups and deletes those directories.
 """
 
 from __future__ import annotations
@@ -400,7 +401,6 @@ def stop(pids: Path, out: Output) -> None:
                 crictl(node, ["rmp", "--all", "--force"], check=False, timeout_s=120)
         processes.stop_one(f"containerd-{node.name}", pids)
         _kill_shims(node)
-        _unmount_under(node.run, node.state)
         _remove_cgroups(node)
         for d in (node.run, node.state):
             shutil.rmtree(d, ignore_errors=True)
@@ -442,15 +442,6 @@ def _kill_shims(node: RealNode) -> None:
             argv = (proc / "cmdline").read_bytes().split(b"\0")
             if argv and argv[0].endswith(b"containerd-shim-runc-v2") and address in argv:
                 os.kill(int(proc.name), 9)
-
-
-def _unmount_under(*dirs: Path) -> None:
-    """Lazily unmount every mount below ``dirs``, deepest first."""
-    prefixes = tuple(str(d) + "/" for d in dirs)
-    with open("/proc/self/mounts") as f:
-        points = [line.split()[1].replace("\\040", " ") for line in f]
-    for point in sorted((p for p in points if p.startswith(prefixes)), key=len, reverse=True):
-        subprocess.run(["umount", "-l", point], capture_output=True, check=False)
 
 
 def _kill_cgroup_processes(node: RealNode) -> None:
