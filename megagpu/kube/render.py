@@ -69,10 +69,11 @@ def render_pod(gw: dict[str, Any], attempt: int, resource_mode: str = "megagpu")
         priority=spec.get("priority", "normal")
     )
     pod_spec["affinity"] = _affinity(pod_spec.get("affinity"), backends)
-    # only the first container (the workload's own) asks for the devices: the kubelet would
-    # count a limit on every container as that many more devices
+    # only one container (the workload's own) asks for the devices: the kubelet would count a
+    # limit on every container (sidecars, init containers) as that many more devices
+    asks = gpu_container(spec, pod_spec["containers"])
     pod_spec["containers"] = [
-        _container(c, gpus if i == 0 else 0, backends, resource_mode)
+        _container(c, gpus if i == asks else 0, backends, resource_mode)
         for i, c in enumerate(pod_spec["containers"])
     ]
     return {
@@ -98,17 +99,45 @@ def render_pod(gw: dict[str, Any], attempt: int, resource_mode: str = "megagpu")
     }
 
 
+def gpu_container(spec: dict[str, Any], containers: list[Any]) -> int:
+    """Index of the container that gets the devices: ``spec.gpuContainer``, else the first."""
+    wanted = spec.get("gpuContainer")
+    if not wanted:
+        return 0
+    found = [i for i, c in enumerate(containers) if isinstance(c, dict) and c.get("name") == wanted]
+    if not found:
+        listed = ", ".join(str(c.get("name")) for c in containers if isinstance(c, dict))
+        raise TemplateError(
+            f"spec.gpuContainer names {wanted!r}, which is not one of the template's"
+            f" containers ({listed})"
+        )
+    return found[0]
+
+
 def _affinity(existing: Any, backends: list[str]) -> dict[str, Any]:
+    """The user's affinity with megagpu's backend requirement added to it, never replacing it.
+
+    Node selector terms are ORed and a term's expressions ANDed, so (user's terms) AND (any
+    acceptable backend) is every user term once per backend, with the backend's expression added.
+    """
     affinity = copy.deepcopy(existing) if isinstance(existing, dict) else {}
-    terms = [
-        {
-            "matchExpressions": [
-                {"key": names.LABEL_BACKEND.format(backend=b), "operator": "In", "values": ["true"]}
-            ]
-        }
+    ours = [
+        {"key": names.LABEL_BACKEND.format(backend=b), "operator": "In", "values": ["true"]}
         for b in backends
     ]
-    node = affinity.setdefault("nodeAffinity", {})
+    node = affinity.get("nodeAffinity")
+    node = affinity["nodeAffinity"] = node if isinstance(node, dict) else {}
+    required = node.get("requiredDuringSchedulingIgnoredDuringExecution")
+    theirs = (required or {}).get("nodeSelectorTerms") if isinstance(required, dict) else None
+    if not isinstance(theirs, list) or not theirs:
+        theirs = [{}]
+    if not all(isinstance(t, dict) for t in theirs):
+        raise TemplateError("every nodeSelectorTerm of the template's nodeAffinity is an object")
+    terms = [
+        {**term, "matchExpressions": [*(term.get("matchExpressions") or []), expression]}
+        for term in theirs
+        for expression in ours
+    ]
     node["requiredDuringSchedulingIgnoredDuringExecution"] = {"nodeSelectorTerms": terms}
     return affinity
 

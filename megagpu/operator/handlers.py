@@ -53,6 +53,8 @@ class Memo:
     """The newest state of every megagpu pod, trimmed, as the pod watch last saw it."""
     workloads: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     """Every GpuWorkload as the watch last saw it, without managedFields and annotations."""
+    nodes: dict[str, model.Node] = field(default_factory=dict)
+    """Every Node as the node watch last saw it (what learning needs of the fleet)."""
 
 
 def _gw(memo: Memo, namespace: str, name: str) -> dict[str, Any] | None:
@@ -130,12 +132,28 @@ def _invalid(gw: dict[str, Any], message: str) -> dict[str, Any]:
     }
 
 
-def _nodes(memo: Memo) -> dict[str, model.Node]:
-    raw = memo.core.list_node(_preload_content=False)
-    return {
-        n["metadata"]["name"]: convert.node_from_k8s(n)
-        for n in json.loads(raw.data).get("items", [])
-    }
+def remember_node(node: dict[str, Any], event: str, memo: Memo) -> str:
+    """Keep what learning needs of a Node from the node watch; returns ``event``."""
+    name = str((node.get("metadata") or {}).get("name", ""))
+    if event == "DELETED":
+        memo.nodes.pop(name, None)
+    else:
+        memo.nodes[name] = convert.node_from_k8s(node)
+    return event
+
+
+def _node(memo: Memo, name: str) -> model.Node | None:
+    """A node from the watch's cache, else read (one get) when the watch has not seen it yet."""
+    found = memo.nodes.get(name)
+    if found is not None or not name:
+        return found
+    try:
+        raw = memo.core.read_node(name, _preload_content=False)
+    except ApiException as e:
+        if e.status == 404:
+            return None
+        raise
+    return memo.nodes.setdefault(name, convert.node_from_k8s(json.loads(raw.data)))
 
 
 def remember_workload(gw: dict[str, Any], event: str, memo: Memo) -> None:
@@ -177,11 +195,17 @@ def news(pod: dict[str, Any], old: dict[str, Any]) -> bool:
 
     ``old`` without a podName stands for a status not read yet: only the pod is judged.
     """
-    if old.get("podName") not in (None, (pod.get("metadata") or {}).get("name")):
+    name = (pod.get("metadata") or {}).get("name")
+    if old.get("podName") not in (None, name) or stopped(old, name):
         return False
     if old.get("phase") in ("Succeeded", "Failed"):
         return False
     return outcomes.terminal(pod) is not None or bool(_progress(pod, old))
+
+
+def stopped(old: dict[str, Any], pod_name: str | None) -> bool:
+    """Whether the status records ``pod_name`` as stopped by the operator (status.stopped)."""
+    return bool(pod_name) and (old.get("stopped") or {}).get("pod") == pod_name
 
 
 def follow(pod: dict[str, Any], memo: Memo) -> None:
@@ -198,6 +222,8 @@ def follow(pod: dict[str, Any], memo: Memo) -> None:
     old = gw.get("status") or {}
     if old.get("podName") != meta.get("name") or old.get("phase") in ("Succeeded", "Failed"):
         return
+    if stopped(old, meta.get("name")):
+        return  # the operator stopped it (a start timeout): its end is that, not an outcome
     if (gw.get("metadata") or {}).get("deletionTimestamp"):
         return  # its pod is removed on purpose: not an outcome to learn from
     fields = _progress(pod, old)
@@ -232,10 +258,11 @@ def remove_pods(gw: dict[str, Any], memo: Memo) -> None:
 def _fallback_backend(memo: Memo, node_name: str, pod: dict[str, Any]) -> str | None:
     """The backend a pod bound without the extender uses: its first one the node offers."""
     try:
-        raw = memo.core.read_node(node_name, _preload_content=False)
-        node = convert.node_from_k8s(json.loads(raw.data))
+        node = _node(memo, node_name)
         workload = convert.workload_from_pod(pod)
     except (ApiException, convert.ConvertError):
+        return None
+    if node is None:
         return None
     offered = [
         b for b in workload.backends if b in node.backends and (b == "cpu") == (workload.gpus == 0)
@@ -309,8 +336,7 @@ def _finish(
     gw: dict[str, Any], pod: dict[str, Any], end: outcomes.Terminal, memo: Memo
 ) -> dict[str, Any]:
     spec, old = gw.get("spec") or {}, gw.get("status") or {}
-    nodes = _nodes(memo)
-    node = nodes.get((pod.get("spec") or {}).get("nodeName", ""))
+    node = _node(memo, (pod.get("spec") or {}).get("nodeName") or "")
     created = convert.parse_time(gw["metadata"].get("creationTimestamp"))
     size = outcomes.size_of(pod)
     outcome = outcomes.outcome_of(pod, end, node, spec.get("deadlineSeconds"), created, size)
@@ -336,7 +362,7 @@ def _finish(
             learned = outcomes.learn(
                 memo.store,
                 outcome,
-                list(nodes.values()),
+                list(memo.nodes.values()),
                 decided=decided,
                 on_bad_state=lambda why: kopf.warn(
                     gw, reason="QStateRejected", message=f"Q-state not loaded, using priors: {why}"

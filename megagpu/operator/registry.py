@@ -34,6 +34,9 @@ def make_registry() -> kopf.OperatorRegistry:
         settings.posting.level = logging.INFO
         settings.posting.loggers = False  # our Events only, not one per handler run
         settings.watching.server_timeout = 120
+        # Server-side: the API server sends only the pods megagpu made, never the cluster's
+        # others (the handler's labels= filter alone would still receive and drop them).
+        settings.watching.label_selectors["", "v1", "pods"] = names.LABEL_WORKLOAD
         settings.execution.max_workers = handlers.WORKERS
 
     @kopf.on.cleanup(registry=registry)
@@ -90,9 +93,11 @@ def make_registry() -> kopf.OperatorRegistry:
         handlers.publish_policy(memo, policy)
 
     @kopf.on.event("", "v1", "nodes", registry=registry)
-    def node_event(name: str, type: str | None, memo: handlers.Memo, **_: Any) -> None:
-        if type == "DELETED":
-            handlers.remove_gpunode(name, memo)
+    def node_event(body: kopf.Body, type: str | None, memo: handlers.Memo, **_: Any) -> None:
+        # Every Node: any node can run cpu workloads, and the fleet's benchmarks are the
+        # learning's priors; this watch is the cache that completions read (no list each).
+        if handlers.remember_node(dict(body), type or "", memo) == "DELETED":
+            handlers.remove_gpunode(body.metadata.name or "", memo)
 
     @kopf.on.event(names.GROUP, names.VERSION, names.GPUNODES, registry=registry)
     def gpunode_event(name: str, type: str | None, memo: handlers.Memo, **_: Any) -> None:

@@ -19,7 +19,7 @@ from kubernetes.client.exceptions import ApiException
 
 from megagpu.kube import client as kube_client
 from megagpu.kube import convert
-from megagpu.operator import handlers
+from megagpu.operator import handlers, status
 
 LOG = logging.getLogger("megagpu.operator")
 INTERVAL_S = 3.0
@@ -49,13 +49,7 @@ def check(gw: dict[str, Any], memo: handlers.Memo) -> dict[str, Any] | None:
         and started
         and (now - started).total_seconds() > timeout
     ):
-        try:
-            kube_client.send(
-                memo.core.delete_namespaced_pod, old["podName"], gw["metadata"]["namespace"]
-            )
-        except ApiException as e:
-            if e.status != 404:
-                raise
+        stop(gw, "StartTimeout", memo)
         return handlers.fail_attempt(
             gw,
             "StartTimeout",
@@ -63,6 +57,25 @@ def check(gw: dict[str, Any], memo: handlers.Memo) -> dict[str, Any] | None:
             memo,
         )
     return None
+
+
+def stop(gw: dict[str, Any], reason: str, memo: handlers.Memo) -> None:
+    """Delete the current pod on purpose, having first recorded why in the status.
+
+    The record comes first: a real kubelet marks a deleted pod Failed, and that end must read
+    as this stop, never as a device failure to learn from. A failed delete leaves the attempt
+    as it was, so the next pass stops it again.
+    """
+    old = gw.get("status") or {}
+    stopped = {"pod": old["podName"], "reason": reason, "at": status.now_iso()}
+    handlers.patch_status(memo, gw, {"stopped": stopped})
+    try:
+        kube_client.send(
+            memo.core.delete_namespaced_pod, old["podName"], gw["metadata"]["namespace"]
+        )
+    except ApiException as e:
+        if e.status != 404:
+            raise
 
 
 def resync(gw: dict[str, Any], memo: handlers.Memo) -> None:

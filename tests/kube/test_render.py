@@ -80,3 +80,97 @@ def test_declared_work_reaches_the_pod_and_the_workload():
     assert pod["metadata"]["annotations"]["megagpu.io/work-amount"] == "2500000.0"
     assert convert.workload_from_pod(pod).declared == model.Work(2.5e6, "tokens")
     assert convert.workload_from_pod(render.render_pod(gw(), 1)).declared is None
+
+
+def required_terms(pod):
+    affinity = pod["spec"]["affinity"]["nodeAffinity"]
+    return affinity["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+
+
+def test_a_users_node_affinity_is_merged_not_replaced():
+    zone = {"key": "zone", "operator": "In", "values": ["a"]}
+    fast = {"key": "disk", "operator": "In", "values": ["ssd"]}
+    host = {"key": "metadata.name", "operator": "In", "values": ["n1"]}
+    preferred = [{"weight": 1, "preference": {"matchExpressions": [fast]}}]
+    affinity = {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [{"matchExpressions": [zone]}, {"matchFields": [host]}]
+            },
+            "preferredDuringSchedulingIgnoredDuringExecution": preferred,
+        },
+        "podAntiAffinity": {"x": 1},
+    }
+    template = {
+        "spec": {
+            "containers": [{"name": "c", "image": "i"}],
+            "affinity": affinity,
+            "nodeSelector": {"pool": "gpu"},
+        }
+    }
+    pod = render.render_pod(gw(template=template), 1)
+
+    def backend(b):
+        return {"key": f"megagpu.io/backend.{b}", "operator": "In", "values": ["true"]}
+
+    # (zone OR host) AND (cuda OR vulkan): every user term once per backend
+    assert required_terms(pod) == [
+        {"matchExpressions": [zone, backend("cuda")]},
+        {"matchExpressions": [zone, backend("vulkan")]},
+        {"matchFields": [host], "matchExpressions": [backend("cuda")]},
+        {"matchFields": [host], "matchExpressions": [backend("vulkan")]},
+    ]
+    node = pod["spec"]["affinity"]["nodeAffinity"]
+    assert node["preferredDuringSchedulingIgnoredDuringExecution"] == preferred
+    assert pod["spec"]["affinity"]["podAntiAffinity"] == {"x": 1}
+    assert pod["spec"]["nodeSelector"] == {"pool": "gpu"}
+    # the template itself is left as it was
+    assert affinity["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
+        "nodeSelectorTerms"
+    ] == [{"matchExpressions": [zone]}, {"matchFields": [host]}]
+
+
+def test_a_template_without_required_terms_gets_one_per_backend():
+    template = {"spec": {"containers": [{"name": "c"}], "affinity": {"nodeAffinity": {}}}}
+    terms = required_terms(render.render_pod(gw(template=template), 1))
+    assert [t["matchExpressions"][0]["key"] for t in terms] == [
+        "megagpu.io/backend.cuda",
+        "megagpu.io/backend.vulkan",
+    ]
+
+
+def limits(container):
+    return (container.get("resources") or {}).get("limits") or {}
+
+
+def test_only_the_named_container_gets_the_devices():
+    template = {
+        "spec": {
+            "initContainers": [{"name": "fetch", "image": "i"}],
+            "containers": [
+                {"name": "proxy", "image": "envoy", "resources": {"limits": {"cpu": "1"}}},
+                {"name": "model", "image": "vllm"},
+                {"name": "logs", "image": "fluentbit"},
+            ],
+        }
+    }
+    pod = render.render_pod(gw(template=template, gpus=2, gpuContainer="model"), 1)
+    spec = pod["spec"]
+    by_name = {c["name"]: c for c in spec["containers"]}
+    assert [c["name"] for c in spec["containers"]] == ["proxy", "model", "logs"]
+    assert limits(by_name["model"]) == {"megagpu.io/gpu": "2"}
+    assert limits(by_name["proxy"]) == {"cpu": "1"}
+    assert limits(by_name["logs"]) == {}
+    assert spec["initContainers"] == [{"name": "fetch", "image": "i"}]
+
+
+def test_without_a_name_the_first_container_gets_the_devices():
+    template = {"spec": {"containers": [{"name": "main"}, {"name": "sidecar"}]}}
+    first, sidecar = render.render_pod(gw(template=template), 1)["spec"]["containers"]
+    assert limits(first) == {"megagpu.io/gpu": "1"} and limits(sidecar) == {}
+
+
+def test_a_gpu_container_that_does_not_exist_says_which_exist():
+    template = {"spec": {"containers": [{"name": "main"}, {"name": "sidecar"}]}}
+    with pytest.raises(render.TemplateError, match=r"'model'.*\(main, sidecar\)"):
+        render.render_pod(gw(template=template, gpuContainer="model"), 1)

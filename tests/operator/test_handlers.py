@@ -1,0 +1,174 @@
+"""Handlers with a mocked API: stopped pods are never learned, nodes come from the watch's
+cache, bad template fields end as a status condition, and kopf watches pods server-side."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Any
+from unittest import mock
+
+import kopf
+import pytest
+from kubernetes.client.exceptions import ApiException
+
+from megagpu.kube import qstore
+from megagpu.operator import handlers, registry, watchdog
+from tests.helpers import node
+
+
+class Store:
+    """A Q-state store that records saves."""
+
+    def __init__(self) -> None:
+        self.saved: list[Any] = []
+
+    def load(self) -> qstore.Loaded:
+        return qstore.Loaded(None, None, None)
+
+    def history(self) -> list[tuple[int, str]]:
+        return []
+
+    def save(self, policy: Any, version: Any) -> str:
+        self.saved.append(policy)
+        return str(len(self.saved))
+
+
+@pytest.fixture
+def memo(monkeypatch: pytest.MonkeyPatch) -> handlers.Memo:
+    for name in ("info", "warn"):
+        monkeypatch.setattr(kopf, name, mock.Mock())
+    api = mock.Mock()
+    m = handlers.Memo(api.core, api.custom, Store(), "megagpu-system")  # type: ignore[arg-type]
+    m.nodes["n1"] = node("n1", "h100", devices=8, fp16=800.0, gbps=3000.0)
+    return m
+
+
+def ago(seconds: float) -> str:
+    at = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=seconds)
+    return at.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def workload(**status: Any) -> dict[str, Any]:
+    return {
+        "metadata": {"name": "w", "namespace": "ml", "uid": "u", "creationTimestamp": ago(60)},
+        "spec": {"gpus": 1, "backends": ["cuda"], "startTimeoutSeconds": 5, "maxRetries": 1},
+        "status": {"phase": "Scheduling", "attempts": 1, "podName": "w-a1", **status},
+    }
+
+
+def failed_pod(name: str = "w-a1") -> dict[str, Any]:
+    """A pod a real kubelet marked Failed after it was deleted."""
+    terminated = {"exitCode": 137, "reason": "Error", "finishedAt": ago(0)}
+    return {
+        "metadata": {
+            "name": name,
+            "namespace": "ml",
+            "uid": f"uid-{name}",
+            "labels": {"megagpu.io/workload": "w"},
+            "annotations": {
+                "megagpu.io/gpus": "1",
+                "megagpu.io/backends": "cuda",
+                "megagpu.io/model": "m",
+                "megagpu.io/workload-type": "inference",
+                "megagpu.io/assigned-backend": "cuda",
+            },
+            "deletionTimestamp": ago(0),
+        },
+        "spec": {"nodeName": "n1"},
+        "status": {
+            "phase": "Failed",
+            "startTime": ago(10),
+            "containerStatuses": [{"state": {"terminated": terminated}}],
+        },
+    }
+
+
+def test_a_start_timeout_records_why_before_it_deletes_the_pod(memo: handlers.Memo) -> None:
+    calls = mock.Mock()
+    memo.custom.patch_namespaced_custom_object_status.side_effect = lambda *a: calls.patch(a[-1])
+    deleted = mock.Mock()  # what the reply's .read() is called on
+    memo.core.delete_namespaced_pod.side_effect = lambda *a, **k: [calls.delete(a[0]), deleted][1]
+
+    fields = watchdog.check(workload(attemptStartedAt=ago(30)), memo)
+
+    first, second = calls.mock_calls
+    stopped = first.args[0]["status"]["stopped"]
+    assert first.args[0] == {"status": {"stopped": stopped}}
+    assert (stopped["pod"], stopped["reason"]) == ("w-a1", "StartTimeout")
+    assert second == mock.call.delete("w-a1")
+    assert fields is not None and fields["phase"] == "Pending" and fields["retryAt"]
+    assert fields["conditions"][-1]["message"].endswith("startTimeoutSeconds=5")
+
+
+def test_a_failed_delete_leaves_the_attempt_to_be_stopped_again(memo: handlers.Memo) -> None:
+    memo.core.delete_namespaced_pod.side_effect = ApiException(status=500, reason="boom")
+    with pytest.raises(ApiException):
+        watchdog.check(workload(attemptStartedAt=ago(30)), memo)
+
+
+def test_the_kubelets_failed_end_of_a_stopped_pod_is_not_learned(memo: handlers.Memo) -> None:
+    stopped = {"pod": "w-a1", "reason": "StartTimeout", "at": ago(1)}
+    gw = workload(phase="Pending", retryAt=ago(-5), stopped=stopped)
+    memo.custom.get_namespaced_custom_object.return_value = gw
+    pod = failed_pod()
+    assert not handlers.news(pod, gw["status"])
+
+    handlers.follow(pod, memo)
+
+    assert memo.store.saved == []  # type: ignore[attr-defined]
+    memo.custom.patch_namespaced_custom_object_status.assert_not_called()
+
+
+def test_a_pod_that_fails_on_its_own_is_learned_without_listing_nodes(
+    memo: handlers.Memo,
+) -> None:
+    memo.custom.get_namespaced_custom_object.return_value = workload(node="n1")
+    memo.custom.get_cluster_custom_object.return_value = {"metadata": {"resourceVersion": "1"}}
+    pod = failed_pod()
+    del pod["metadata"]["deletionTimestamp"]
+
+    handlers.follow(pod, memo)
+
+    assert len(memo.store.saved) == 1  # type: ignore[attr-defined]
+    memo.core.list_node.assert_not_called()
+    memo.core.read_node.assert_not_called()  # n1 is in the watch's cache
+    (call,) = memo.custom.patch_namespaced_custom_object_status.mock_calls
+    assert call.args[-1]["status"]["reward"] < 0
+
+
+def test_a_node_the_watch_has_not_seen_is_read_by_name(memo: handlers.Memo) -> None:
+    raw = {"metadata": {"name": "n2", "labels": {"megagpu.io/backend.cpu": "true"}}}
+    memo.core.read_node.return_value.data = json.dumps(raw)
+    found = handlers._node(memo, "n2")
+    assert found is not None and found.backends == ("cpu",)
+    assert handlers._node(memo, "n2") is memo.nodes["n2"]
+    memo.core.read_node.assert_called_once()
+    handlers.remember_node(raw, "DELETED", memo)
+    assert "n2" not in memo.nodes
+
+
+def test_a_gpu_container_that_does_not_exist_is_a_status_condition(
+    memo: handlers.Memo,
+) -> None:
+    gw = workload()
+    gw["metadata"]["generation"] = 1
+    gw["spec"]["gpuContainer"] = "model"
+    gw["spec"]["template"] = {"spec": {"containers": [{"name": "main", "image": "i"}]}}
+
+    fields = handlers.start_attempt(gw, 1, memo)
+
+    assert fields["phase"] == "Failed"
+    accepted = next(c for c in fields["conditions"] if c["type"] == "Accepted")
+    assert accepted["status"] == "False" and accepted["reason"] == "InvalidTemplate"
+    assert "spec.gpuContainer names 'model'" in accepted["message"]
+    memo.core.create_namespaced_pod.assert_not_called()
+
+
+def test_kopf_watches_only_megagpu_pods_server_side() -> None:
+    settings = kopf.OperatorSettings()
+    reg = registry.make_registry()
+    (configure,) = [h for h in reg._activities.get_all_handlers() if h.id.endswith(".configure")]
+    configure.fn(settings=settings)
+    pods = kopf.Resource("", "v1", "pods", kind="Pod", namespaced=True)
+    assert list(settings.watching.label_selectors.collect(pods)) == ["megagpu.io/workload"]
