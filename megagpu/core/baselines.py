@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from megagpu.core import fleet, model, ports, prior
+from megagpu.core import fleet, model, ports, prior, waiting
 
 ThroughputFn = Callable[[model.Workload, int], float]
 """True throughput of a workload on a fleet row (work units/s; 0 when it cannot run)."""
@@ -147,11 +147,66 @@ class OracleGreedyPolicy:
         return False
 
 
+class EarliestFinishPolicy:
+    """Knows every true throughput and size; waits for a busy device that finishes sooner.
+
+    A reference for waiting, not a scheduler anyone can run: the run time on each candidate is
+    the true work over the true throughput, and what runs on a busy node ends when its own true
+    run time says. It places on the fastest free device (as ``oracle_greedy``) unless a busy
+    one finishes the job earlier (``core.waiting`` with no margin), within the wait left.
+    """
+
+    name = "earliest_finish"
+    waits = True
+
+    def __init__(self, throughput: ThroughputFn, settings: waiting.Settings = waiting.ORACLE):
+        self._throughput = throughput
+        self.settings = settings
+
+    def _run_s(self, workload: model.Workload, rows: np.ndarray) -> np.ndarray:
+        rates = np.asarray([self._throughput(workload, int(r)) for r in rows], dtype=float)
+        with np.errstate(divide="ignore"):
+            return np.where(rates > 0, workload.work / rates, np.nan)
+
+    def choose(
+        self, workload: model.Workload, view: fleet.View, rng: random.Random
+    ) -> ports.Choice:
+        """Wait when a busy device finishes sooner, else the truly fastest free device."""
+        if len(view.rows) == 0:
+            raise ports.NoCandidatesError("no feasible candidates")
+
+        def run_times(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            return self._run_s(workload, rows), np.zeros(len(rows))
+
+        def predict_running(job: fleet.Running) -> model.Prediction | None:
+            seconds = float(self._run_s(job.workload, np.asarray([job.row]))[0])
+            return None if np.isnan(seconds) else model.Prediction(seconds, 0.0, "true")
+
+        found = waiting.plan(workload, view, self.settings, run_times, predict_running, "true")
+        if found.wait:
+            return ports.Choice(
+                found.row,
+                "wait",
+                np.zeros(len(view.rows)),
+                wait=True,
+                prediction=found.prediction(found.row),
+                start_s=found.start(found.row),
+                reason=found.reason,
+            )
+        speed = 1.0 / np.nan_to_num(found.run_s[: len(view.rows)], nan=np.inf)
+        choice = _pick(speed * (1.0 - 1e-6 * view.free_share()), view)
+        return choice._replace(prediction=found.prediction(choice.row))
+
+    def observe(self, outcome: model.Outcome) -> bool:
+        """Learns nothing."""
+        return False
+
+
 BASELINES = ("random", "round_robin", "least_allocated", "most_allocated", "fastest_device")
 
 
 def make_baseline(name: str) -> ports.Policy:
-    """A baseline by name (``oracle_greedy`` needs the true throughputs: build it directly)."""
+    """A baseline by name (``oracle_greedy``, ``earliest_finish``: build them directly)."""
     classes: dict[str, Callable[[], ports.Policy]] = {
         "random": RandomPolicy,
         "round_robin": RoundRobinPolicy,

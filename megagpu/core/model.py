@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 WORKLOAD_TYPES = ("inference", "training", "fineTuning", "embedding", "batchInference")
 BACKENDS = ("cuda", "vulkan", "metal", "cpu")
@@ -153,6 +154,17 @@ class Workload:
     def priority_rank(self) -> int:
         """Higher runs first: low 0 .. critical 3."""
         return PRIORITIES.index(self.priority)
+
+
+class Prediction(NamedTuple):
+    """A predicted run time on one candidate, with its uncertainty."""
+
+    seconds: float
+    """Median predicted run time."""
+    sigma: float
+    """Standard deviation of log(actual / predicted): 0.1 is about +-10%."""
+    size_source: str
+    """Where the size came from: ``declared``, ``history`` or ``true`` (a simulator oracle)."""
 
 
 @dataclass(frozen=True)

@@ -23,10 +23,22 @@ class Choice(NamedTuple):
     """Shadow mode: the row the learned policy would have chosen."""
     regret: float = 0.0
     """Shadow mode: estimated value lost by following the baseline."""
+    wait: bool = False
+    """Keep the workload pending for the busy row ``row`` (only when ``view.wait_left_s > 0``)."""
+    prediction: model.Prediction | None = None
+    """Predicted run time on ``row``, when the policy has one."""
+    start_s: float | None = None
+    """A wait's predicted start on ``row`` (when its node frees)."""
+    reason: str = ""
+    """Why, in words (a wait's reason names the nodes and predicted finishes)."""
 
 
 class Policy(Protocol):
-    """A scheduler: picks a candidate row and may learn from outcomes."""
+    """A scheduler: picks a candidate row and may learn from outcomes.
+
+    A policy that may keep a workload pending (``Choice.wait``) says so with a class attribute
+    ``waits = True``; only then does the simulator fill the view's busy rows and running jobs.
+    """
 
     name: str
 
@@ -41,3 +53,7 @@ class Policy(Protocol):
 
 class NoCandidatesError(ValueError):
     """A policy was asked to choose among no candidates."""
+
+
+class WaitError(ValueError):
+    """A policy kept a workload pending where it had to be placed (its wait bound had passed)."""

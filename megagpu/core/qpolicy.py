@@ -34,7 +34,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from megagpu.core import baselines, features, fleet, model, ports, prior, replay, reward
+from megagpu.core import baselines, features, fleet, model, ports, prior, replay, reward, sizes
 
 MODES = ("active", "shadow", "frozen")
 LEARNED_UIDS = 4096
@@ -186,6 +186,8 @@ class QPolicy:
         self.drift: dict[str, float] = {}
         """Action key -> log speed factor since its throughputs were learned; Q values, cell
         throughputs and replayed throughputs are all net of it, ``values`` adds it."""
+        self.sizes = sizes.History()
+        """Sizes reported per model key and the errors of declarations (for predictions)."""
         self.decisions = 0
         self.updates = 0
         self.version = 0
@@ -418,6 +420,7 @@ class QPolicy:
         wkey, mkey = self.keys(outcome.workload)
         akey = features.action_key(outcome.backend, outcome.device_class)
         self.benchmarks.setdefault(akey, (prior.efficiency(outcome.backend), *UNMEASURED))
+        self.sizes.observe(mkey, outcome)
         throughput = 0.0
         if outcome.sized:
             reported = outcome.work_source == "reported"

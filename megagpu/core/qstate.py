@@ -9,7 +9,7 @@ import math
 from collections import deque
 from typing import Any
 
-from megagpu.core import qpolicy, replay, reward
+from megagpu.core import qpolicy, replay, reward, sizes
 
 SCHEMA = "megagpu.q-state/v1"
 
@@ -68,6 +68,7 @@ def to_document(policy: qpolicy.QPolicy) -> dict[str, Any]:
             "updates": policy.updates,
             "reward_ema": round(policy.reward_ema, 6),
             "recent_rewards": [round(x, 4) for x in policy.recent_rewards],
+            "sizes": policy.sizes.to_json(),
         },
         "replay": [
             [
@@ -140,6 +141,7 @@ def _restore(body: dict[str, Any]) -> qpolicy.QPolicy:
     policy.decisions, policy.updates = int(q["decisions"]), int(q["updates"])
     policy.reward_ema = float(q["reward_ema"])
     policy.recent_rewards.extend(float(x) for x in q["recent_rewards"])
+    policy.sizes = sizes.History.from_json(q.get("sizes", {}))
     for w, m, a, ctx, thr, ok, late in body["replay"]:
         if not math.isfinite(thr):
             raise ValueError("non-finite throughput in replay")

@@ -66,7 +66,11 @@ def v100_capacity(nodes: list[model.Node], table: hardware.ThroughputTable) -> f
 def philly_jobs(
     nodes: list[model.Node], table: hardware.ThroughputTable, load: float, seed: int, jobs: int
 ) -> list[simulator.Job]:
-    """Synthetic Philly arrivals at ``load`` for the cluster ``nodes`` (Gavel's jobs are fp32)."""
+    """Synthetic Philly arrivals at ``load`` for the cluster ``nodes`` (Gavel's jobs are fp32).
+
+    Each job declares its size (``spec.work``: Gavel's jobs say how many steps they run) and
+    reports it when it ends.
+    """
     rows = [(r.model, r.device, r.backend, r.gpus, r.throughput, r.source) for r in table.rows]
     trace = converters.philly_trace(
         DATA / "philly_job_distribution.csv",
@@ -85,6 +89,7 @@ def philly_jobs(
                 model=name,
                 gpus=gpus,
                 work=work,
+                declared=model.Work(work),
                 precision="fp32",
                 backends=("cuda", "vulkan"),
             ),
@@ -130,7 +135,8 @@ def _sized(
                 jobs.append(simulator.Job(job.arrival_s, workload, "declared"))
             else:
                 source = "reported" if rng.random() < REPORTING else "none"
-                jobs.append(simulator.Job(job.arrival_s, job.workload, source))
+                workload = dataclasses.replace(job.workload, declared=None)
+                jobs.append(simulator.Job(job.arrival_s, workload, source))
         return dataclasses.replace(base, jobs=tuple(jobs))
 
     return sized

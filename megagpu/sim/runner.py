@@ -5,18 +5,29 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from megagpu.core import baselines, ports, qpolicy
+from megagpu.core import baselines, learned, ports, qpolicy, waiting
 from megagpu.sim import evaluation, simulator
 
-POLICIES = (*baselines.BASELINES, "oracle_greedy", "learned")
+POLICIES = (
+    *baselines.BASELINES,
+    "oracle_greedy",
+    "earliest_finish",
+    "learned_nowait",
+    "learned",
+)
 
 
-def factory(name: str, params: qpolicy.Params | None = None) -> simulator.PolicyFactory:
-    """A policy factory by name (``learned`` takes Q-policy parameters)."""
+def factory(
+    name: str, params: qpolicy.Params | None = None, settings: waiting.Settings | None = None
+) -> simulator.PolicyFactory:
+    """A policy factory by name (the learned ones take Q-policy and waiting settings)."""
     if name == "oracle_greedy":
         return baselines.OracleGreedyPolicy
-    if name == "learned":
-        return lambda _: qpolicy.QPolicy(params)
+    if name == "earliest_finish":
+        return baselines.EarliestFinishPolicy
+    if name in ("learned", "learned_nowait"):
+        waits = name == "learned"
+        return lambda _: learned.LearnedPolicy(qpolicy.QPolicy(params), settings, waits=waits)
     if name not in POLICIES:
         raise ValueError(f"unknown policy {name!r}; choose from {', '.join(POLICIES)} or all")
     return lambda _: baselines.make_baseline(name)
@@ -55,3 +66,4 @@ def run(
 
 
 _: ports.Policy = qpolicy.QPolicy()
+_w: ports.Policy = learned.LearnedPolicy()

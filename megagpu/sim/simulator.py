@@ -3,6 +3,12 @@
 Every policy replays the same arrivals; the run is deterministic for a seed. A job runs on one
 node for ``work / throughput`` seconds, where the throughput comes from the hardware model and
 may change mid-run (a device class that silently slows down). Nodes may join mid-run.
+
+A policy that waits (``waits = True``) may keep a job pending for a busy node; the job stays in
+the queue and is offered again whenever something happens (a job ends or arrives, a node joins),
+as kube-scheduler retries an unschedulable pod. The bound is the simulator's: ``max_wait_s``
+from the job's first wait (and its deadline); once it has passed the job is offered no busy
+rows, and a wait then is an error (``ports.WaitError``).
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from megagpu.core import baselines, features, fleet, model, ports
+from megagpu.core import baselines, features, fleet, model, ports, waiting
 from megagpu.sim import hardware
 
 
@@ -92,6 +98,10 @@ class JobRecord(NamedTuple):
     slots: int
     placement_ratio: float
     """Run time on the chosen device over run time on the fastest free one at that moment (>= 1)."""
+    predicted_s: float | None = None
+    """The policy's predicted run time on the chosen device, if it had one."""
+    waited_s: float = 0.0
+    """Time from the job's first wait (a policy kept it pending) to its start; 0 if it never did."""
 
 
 class RunResult(NamedTuple):
@@ -115,6 +125,8 @@ class _Placement(NamedTuple):
     order: int
     context: int
     ratio: float
+    prediction: model.Prediction | None
+    waited_s: float
 
 
 class _Running(NamedTuple):
@@ -135,9 +147,13 @@ def simulate(
     seed: int,
     *,
     backfill_window: int = 256,
+    max_wait_s: float = waiting.Settings().max_wait_s,
     progress: Progress | None = None,
 ) -> RunResult:
-    """Run the policy over ``scenario`` and return a record per job."""
+    """Run the policy over ``scenario`` and return a record per job.
+
+    ``max_wait_s``: how long a waiting policy may keep a job pending (from its first wait).
+    """
     rng = random.Random(seed)
     f = fleet.Fleet.build(scenario.nodes)
     clock = [0.0]
@@ -148,6 +164,11 @@ def simulate(
         return float(thr[row]) * speed_factor(device, clock[0])
 
     policy = make_policy(true_throughput)
+    waits = bool(getattr(policy, "waits", False))
+    running_on: dict[int, list[fleet.Running]] = {}
+    jobs_running: dict[int, fleet.Running] = {}
+    first_wait: dict[int, float] = {}
+    wakes: list[float] = []
     join_at = np.asarray([scenario.joins.get(n.name, 0.0) for n in scenario.nodes])
     slots = np.asarray([n.slots for n in scenario.nodes], dtype=np.int64)
     free = np.where(join_at <= 0, slots, 0)
@@ -177,6 +198,7 @@ def simulate(
 
     def finish(item: _Running) -> None:
         free[item.node] += item.slots
+        running_on[item.node].remove(jobs_running.pop(item.job))
         p = placed.pop(item.job)
         job = scenario.jobs[item.job]
         node = scenario.nodes[item.node]
@@ -196,6 +218,8 @@ def simulate(
             missed,
             item.slots,
             p.ratio,
+            None if p.prediction is None else p.prediction.seconds,
+            p.waited_s,
         )
         policy.observe(
             model.Outcome(
@@ -213,11 +237,39 @@ def simulate(
             )
         )
 
+    def waiting_view(
+        index: int, rows: np.ndarray, queued: int, claims: dict[int, list[fleet.Running]]
+    ) -> fleet.View:
+        """The view of a waiting policy: busy rows, what runs there, and the wait left."""
+        job = scenario.jobs[index]
+        workload = job.workload
+        left = max_wait_s - (now - first_wait.get(index, now))
+        if workload.deadline_s is not None:
+            left = min(left, job.arrival_s + workload.deadline_s - now)
+        busy = np.zeros(0, dtype=np.int64)
+        if left > 0:
+            thr, _ = scenario.table.arrays(f, workload.model, workload.gpus)
+            fits = f.feasible_rows(workload, slots)
+            busy = np.setdiff1d(fits[thr[fits] > 0], rows, assume_unique=True)
+        return fleet.View(
+            f,
+            rows,
+            free,
+            queue_length=queued,
+            busy_rows=busy,
+            running=running_on,
+            claims=claims,
+            now_s=now,
+            wait_left_s=max(left, 0.0) if len(busy) else 0.0,
+        )
+
     def schedule() -> None:
         nonlocal seq, order
         max_free = int(free.max()) if len(free) else 0
         kept: list[tuple[int, float, int]] = []
         scanned = 0
+        claims: dict[int, list[fleet.Running]] = {}
+        """Node -> jobs ahead in this pass that wait for it."""
         for entry in queue:
             index = entry[2]
             workload = scenario.jobs[index].workload
@@ -232,8 +284,25 @@ def simulate(
             if len(rows) == 0:
                 kept.append(entry)
                 continue
-            view = fleet.View(f, rows, free, queue_length=len(queue) - 1)
+            view = (
+                waiting_view(index, rows, len(queue) - 1, claims)
+                if waits
+                else fleet.View(f, rows, free, queue_length=len(queue) - 1)
+            )
             choice = policy.choose(workload, view, rng)
+            if choice.wait:
+                if view.wait_left_s <= 0:
+                    raise ports.WaitError(f"{policy.name} kept {workload.uid} past its wait bound")
+                if index not in first_wait:
+                    first_wait[index] = now
+                    heapq.heappush(wakes, now + max_wait_s)
+                if choice.start_s is not None:
+                    claim = fleet.Running(
+                        workload, choice.row, choice.start_s, need, choice.prediction
+                    )
+                    claims.setdefault(int(f.row_node[choice.row]), []).append(claim)
+                kept.append(entry)
+                continue
             node_index = int(f.row_node[choice.row])
             share = free[node_index] / max(slots[node_index], 1)
             context = int(features.context_buckets(np.asarray([share]), len(queue) - 1)[0])
@@ -251,9 +320,14 @@ def simulate(
                 order,
                 context,
                 float(rates.max() / rate),
+                choice.prediction,
+                now - first_wait.get(index, now),
             )
             order += 1
             heapq.heappush(running, _Running(now + duration, seq, node_index, need, index))
+            job_running = fleet.Running(workload, choice.row, now, need, choice.prediction)
+            jobs_running[index] = job_running
+            running_on.setdefault(node_index, []).append(job_running)
             seq += 1
         queue[:] = kept
 
@@ -267,7 +341,11 @@ def simulate(
             candidates.append(running[0].finish_s)
         if pending_joins:
             candidates.append(pending_joins[0][0])
+        if wakes:
+            candidates.append(wakes[0])
         now = clock[0] = min(candidates)
+        while wakes and wakes[0] <= now:
+            heapq.heappop(wakes)
         while running and running[0].finish_s <= now:
             finish(heapq.heappop(running))
             done += 1

@@ -1,0 +1,94 @@
+"""Predicted run times: a workload's believed size over its class's learned throughput.
+
+A prediction is the median run time with its spread (the standard deviation of
+log(actual / predicted)). The size comes from ``core.sizes`` (declared, else the class's
+history); the throughput from the Q-policy: the pair's own average, else the model's, else the
+benchmark prior calibrated by the class's observed throughputs, times the device's drift.
+No size, or no throughput in work units (nothing observed for the class), gives None.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+from megagpu.core import fleet, model, qpolicy
+
+OBSERVED_SIGMA = 0.1
+"""Spread of a pair's throughput average after one reported outcome (shrinks as 1/sqrt(seen)):
+runs of one class on one device differ by a few percent, stragglers by more."""
+MODEL_SIGMA = 0.25
+"""Spread when only another memory bucket of the same model ran on the device."""
+PRIOR_SIGMA = 0.5
+"""Spread of the calibrated benchmark prior (x1.65): datasheets rank devices, not models."""
+
+
+def throughput(
+    policy: qpolicy.QPolicy, wkey: str, mkey: str, akey: str, scale: qpolicy.Scale | None = None
+) -> tuple[float, float] | None:
+    """(learned throughput in work units/s, its log spread), or None when none is known.
+
+    ``scale``: ``policy.scale(wkey, mkey)`` when the caller has it already.
+    """
+    drift = math.exp(policy.drift.get(akey, 0.0))
+    cell = policy.workloads.get(wkey, {}).get(akey)
+    if cell is not None and cell.throughput > 0:
+        seen = max(cell.seen, qpolicy.DECLARED_WEIGHT)
+        return cell.throughput * drift, OBSERVED_SIGMA / math.sqrt(seen)
+    cell = policy.models.get(mkey, {}).get(akey)
+    if cell is not None and cell.throughput > 0:
+        return cell.throughput * drift, MODEL_SIGMA
+    scale = scale or policy.scale(wkey, mkey)
+    if not scale.observed:
+        return None
+    estimate = scale.best * math.exp(policy.prior_value(wkey, mkey, akey, scale))
+    return estimate * drift, PRIOR_SIGMA
+
+
+def action_run_times(
+    policy: qpolicy.QPolicy, workload: model.Workload, f: fleet.Fleet
+) -> tuple[np.ndarray, np.ndarray, str]:
+    """(seconds, sigma) per action of ``f`` (NaN where unknown), and the size's source."""
+    wkey, mkey = policy.keys(workload)
+    seconds = np.full(len(f.action_keys), np.nan)
+    sigma = np.full(len(f.action_keys), np.nan)
+    size = policy.sizes.size(mkey, workload)
+    if size is None:
+        return seconds, sigma, "none"
+    scale = policy.scale(wkey, mkey)
+    for aid, akey in enumerate(f.action_keys):
+        found = throughput(policy, wkey, mkey, akey, scale)
+        if found is not None:
+            seconds[aid] = size.amount / found[0]
+            sigma[aid] = math.hypot(size.sigma, found[1])
+    return seconds, sigma, size.source
+
+
+def run_times(
+    policy: qpolicy.QPolicy, workload: model.Workload, f: fleet.Fleet, rows: Iterable[int]
+) -> list[model.Prediction | None]:
+    """The predicted run time of ``workload`` on each fleet row (None where there is none)."""
+    seconds, sigma, source = action_run_times(policy, workload, f)
+    out: list[model.Prediction | None] = []
+    for row in rows:
+        aid = int(f.row_action_id[int(row)])
+        known = not math.isnan(seconds[aid])
+        out.append(
+            model.Prediction(float(seconds[aid]), float(sigma[aid]), source) if known else None
+        )
+    return out
+
+
+def percentage_error(predicted_s: float, actual_s: float) -> float:
+    """Absolute percentage error of a predicted run time (100 = off by the whole run time)."""
+    if actual_s <= 0:
+        raise ValueError(f"actual run time must be > 0, got {actual_s!r}")
+    return 100.0 * abs(predicted_s - actual_s) / actual_s
+
+
+def mdape(pairs: Sequence[tuple[float | None, float]]) -> float | None:
+    """Median absolute percentage error over (predicted, actual) pairs that have a prediction."""
+    errors = [percentage_error(p, a) for p, a in pairs if p is not None and a > 0]
+    return float(np.median(errors)) if errors else None

@@ -1,0 +1,217 @@
+"""Waiting as a decision: keep a workload pending for a busy device that finishes it sooner.
+
+A busy candidate's predicted finish is when its node has enough free slots (from the predicted
+remaining run times of what runs there) plus the workload's run time there. The workload waits
+for the busy candidate with the earliest predicted finish when, measured from now,
+
+    log(best free finish / busy finish) > margin + caution * sigma
+
+(sigma: the log spread of the busy finish), and only for a node predicted to free within the
+wait left. The caller owns the bound (``wait_left_s``: the maximum wait and the deadline); past
+it the workload is placed whatever the predictions say. A workload with no prediction on any
+free candidate never waits.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+
+from megagpu.core import fleet, model
+
+OVERDUE_SHARE = 0.1
+"""A running job past its predicted run time is assumed to need this share of it again."""
+
+RunTimes = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+"""Fleet rows -> (predicted seconds, log spread) per row; NaN where there is no prediction."""
+PredictRunning = Callable[[fleet.Running], "model.Prediction | None"]
+"""The run time of a job that runs now, when it carries no prediction of its own."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """When waiting pays (the simulator's and the extender's defaults)."""
+
+    max_wait_s: float = 8 * 3600.0
+    """Longest a workload is kept pending for a busy device, counted from its first wait.
+    Eight hours: Philly-like training jobs run hours to weeks, so waiting hours for a device
+    three times faster pays; the bound keeps a wrong prediction from starving a job."""
+    margin: float = 0.1
+    """Log gain (x1.1) the busy finish must beat the free one by: waiting has costs the model
+    leaves out (another job may take the device first)."""
+    caution: float = 1.0
+    """Standard deviations of the busy finish added to the margin: uncertain predictions
+    (unknown sizes) must be right by more before a job waits on them."""
+
+    def __post_init__(self) -> None:
+        for name in ("max_wait_s", "margin", "caution"):
+            model.check_finite(f"waiting.{name}", getattr(self, name))
+
+
+ORACLE = Settings(margin=0.0, caution=0.0)
+"""For predictions that are the truth (the simulator's ``earliest_finish``)."""
+
+
+class Assessment(NamedTuple):
+    """Predicted run times, starts and the wait decision for one workload.
+
+    Rows are the view's free rows, then the busy rows that were considered (those whose run
+    time could pay for a wait). Unknown values are NaN.
+    """
+
+    wait: bool
+    row: int
+    """The busy row waited for; else the free row with the earliest predicted finish (-1 when
+    no free row has a prediction)."""
+    reason: str
+    rows: np.ndarray
+    free: np.ndarray
+    """True for a free row."""
+    start_s: np.ndarray
+    """Predicted start: now for a free row, when its node frees for a busy one."""
+    run_s: np.ndarray
+    sigma: np.ndarray
+    """Log spread of ``run_s``."""
+    size_source: str
+
+    def start(self, row: int) -> float | None:
+        """The predicted start on ``row`` (None when unknown)."""
+        hits = np.flatnonzero(self.rows == row)
+        if len(hits) == 0 or math.isnan(self.start_s[hits[0]]):
+            return None
+        return float(self.start_s[hits[0]])
+
+    def prediction(self, row: int) -> model.Prediction | None:
+        """The predicted run time on ``row`` (None when there is none)."""
+        hits = np.flatnonzero(self.rows == row)
+        if len(hits) == 0 or math.isnan(self.run_s[hits[0]]):
+            return None
+        i = int(hits[0])
+        return model.Prediction(float(self.run_s[i]), float(self.sigma[i]), self.size_source)
+
+
+def node_free_at(
+    now_s: float,
+    free_slots: int,
+    need: int,
+    running: Sequence[fleet.Running],
+    predict_running: PredictRunning,
+    claims: Sequence[fleet.Running] = (),
+) -> tuple[float, float] | None:
+    """(when the node has ``need`` free slots, the spread of that in seconds), or None.
+
+    Slots free as running jobs end (a job of unknown run time never frees its slots); a claim
+    takes its slots at its start and frees them when its predicted run ends.
+    """
+    events = []
+    for job in running:
+        p = job.prediction or predict_running(job)
+        if p is not None:
+            end = max(job.started_s + p.seconds, now_s + OVERDUE_SHARE * p.seconds)
+            events.append((end, p.sigma * p.seconds, job.slots))
+    for claim in claims:
+        p = claim.prediction
+        if p is not None:
+            events.append((claim.started_s, 0.0, -claim.slots))
+            events.append((claim.started_s + p.seconds, p.sigma * p.seconds, claim.slots))
+    have = free_slots
+    if have >= need and not claims:
+        return now_s, 0.0
+    for end, spread, slots in sorted(events):
+        have += slots
+        if have >= need:
+            return end, spread
+    return None
+
+
+def duration(seconds: float) -> str:
+    """A duration in words: seconds, minutes or hours."""
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 2 * 3600:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def plan(
+    workload: model.Workload,
+    view: fleet.View,
+    settings: Settings,
+    run_times: RunTimes,
+    predict_running: PredictRunning,
+    size_source: str,
+) -> Assessment:
+    """Predictions for every free row and the busy rows worth a wait, and the decision."""
+    f, now = view.fleet, view.now_s
+    rows = np.asarray(view.rows, dtype=np.int64)
+    run_s, sigma = run_times(rows)
+    known = ~np.isnan(run_s)
+    start = np.full(len(rows), now)
+    free = np.ones(len(rows), dtype=bool)
+    if not known.any():
+        return Assessment(
+            False,
+            -1,
+            "no prediction: placed without waiting",
+            rows,
+            free,
+            start,
+            run_s,
+            sigma,
+            size_source,
+        )
+    best = int(np.argmin(np.where(known, run_s, np.inf)))
+    best_s = float(run_s[best])
+    best_node = view.node_of(int(rows[best])).name
+    placing = f"predicted {duration(best_s)} on {best_node}"
+    busy = np.asarray(view.busy_rows, dtype=np.int64)
+    if view.wait_left_s <= 0 or len(busy) == 0:
+        return Assessment(
+            False, int(rows[best]), placing, rows, free, start, run_s, sigma, size_source
+        )
+    b_run, b_sigma = run_times(busy)
+    with np.errstate(invalid="ignore"):
+        promising = np.flatnonzero(b_run * math.exp(settings.margin) < best_s)
+    busy, b_run, b_sigma = busy[promising], b_run[promising], b_sigma[promising]
+    b_start = np.full(len(busy), np.nan)
+    b_spread = np.zeros(len(busy))
+    need = max(workload.gpus, 1)
+    by_node: dict[int, tuple[float, float] | None] = {}
+    for i, row in enumerate(busy):
+        node = int(f.row_node[row])
+        if node not in by_node:
+            by_node[node] = node_free_at(
+                now,
+                int(view.free_slots[node]),
+                need,
+                view.running.get(node, ()),
+                predict_running,
+                view.claims.get(node, ()),
+            )
+        found = by_node[node]
+        if found is not None and found[0] - now <= view.wait_left_s:
+            b_start[i], b_spread[i] = found
+    finish = b_start - now + b_run
+    with np.errstate(invalid="ignore", divide="ignore"):
+        spread = np.hypot(b_sigma, b_spread / finish)
+        ok = np.log(best_s / finish) > settings.margin + settings.caution * spread
+    arrays = (
+        np.concatenate([rows, busy]),
+        np.concatenate([free, np.zeros(len(busy), dtype=bool)]),
+        np.concatenate([start, b_start]),
+        np.concatenate([run_s, b_run]),
+        np.concatenate([sigma, b_sigma]),
+    )
+    if not ok.any():
+        return Assessment(False, int(rows[best]), placing, *arrays, size_source)
+    pick = int(np.argmin(np.where(ok, finish, np.inf)))
+    node = view.node_of(int(busy[pick])).name
+    reason = (
+        f"waiting for {node}: predicted finish {duration(float(finish[pick]))} (frees in "
+        f"{duration(float(b_start[pick] - now))}) vs {duration(best_s)} on {best_node}"
+    )
+    return Assessment(True, int(busy[pick]), reason, *arrays, size_source)
