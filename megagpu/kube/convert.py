@@ -164,9 +164,17 @@ def work_report(pod: dict[str, Any]) -> work.Report | None:
 
 
 def _benchmarks(node: dict[str, Any], gpunode: dict[str, Any] | None) -> model.Benchmarks:
+    """The node's measured benchmarks, else its annotation's (the datasheet figures).
+
+    A node with GPUs is measured by its GPU backends only: the CPU's GEMM says nothing of them.
+    """
     best: dict[str, float] = {}
-    for backend in ((gpunode or {}).get("status") or {}).get("backends", {}).values():
-        bench = backend.get("benchmarks") or {}
+    status = (gpunode or {}).get("status") or {}
+    backends = status.get("backends") if isinstance(status.get("backends"), dict) else {}
+    if status.get("devices"):  # it has GPUs
+        backends = {k: v for k, v in backends.items() if k != "cpu"}
+    for backend in backends.values():
+        bench = (backend.get("benchmarks") if isinstance(backend, dict) else None) or {}
         for ours, theirs in (
             ("fp32_tflops", "fp32Tflops"),
             ("fp16_tflops", "fp16Tflops"),

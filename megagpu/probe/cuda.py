@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from megagpu.probe import readings, xid
+from megagpu.probe import readings, schedule, xid
 
 HINT = "install nvidia-ml-py and run where the NVIDIA driver is visible (libnvidia-ml.so.1)"
 
@@ -161,8 +161,11 @@ def benchmark(index: int = 0, seconds_budget: float = 2.0) -> readings.Benchmark
     """
     try:
         import cupy
-    except ImportError:
-        return readings.Benchmarks()
+    except ImportError as e:
+        raise schedule.Unavailable(
+            "cupy is not installed (the probe's priors fall back to the node's datasheet "
+            "figures): install megagpu[gpu] or run the image's -gpu variant"
+        ) from e
     start = time.perf_counter()
     out = readings.Benchmarks(measured_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     with cupy.cuda.Device(index):

@@ -5,6 +5,7 @@ Never while the device is busy: the result would measure its tenant, and slow it
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 
@@ -14,6 +15,11 @@ BUSY = 0.1
 """Utilization above which a device counts as busy."""
 
 Benchmark = Callable[[int], readings.Benchmarks]
+log = logging.getLogger(__name__)
+
+
+class Unavailable(RuntimeError):
+    """A backend's benchmark cannot run on this node (the message says why and what to do)."""
 
 
 class BenchmarkSchedule:
@@ -29,12 +35,15 @@ class BenchmarkSchedule:
             raise ValueError("the benchmark period must be positive")
         self._benchmarks, self.every_s, self._clock = benchmarks, every_s, clock
         self.results: dict[tuple[str, int], readings.Benchmarks] = {}
+        self.unavailable: dict[str, str] = {}
+        """Backend -> why its benchmark cannot run here (tried once, logged once)."""
         self._ran_at: dict[tuple[str, int], float] = {}
 
     def apply(self, backend: readings.Backend) -> readings.Backend:
         """Run the due benchmarks of ``backend``'s idle devices; attach the weakest result."""
         run = self._benchmarks.get(backend.name)
-        if run is None or not backend.available:
+        simulated = backend.driver_version == "simulated"  # no device to measure
+        if run is None or not backend.available or simulated or backend.name in self.unavailable:
             return backend
         now = self._clock()
         for device in backend.devices:
@@ -42,7 +51,12 @@ class BenchmarkSchedule:
             due = key not in self._ran_at or now - self._ran_at[key] >= self.every_s
             busy = device.utilization is not None and device.utilization > BUSY
             if due and not busy and device.healthy:
-                self.results[key] = run(device.index)
+                try:
+                    self.results[key] = run(device.index)
+                except Unavailable as e:
+                    self.unavailable[backend.name] = str(e)
+                    log.warning("%s benchmarks are off on this node: %s", backend.name, e)
+                    return backend
                 self._ran_at[key] = now
         mine = [r for (name, _), r in self.results.items() if name == backend.name]
         if mine:

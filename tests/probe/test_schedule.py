@@ -37,3 +37,26 @@ def test_unavailable_or_unknown_backends_are_left_alone():
     assert plan.apply(readings.Backend("vulkan", True)).benchmarks is None
     with pytest.raises(ValueError):
         schedule.BenchmarkSchedule({}, 0)
+
+
+def test_a_benchmark_that_cannot_run_is_tried_once_and_said_why(caplog):
+    calls = []
+
+    def run(index):
+        calls.append(index)
+        raise schedule.Unavailable("cupy is not installed")
+
+    plan = schedule.BenchmarkSchedule({"cuda": run}, 60, clock=lambda: 1000.0 * len(calls))
+    assert plan.apply(backend(0.0, 0.0)).benchmarks is None
+    assert plan.apply(backend(0.0, 0.0)).benchmarks is None
+    assert calls == [0]
+    assert plan.unavailable == {"cuda": "cupy is not installed"}
+    assert "cuda benchmarks are off on this node: cupy is not installed" in caplog.text
+
+
+def test_simulated_devices_are_never_benchmarked():
+    plan = schedule.BenchmarkSchedule({"cuda": lambda i: pytest.fail("measured a fake")}, 60)
+    fake = readings.Backend(
+        "cuda", True, driver_version="simulated", devices=[readings.Device(0, "sim")]
+    )
+    assert plan.apply(fake).benchmarks is None
