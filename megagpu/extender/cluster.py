@@ -8,12 +8,13 @@ import functools
 import logging
 import random
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from kubernetes import client
 
-from megagpu.core import qpolicy, qstate
+from megagpu.core import model, qpolicy, qstate
 from megagpu.extender import ledger as ledger_mod
 from megagpu.extender import metrics as metrics_mod
 from megagpu.extender import placement as placement_mod
@@ -27,7 +28,12 @@ BIND_CONCURRENCY = 32
 
 
 class ClusterState:
-    """Informers for Nodes, GpuNodes, megagpu pods and the Q-state, feeding ledger and policy."""
+    """Informers for Nodes, GpuNodes, megagpu pods and the Q-state, feeding ledger and policy.
+
+    A Node or GpuNode event converts that one node and hands the ledger the change (nothing
+    when the converted node is unchanged, as for a GpuNode's periodic utilization update); the
+    changes of a list are handed over together when the list ends.
+    """
 
     def __init__(
         self,
@@ -35,25 +41,37 @@ class ClusterState:
         namespace: str,
         ledger: ledger_mod.Ledger,
         policies: server.ReloadingPolicy,
+        on_failure: Callable[[str, Exception], None] = lambda name, e: None,
     ) -> None:
         core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
         self.ledger, self.policies = ledger, policies
         self._lock = threading.Lock()
-        self.nodes = informers.Informer("nodes", core.list_node, self._nodes_changed)
+        self._dirty: set[str] = set()
+        """Nodes changed during a list, converted when it ends."""
+        self._skipped: dict[str, str] = {}
+        """Node name -> why it could not be converted (logged once per new reason)."""
+        watched = {"on_failure": on_failure, "on_relisted": self._flush}
+        self.nodes = informers.Informer("nodes", core.list_node, self._node_event, **watched)
         self.gpunodes = informers.Informer(
             "gpunodes",
             functools.partial(
                 custom.list_cluster_custom_object, names.GROUP, names.VERSION, names.GPUNODES
             ),
-            self._nodes_changed,
+            self._node_event,
+            **watched,
         )
         self.pods = informers.Informer(
-            "pods", core.list_pod_for_all_namespaces, self._pod, label_selector=names.LABEL_WORKLOAD
+            "pods",
+            core.list_pod_for_all_namespaces,
+            self._pod,
+            on_failure=on_failure,
+            label_selector=names.LABEL_WORKLOAD,
         )
         self.state = informers.Informer(
             "q-state",
             functools.partial(core.list_namespaced_config_map, namespace),
             self._state,
+            on_failure=on_failure,
             field_selector=f"metadata.name={names.STATE_CONFIGMAP}",
         )
         self.all = (self.nodes, self.gpunodes, self.pods, self.state)
@@ -64,17 +82,43 @@ class ClusterState:
             informer.start()
 
     def ready(self) -> bool:
-        """Every cache has synced."""
-        return all(i.synced.is_set() for i in self.all)
+        """Every cache has synced and none has failed since."""
+        return all(i.healthy() for i in self.all)
 
-    def _nodes_changed(self, kind: str, obj: dict[str, Any]) -> None:
+    def _node_event(self, kind: str, obj: dict[str, Any]) -> None:
+        """A Node or its GpuNode (same name) changed: convert that node, now or after a list."""
+        name = str((obj.get("metadata") or {}).get("name"))
         with self._lock:
-            gpunodes = {key: o for key, o in self.gpunodes.items.items()}
-            nodes = [
-                convert.node_from_k8s(n, gpunodes.get(k))
-                for k, n in sorted(self.nodes.items.items())
-            ]
-            self.ledger.set_nodes(nodes)
+            self._dirty.add(name)
+            if not (self.nodes.relisting or self.gpunodes.relisting):
+                self._flush_locked()
+
+    def _flush(self) -> None:
+        with self._lock:
+            self._flush_locked()
+
+    def _flush_locked(self) -> None:
+        changes = {name: self._convert(name) for name in self._dirty}
+        self._dirty.clear()
+        self.ledger.apply(changes)
+
+    def _convert(self, name: str) -> model.Node | None:
+        """The node as the ledger knows it; None when gone or malformed (skipped, logged)."""
+        node = self.nodes.items.get(name)
+        if node is None:
+            self._skipped.pop(name, None)
+            return None
+        try:
+            converted = convert.node_from_k8s(node, self.gpunodes.items.get(name))
+        except (ValueError, TypeError, KeyError, AttributeError) as e:
+            reason = f"{type(e).__name__}: {e}"
+            if self._skipped.get(name) != reason:
+                LOG.warning("node %s skipped (not schedulable until fixed): %s", name, reason)
+            self._skipped[name] = reason
+            return None
+        if self._skipped.pop(name, None) is not None:
+            LOG.info("node %s converts again", name)
+        return converted
 
     def _pod(self, kind: str, pod: dict[str, Any]) -> None:
         """Track devices of bound pods; free them when a pod ends or goes away.
@@ -130,7 +174,13 @@ async def run(
     ledger = ledger_mod.Ledger()
     policies = server.ReloadingPolicy(policy, metrics.policy_version.set)
     metrics.policy_version.set(policy.version)
-    state = ClusterState(api, namespace, ledger, policies)
+    state = ClusterState(
+        api,
+        namespace,
+        ledger,
+        policies,
+        on_failure=lambda name, e: metrics.informer_failures.labels(name).inc(),
+    )
     loop = asyncio.get_running_loop()
 
     async def bind(args: protocol.BindingArgs, annotations: dict[str, str]) -> None:

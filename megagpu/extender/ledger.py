@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import NamedTuple
 
 import numpy as np
 
 from megagpu.core import fleet, model
 
+REBUILD_MIN_CHANGES = 8
+"""A batch of more changes than this and an eighth of the fleet is laid out at once."""
 RESERVATION_TTL_S = 60.0
 """A tentative hold from prioritize lapses after this long if no bind confirms it."""
 
@@ -56,12 +58,56 @@ class Ledger:
         self.set_nodes(nodes)
 
     def set_nodes(self, nodes: Sequence[model.Node]) -> None:
-        """Replace the node set (rare: nodes joined, left or changed)."""
+        """Replace the whole node set (startup, snapshot mode)."""
         with self._lock:
             self.fleet = fleet.Fleet.build(list(nodes))
             self._index = {n.name: i for i, n in enumerate(self.fleet.nodes)}
             self._recount()
             self.generation += 1
+
+    def apply(self, changes: Mapping[str, model.Node | None]) -> None:
+        """Add, replace (a Node) or remove (None) nodes by name; unchanged nodes cost nothing.
+
+        Each change costs its node (and a copy of the fleet's arrays); a batch that touches
+        more than an eighth of the fleet (a list after a 410 Gone) is laid out once instead.
+        """
+        with self._lock:
+            real = {name: node for name, node in changes.items() if node != self.node(name)}
+            if not real:
+                return
+            if len(real) > max(REBUILD_MIN_CHANGES, len(self.fleet.nodes) // 8):
+                kept = {n.name: n for n in self.fleet.nodes}
+                kept.update(real)
+                self.fleet = fleet.Fleet.build([n for n in kept.values() if n is not None])
+                self._index = {n.name: i for i, n in enumerate(self.fleet.nodes)}
+                self._recount()
+            else:
+                for name, node in real.items():
+                    self._apply_one(name, node)
+            self.generation += 1
+
+    def _apply_one(self, name: str, node: model.Node | None) -> None:
+        index = self._index.get(name)
+        if node is None and index is not None:
+            last = len(self.fleet.nodes) - 1
+            moved = self.fleet.nodes[last].name
+            self.fleet = self.fleet.removed(index)
+            self._index = dict(self._index)  # layouts handed out keep the old positions
+            del self._index[name]
+            self.free, self.cpu_free = self.free.copy(), self.cpu_free.copy()
+            if moved != name:
+                self._index[moved] = index
+                self.free[index], self.cpu_free[index] = self.free[last], self.cpu_free[last]
+            self.free, self.cpu_free = self.free[:last], self.cpu_free[:last]
+        elif node is not None and index is None:
+            self.fleet = self.fleet.replaced(len(self.fleet.nodes), node)
+            self._index = {**self._index, name: len(self.fleet.nodes) - 1}
+            self.free = np.append(self.free, 0)
+            self.cpu_free = np.append(self.cpu_free, 0)
+            self._recount_node(name)
+        elif node is not None and index is not None:
+            self.fleet = self.fleet.replaced(index, node)
+            self._recount_node(name)
 
     def _recount(self) -> None:
         self.free = np.asarray([n.devices for n in self.fleet.nodes], dtype=np.int64)
@@ -116,9 +162,11 @@ class Ledger:
             self._tentative_on[node] = left
 
     def node(self, name: str) -> model.Node | None:
-        """The node called ``name``, if known."""
-        index = self._index.get(name)
-        return None if index is None else self.fleet.nodes[index]
+        """The node called ``name``, if known (lock-free, checked against the current fleet)."""
+        index, nodes = self._index.get(name), self.fleet.nodes
+        if index is None or index >= len(nodes) or nodes[index].name != name:
+            return None
+        return nodes[index]
 
     def hold(self, uid: str, node: str, devices: tuple[int, ...]) -> None:
         """Record that pod ``uid`` holds ``devices`` on ``node`` (none: a CPU slot)."""

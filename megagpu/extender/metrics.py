@@ -8,7 +8,7 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5
 
 
 class Metrics:
-    """Requests, latency per verb, decisions by mode and backend, errors, the policy version."""
+    """Requests, latency per verb, decisions, errors, cache failures, the policy version."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
@@ -35,6 +35,12 @@ class Metrics:
             "megagpu_extender_errors",
             "Requests answered with an error, by kind.",
             ["kind"],
+            registry=self.registry,
+        )
+        self.informer_failures = Counter(
+            "megagpu_extender_informer_failures",
+            "Unexpected failures of a watch cache (readiness is false until it lists again).",
+            ["informer"],
             registry=self.registry,
         )
         self.policy_version = Gauge(

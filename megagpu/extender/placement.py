@@ -108,10 +108,14 @@ class Placement:
         """Called with (mode, backend) for every megagpu pod bound."""
         self.ready = ready
         """Whether the caches have synced; until then megagpu pods get an Error (fallback)."""
-        self._prefixes_of: fleet.Fleet | None = None
+        self._prefixes_of: tuple[str, ...] | None = None
         self._fleet_prefixes = protocol.host_prefixes(())
-        self._kept: tuple[fleet.Fleet | None, tuple[str, ...], np.ndarray] = (None, (), np.empty(0))
-        """The last filter's kept names and their fleet positions, for prioritize to reuse."""
+        self._kept: tuple[dict[str, int] | None, tuple[str, ...], np.ndarray] = (
+            None,
+            (),
+            np.empty(0),
+        )
+        """The last filter's positions map, kept names and their positions, for prioritize."""
         self._last_pod: tuple[tuple[Any, Any] | None, model.Workload | None] = (None, None)
         """(uid, resourceVersion) of the last pod converted, and its workload."""
         self._pending: tuple[model.Workload, tuple[str, ...]] | None = None
@@ -135,7 +139,7 @@ class Placement:
         names_ = args.node_names
         ok = codes == PASS
         passed = list(itertools.compress(names_, ok.tolist()))
-        self._kept = (layout.fleet, tuple(passed), index[ok])
+        self._kept = (layout.positions, tuple(passed), index[ok])
         self._pending = (workload, self._kept[1])
         failed, never = {}, {}
         for i in np.flatnonzero(codes != PASS).tolist():
@@ -285,8 +289,8 @@ class Placement:
         kube-scheduler sends prioritize exactly the nodes filter kept, in filter's order: one
         tuple comparison instead of a dictionary lookup per name.
         """
-        kept_fleet, kept, positions = self._kept
-        if kept_fleet is layout.fleet and node_names == kept:
+        kept_of, kept, positions = self._kept
+        if kept_of is layout.positions and node_names == kept:
             return positions
         return _positions(node_names, layout)
 
@@ -294,8 +298,9 @@ class Placement:
         self, f: fleet.Fleet, node_names: tuple[str, ...], index: np.ndarray
     ) -> np.ndarray:
         """The JSON prefix of each requested host: the fleet's, encoded once per node set."""
-        if self._prefixes_of is not f:
-            self._prefixes_of, self._fleet_prefixes = f, protocol.host_prefixes(f.node_names)
+        if self._prefixes_of is not f.node_names:
+            self._prefixes_of = f.node_names
+            self._fleet_prefixes = protocol.host_prefixes(f.node_names)
         known = index >= 0
         prefixes = np.empty(len(index), dtype=object)
         prefixes[known] = self._fleet_prefixes[index[known]]
