@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from megagpu.core import predict
 from megagpu.sim import simulator
 
 SCHEMA = "megagpu.sim.report/v1"
@@ -26,6 +27,9 @@ METRICS = (
     "decisions_to_within_10pct",
     "n_jobs",
 )
+EXTRA = ("derived_share", "prediction_mdape", "waited_share")
+"""Beyond DESIGN 9.6: share of derived rows, median absolute percentage error of the predicted
+run times (null without predictions), share of jobs a policy kept pending."""
 
 
 def _in_order(run: simulator.RunResult) -> list[simulator.JobRecord]:
@@ -79,6 +83,10 @@ def metrics(run: simulator.RunResult, oracle: simulator.RunResult | None) -> dic
         "decisions_to_within_10pct": decisions_to_within(run, oracle) if oracle else None,
         "n_jobs": len(run.records),
         "derived_share": float(np.mean([r.derived for r in run.records])),
+        "prediction_mdape": predict.mdape(
+            [(r.predicted_s, r.finish_s - r.start_s) for r in run.records]
+        ),
+        "waited_share": float(np.mean([r.waited_s > 0 for r in run.records])),
     }
 
 
@@ -101,7 +109,7 @@ def summarize(per_policy: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str
     out: dict[str, dict[str, Any]] = {}
     for policy, runs in per_policy.items():
         row: dict[str, Any] = {}
-        for key in (*METRICS, "derived_share"):
+        for key in (*METRICS, *EXTRA):
             values = [r[key] for r in runs if r[key] is not None]
             if not values:
                 row[key] = None

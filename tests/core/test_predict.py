@@ -1,0 +1,170 @@
+import dataclasses
+import math
+import random
+
+import numpy as np
+import pytest
+
+from megagpu.core import fleet, learned, model, predict, qpolicy, qstate, sizes, waiting
+from tests.helpers import node, workload
+
+FAST = node("fast-0", "fast", devices=2, fp16=400.0, gbps=3000.0)
+SLOW = node("slow-0", "slow", devices=2, fp16=100.0, gbps=1000.0)
+F = fleet.Fleet.build([FAST, SLOW])
+
+
+def outcome(w: model.Workload, device: str, seconds: float, work: float | None) -> model.Outcome:
+    return model.Outcome(
+        uid=f"{w.uid}-{device}-{seconds}",
+        workload=w,
+        node=f"{device}-0",
+        backend="cuda",
+        device_class=device,
+        duration_s=seconds,
+        work=work,
+        work_source="none" if work is None else "reported",
+    )
+
+
+def test_no_size_and_no_history_gives_no_prediction():
+    policy = qpolicy.QPolicy()
+    policy.observe(outcome(workload("a", work=100.0), "fast", 10.0, 100.0))
+    unsized = workload("b", work=100.0)
+    assert predict.run_times(policy, unsized, F, [0, 1]) == [None, None]
+
+
+def test_a_declared_size_without_any_observed_throughput_gives_no_prediction():
+    sized = workload("a", declared=model.Work(100.0))
+    assert predict.run_times(qpolicy.QPolicy(), sized, F, [0, 1]) == [None, None]
+
+
+def test_declared_size_over_learned_throughput():
+    policy = qpolicy.QPolicy()
+    policy.observe(outcome(workload("a", work=100.0), "fast", 10.0, 100.0))
+    fast, slow = predict.run_times(policy, workload("b", declared=model.Work(50.0)), F, [0, 1])
+    assert fast is not None and fast.seconds == pytest.approx(5.0)
+    assert fast.size_source == "declared"
+    # the slow device is known only through the calibrated prior: slower and less certain
+    assert slow is not None and slow.seconds > fast.seconds and slow.sigma > fast.sigma
+
+
+def test_history_gives_an_uncertain_estimate_once_a_class_has_reported_sizes():
+    policy = qpolicy.QPolicy()
+    for i, work in enumerate((10.0, 100.0, 1000.0)):
+        policy.observe(outcome(workload(f"a{i}", work=work), "fast", work / 10.0, work))
+    (found,) = predict.run_times(policy, workload("b"), F, [0])
+    assert found is not None and found.size_source == "history"
+    assert found.seconds == pytest.approx(10.0)  # the geometric mean size, 100, at 10/s
+    assert found.sigma > 1.0
+
+
+def test_reports_teach_how_far_declarations_are_off():
+    history = sizes.History()
+    w = workload("a", declared=model.Work(100.0))
+    for i in range(20):
+        history.observe("k", outcome(dataclass_uid(w, i), "fast", 10.0, 200.0))
+    size = history.size("k", w)
+    assert size is not None and size.amount == pytest.approx(200.0, rel=0.1)
+    assert size.sigma < sizes.DECLARED_SIGMA / 2
+
+
+def dataclass_uid(w: model.Workload, i: int) -> model.Workload:
+    return dataclasses.replace(w, uid=f"{w.uid}{i}")
+
+
+def test_size_history_survives_the_q_state_document():
+    policy = qpolicy.QPolicy()
+    for i, work in enumerate((10.0, 100.0, 1000.0)):
+        policy.observe(outcome(workload(f"a{i}", work=work), "fast", work / 10.0, work))
+    again = qstate.loads(qstate.dumps(policy))
+    w = workload("b")
+    (before,), (after,) = predict.run_times(policy, w, F, [0]), predict.run_times(again, w, F, [0])
+    assert before is not None and after is not None
+    assert after.seconds == pytest.approx(before.seconds, rel=1e-5)
+    assert after.sigma == pytest.approx(before.sigma, rel=1e-5)
+
+
+def test_percentage_error_and_its_median():
+    assert predict.percentage_error(110.0, 100.0) == pytest.approx(10.0)
+    assert predict.percentage_error(50.0, 100.0) == pytest.approx(50.0)
+    pairs = [(110.0, 100.0), (None, 5.0), (90.0, 100.0), (300.0, 100.0)]
+    assert predict.mdape(pairs) == pytest.approx(10.0)
+    assert predict.mdape([(None, 1.0)]) is None
+    with pytest.raises(ValueError):
+        predict.percentage_error(1.0, 0.0)
+
+
+def busy_view(w: model.Workload, wait_left_s: float, fast_ends_s: float) -> fleet.View:
+    """fast-0 full (one job predicted to end at ``fast_ends_s``), slow-0 free."""
+    running = {0: [fleet.Running(w, 0, 0.0, 2, model.Prediction(fast_ends_s, 0.0, "true"))]}
+    free = np.asarray([0, 2])
+    return fleet.View(
+        F,
+        np.asarray([1]),
+        free,
+        busy_rows=np.asarray([0]),
+        running=running,
+        now_s=0.0,
+        wait_left_s=wait_left_s,
+    )
+
+
+def trained() -> qpolicy.QPolicy:
+    policy = qpolicy.QPolicy()
+    for i in range(5):
+        policy.observe(outcome(workload(f"f{i}", work=100.0), "fast", 10.0, 100.0))
+        policy.observe(outcome(workload(f"s{i}", work=100.0), "slow", 100.0, 100.0))
+    return policy
+
+
+def test_assess_waits_for_a_busy_faster_device_and_says_why():
+    w = workload("b", declared=model.Work(100.0))
+    found = learned.assess(trained(), w, busy_view(w, 3600.0, 20.0))
+    assert found.wait and found.row == 0
+    assert "waiting for fast-0" in found.reason
+    assert found.start(0) == pytest.approx(20.0)
+    run = found.prediction(1)
+    assert run is not None and run.seconds == pytest.approx(100.0, rel=0.05)
+
+
+def test_assess_does_not_wait_past_the_wait_left_or_without_a_size():
+    policy = trained()
+    sized = workload("b", declared=model.Work(100.0))
+    assert not learned.assess(policy, sized, busy_view(sized, 10.0, 20.0)).wait
+    assert not learned.assess(policy, sized, busy_view(sized, 0.0, 20.0)).wait
+    unsized = workload("c", model_name="new")
+    found = learned.assess(policy, unsized, busy_view(unsized, 3600.0, 1.0))
+    assert not found.wait and found.row == -1
+
+
+def test_a_busy_device_that_frees_too_late_is_not_worth_the_wait():
+    w = workload("b", declared=model.Work(100.0))
+    assert not learned.assess(trained(), w, busy_view(w, 3600.0, 95.0)).wait
+
+
+def test_learned_policy_never_waits_when_it_must_place():
+    policy = learned.LearnedPolicy(trained())
+    w = workload("b", declared=model.Work(100.0))
+    choice = policy.choose(w, busy_view(w, 0.0, 1.0), random.Random(0))
+    assert not choice.wait and choice.row == 1
+    assert choice.prediction is not None and math.isfinite(choice.prediction.seconds)
+
+
+def test_node_free_at_counts_ends_claims_and_unknown_run_times():
+    w = workload("x")
+
+    def job(start: float, seconds: float | None, slots: int) -> fleet.Running:
+        p = None if seconds is None else model.Prediction(seconds, 0.1, "declared")
+        return fleet.Running(w, 0, start, slots, p)
+
+    none = lambda _: None  # noqa: E731
+    assert waiting.node_free_at(0.0, 2, 2, [], none) == (0.0, 0.0)
+    ends = [job(0.0, 30.0, 1), job(0.0, 10.0, 1)]
+    assert waiting.node_free_at(5.0, 0, 1, ends, none)[0] == 10.0
+    assert waiting.node_free_at(5.0, 0, 2, ends, none)[0] == 30.0
+    assert waiting.node_free_at(5.0, 0, 2, [job(0.0, None, 1), job(0.0, 10.0, 1)], none) is None
+    # overdue: another tenth of its predicted run time
+    assert waiting.node_free_at(50.0, 0, 1, [job(0.0, 10.0, 1)], none)[0] == pytest.approx(51.0)
+    # a job ahead in the queue claims the slot at 10 s for 40 s
+    claim = [job(10.0, 40.0, 1)]
+    assert waiting.node_free_at(5.0, 0, 1, ends, none, claim)[0] == 30.0
