@@ -7,6 +7,7 @@ settings come from the memo that ``megagpu.operator.run`` fills.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import logging
 import threading
@@ -19,7 +20,7 @@ from kubernetes.client.exceptions import ApiException
 
 from megagpu.core import model
 from megagpu.kube import client as kube_client
-from megagpu.kube import convert, names, qstore, render
+from megagpu.kube import convert, names, qstore, render, retry
 from megagpu.operator import outcomes, status, templates
 
 GW = (names.GROUP, names.VERSION, names.GPUWORKLOADS)
@@ -70,10 +71,16 @@ def _gw(memo: Memo, namespace: str, name: str) -> dict[str, Any] | None:
 
 
 def patch_status(memo: Memo, gw: dict[str, Any], fields: dict[str, Any]) -> None:
-    """Write status fields of a GpuWorkload (a merge patch of its status subresource)."""
+    """Write status fields of a GpuWorkload (a merge patch of its status subresource).
+
+    Retried with backoff while the API server refuses for now (429, 5xx): a merge patch is
+    idempotent, and the status carries the outcome that was just learned.
+    """
     meta = gw["metadata"]
-    memo.custom.patch_namespaced_custom_object_status(
-        *GW[:2], meta["namespace"], GW[2], meta["name"], {"status": fields}
+    retry.call(
+        lambda: memo.custom.patch_namespaced_custom_object_status(
+            *GW[:2], meta["namespace"], GW[2], meta["name"], {"status": fields}
+        )
     )
 
 
@@ -436,14 +443,15 @@ def publish_policy(memo: Memo, policy: Any) -> None:
     args = (names.GROUP, names.VERSION, names.POLICIES, names.POLICY_NAME)
     for _ in range(3):
         try:
-            current = memo.custom.get_cluster_custom_object(*args)
+            current = retry.call(lambda: memo.custom.get_cluster_custom_object(*args))
             if (current.get("status") or {}).get("version", -1) > policy.version:
                 return
             body = {
                 "metadata": {"resourceVersion": current["metadata"]["resourceVersion"]},
                 "status": convert.policy_status(policy, names.STATE_CONFIGMAP, status.now_iso()),
             }
-            memo.custom.patch_cluster_custom_object_status(*args, body)
+            patch = memo.custom.patch_cluster_custom_object_status
+            retry.call(functools.partial(patch, *args, body))
             return
         except ApiException as e:
             if e.status != 409:

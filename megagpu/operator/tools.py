@@ -56,7 +56,7 @@ def _save_as_next(store: qstore.Store, policy: qpolicy.QPolicy) -> int:
         current = loaded.policy.version if loaded.policy else 0
         policy.version = max(policy.version, current) + 1
         try:
-            store.save(policy, loaded.resource_version)
+            store.save(policy, loaded.resource_version, snapshot=True)
             return policy.version
         except qstore.Conflict:
             continue

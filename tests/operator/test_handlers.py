@@ -12,7 +12,7 @@ import kopf
 import pytest
 from kubernetes.client.exceptions import ApiException
 
-from megagpu.kube import qstore
+from megagpu.kube import qstore, retry
 from megagpu.operator import handlers, registry, watchdog
 from tests.helpers import node
 
@@ -172,3 +172,23 @@ def test_kopf_watches_only_megagpu_pods_server_side() -> None:
     configure.fn(settings=settings)
     pods = kopf.Resource("", "v1", "pods", kind="Pod", namespaced=True)
     assert list(settings.watching.label_selectors.collect(pods)) == ["megagpu.io/workload"]
+
+
+@pytest.mark.parametrize("status", [429, 500, 503])
+def test_a_status_patch_refused_for_now_is_retried(
+    memo: handlers.Memo, monkeypatch: pytest.MonkeyPatch, status: int
+) -> None:
+    slept: list[float] = []
+    monkeypatch.setattr(retry.time, "sleep", slept.append)
+    refusal = ApiException(status=status, reason="busy")
+    memo.custom.patch_namespaced_custom_object_status.side_effect = [refusal, refusal, None]
+    handlers.patch_status(memo, workload(), {"phase": "Running"})
+    assert memo.custom.patch_namespaced_custom_object_status.call_count == 3
+    assert len(slept) == 2
+
+
+def test_a_status_patch_rejected_for_good_is_not_retried(memo: handlers.Memo) -> None:
+    memo.custom.patch_namespaced_custom_object_status.side_effect = ApiException(status=422)
+    with pytest.raises(ApiException):
+        handlers.patch_status(memo, workload(), {"phase": "Running"})
+    assert memo.custom.patch_namespaced_custom_object_status.call_count == 1
