@@ -38,13 +38,14 @@ async def run(
     liveness: str = "http://127.0.0.1:8081/healthz",
     metrics_listen: tuple[str, int] = ("127.0.0.1", 8080),
 ) -> None:
-    """Wait for the Lease, then reconcile until stopped or the Lease is lost."""
+    """Wait for the Lease (alive, as a standby), then reconcile until stopped or it is lost."""
     if kubeconfig is not None:
         os.environ["KUBECONFIG"] = str(kubeconfig)  # kopf logs in with the same file
     api = kube_client.api_client(kubeconfig, pool=handlers.WORKERS)
     core = client.CoreV1Api(api)
-    lease = lease_mod.Lease(client.CoordinationV1Api(api), namespace, identity())
-    loop = asyncio.get_running_loop()
+    elector = lease_mod.Elector(
+        lease_mod.Lease(client.CoordinationV1Api(api), namespace, identity())
+    )
     custom = client.CustomObjectsApi(api)
     memo = handlers.Memo(core, custom, qstore.Store(core, namespace), namespace, resource_mode)
     memo.metrics = metrics_mod.Metrics(lambda: list(memo.workloads.values()))
@@ -54,14 +55,16 @@ async def run(
     )
     standby = await _serve_standby_liveness(liveness)
     try:
-        while not await _acquire(loop, lease):
-            LOG.info("standby: another operator holds the lease %s", lease_mod.NAME)
-            await asyncio.sleep(lease_mod.RENEW_S / 2)
+        await elector.acquire()
     finally:
         await standby.cleanup()  # kopf serves liveness on the same address from now on
-    LOG.info("holding lease %s as %s", lease_mod.NAME, lease.identity)
     stop = threading.Event()
-    renewer = asyncio.create_task(_renew(lease, stop))
+
+    async def keep() -> None:
+        await elector.keep()
+        stop.set()  # kopf finishes and returns: this process is no leader any more
+
+    renewer = asyncio.create_task(keep())
     try:
         await kopf.operator(
             registry=registry.make_registry(),
@@ -93,26 +96,3 @@ async def _serve_standby_liveness(url: str) -> web.AppRunner:
     await runner.setup()
     await web.TCPSite(runner, parsed.hostname, parsed.port).start()
     return runner
-
-
-async def _acquire(loop: asyncio.AbstractEventLoop, lease: lease_mod.Lease) -> bool:
-    """One attempt to hold the lease; False (retry later) while the API server is away."""
-    try:
-        return bool(await loop.run_in_executor(None, lease.try_acquire))
-    except Exception as e:  # noqa: BLE001 - API away or erroring: stay standby and retry
-        LOG.warning("cannot reach the lease yet: %s", e)
-        return False
-
-
-async def _renew(lease: lease_mod.Lease, stop: threading.Event) -> None:
-    loop = asyncio.get_running_loop()
-    while not stop.is_set():
-        await asyncio.sleep(lease_mod.RENEW_S)
-        try:
-            held = await loop.run_in_executor(None, lease.try_acquire)
-        except Exception as e:  # noqa: BLE001 - API away: keep trying until the lease expires
-            LOG.warning("lease renewal failed: %s", e)
-            continue
-        if not held:
-            LOG.error("lost the lease %s; stopping", lease_mod.NAME)
-            stop.set()
