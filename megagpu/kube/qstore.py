@@ -133,8 +133,17 @@ class Store:
         self.bytes_written = 0
         """Bytes of ConfigMap data sent by saves and snapshots (for benchmarks)."""
 
-    def load(self) -> Loaded:
-        """The current policy and resourceVersion (policy None when absent or unusable)."""
+    def load(self, cached: bool = False) -> Loaded:
+        """The current policy and resourceVersion (policy None when absent or unusable).
+
+        ``cached``: parse what this store last read or wrote instead of reading again, when it
+        has something. A compare-and-swap based on it fails (Conflict) if someone saved since,
+        so a writer that is usually alone (the active operator) saves with one call.
+        """
+        with self._lock:
+            seen_version, seen = self._seen
+        if cached and seen_version is not None:
+            return self._parse(seen_version, seen)
         try:
             raw = retry.call(
                 lambda: self.core.read_namespaced_config_map(names.STATE_CONFIGMAP, self.namespace)
@@ -147,6 +156,10 @@ class Store:
         version = raw.metadata.resource_version
         with self._lock:
             self._seen = (version, data)
+        return self._parse(version, data)
+
+    @staticmethod
+    def _parse(version: str, data: dict[str, str]) -> Loaded:
         try:
             return Loaded(policy_from_configmap({"data": data}), version, None)
         except qstate.StateError as e:
@@ -171,7 +184,7 @@ class Store:
             else:  # not what this store read last: the whole object, still guarded
                 saved = self._write(self._replace, data, resource_version)
         except ApiException as e:
-            if e.status == 409:
+            if e.status in (404, 409):  # saved or deleted since: read it again
                 raise Conflict(str(e.reason)) from e
             raise
         version = str(saved.metadata.resource_version)

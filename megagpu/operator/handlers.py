@@ -7,7 +7,6 @@ settings come from the memo that ``megagpu.operator.run`` fills.
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import json
 import logging
 import threading
@@ -21,7 +20,7 @@ from kubernetes.client.exceptions import ApiException
 from megagpu.core import model
 from megagpu.kube import client as kube_client
 from megagpu.kube import convert, names, qstore, render, retry
-from megagpu.operator import outcomes, status, templates
+from megagpu.operator import outcomes, publish, status, templates
 
 GW = (names.GROUP, names.VERSION, names.GPUWORKLOADS)
 RUNNING_PHASES = ("Pending", "Scheduling", "Running")
@@ -54,6 +53,7 @@ class Memo:
     """The newest state of every megagpu pod, trimmed, as the pod watch last saw it."""
     workloads: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     """Every GpuWorkload as the watch last saw it, without managedFields and annotations."""
+    publisher: publish.Publisher = field(default_factory=publish.Publisher)
     nodes: dict[str, model.Node] = field(default_factory=dict)
     """Every Node as the node watch last saw it (what learning needs of the fleet)."""
 
@@ -377,7 +377,7 @@ def _finish(
             )
         fields["reward"] = round(learned.reward, 4)
         if learned.new:
-            publish_policy(memo, learned.policy)
+            memo.publisher.publish(memo.custom, learned.policy)
             if memo.metrics is not None:
                 memo.metrics.updates.inc()
                 memo.metrics.reward.observe(learned.reward)
@@ -436,27 +436,6 @@ def fail_attempt(gw: dict[str, Any], reason: str, message: str, memo: Memo) -> d
             status.condition("Running", False, reason),
         ),
     }
-
-
-def publish_policy(memo: Memo, policy: Any) -> None:
-    """Publish the policy's progress, never replacing a newer version's (optimistic lock)."""
-    args = (names.GROUP, names.VERSION, names.POLICIES, names.POLICY_NAME)
-    for _ in range(3):
-        try:
-            current = retry.call(lambda: memo.custom.get_cluster_custom_object(*args))
-            if (current.get("status") or {}).get("version", -1) > policy.version:
-                return
-            body = {
-                "metadata": {"resourceVersion": current["metadata"]["resourceVersion"]},
-                "status": convert.policy_status(policy, names.STATE_CONFIGMAP, status.now_iso()),
-            }
-            patch = memo.custom.patch_cluster_custom_object_status
-            retry.call(functools.partial(patch, *args, body))
-            return
-        except ApiException as e:
-            if e.status != 409:
-                LOG.warning("could not update the GpuSchedulingPolicy status: %s", e.reason)
-                return
 
 
 def remove_gpunode(name: str, memo: Memo) -> None:

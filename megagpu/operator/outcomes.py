@@ -150,11 +150,14 @@ def learn(
 ) -> Learned:
     """Learn ``outcome`` exactly once: load, observe, compare-and-swap; retry on conflict.
 
+    The first try starts from the store's last known state (no read when it has one); a
+    conflict reads the current state and tries again.
+
     ``decided``: the placement came from the extender (it counts as a decision, so epsilon
     decays in the stored state that the extender reloads).
     """
-    for _ in range(MAX_TRIES):
-        loaded = store.load()
+    for attempt in range(MAX_TRIES):
+        loaded = store.load(cached=attempt == 0)  # a conflict means: read it again
         if loaded.error and on_bad_state is not None:
             on_bad_state(loaded.error)
         policy = loaded.policy or qpolicy.QPolicy()

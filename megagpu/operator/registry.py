@@ -90,7 +90,7 @@ def make_registry() -> kopf.OperatorRegistry:
         except (model.ValidationError, ValueError, TypeError) as e:
             kopf.warn(dict(body), reason="InvalidPolicy", message=str(e))
             raise kopf.PermanentError(f"invalid GpuSchedulingPolicy spec: {e}") from e
-        handlers.publish_policy(memo, policy)
+        memo.publisher.publish(memo.custom, policy)
 
     @kopf.on.event("", "v1", "nodes", registry=registry)
     def node_event(body: kopf.Body, type: str | None, memo: handlers.Memo, **_: Any) -> None:

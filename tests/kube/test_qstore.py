@@ -142,7 +142,7 @@ def test_a_refusing_api_server_is_retried_and_the_update_lands_once(
     api = ConfigMaps()
     s = store(api)
     outcomes.learn(s, outcome(0), [NODE])
-    api.fail = [status, status]  # the next get, then the patch
+    api.fail = [status, status]  # the patch, twice
     learned = outcomes.learn(s, outcome(1), [NODE])
     assert learned.new and len(no_sleep) == 2 and no_sleep[1] > no_sleep[0]
     policy = s.load().policy
@@ -182,3 +182,27 @@ def test_learning_keeps_a_snapshot_per_interval_and_tools_always() -> None:
     loaded.policy.version += 1  # as the tools save: the next version
     s.save(loaded.policy, loaded.resource_version, snapshot=True)
     assert [v for v, _ in s.history()] == [1, 6, 7]
+
+
+def test_a_writer_alone_learns_with_one_call_and_rereads_after_a_conflict() -> None:
+    api = ConfigMaps()
+    a, b = store(api, history_interval_s=1e9), store(api, history_interval_s=1e9)
+    outcomes.learn(a, outcome(0), [NODE])
+    calls = len(api.calls)
+    outcomes.learn(a, outcome(1), [NODE])
+    assert api.calls[calls:] == ["patch"]
+    outcomes.learn(b, outcome(2), [NODE])  # another writer: a's known state is stale now
+    calls = len(api.calls)
+    outcomes.learn(a, outcome(3), [NODE])
+    assert api.calls[calls:] == ["patch", "get", "patch"]
+    final = a.load().policy
+    assert final is not None and final.updates == 4
+
+
+def test_a_deleted_state_is_created_again() -> None:
+    api = ConfigMaps()
+    s = store(api)
+    outcomes.learn(s, outcome(0), [NODE])
+    del api.objects["megagpu-policy-state"]
+    outcomes.learn(s, outcome(1), [NODE])
+    assert "megagpu-policy-state" in api.objects

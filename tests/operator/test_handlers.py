@@ -23,7 +23,7 @@ class Store:
     def __init__(self) -> None:
         self.saved: list[Any] = []
 
-    def load(self) -> qstore.Loaded:
+    def load(self, cached: bool = False) -> qstore.Loaded:
         return qstore.Loaded(None, None, None)
 
     def history(self) -> list[tuple[int, str]]:

@@ -156,7 +156,7 @@ class FakeStore:
     def __init__(self):
         self.policy, self.version, self.conflicts = None, None, 1
 
-    def load(self):
+    def load(self, cached=False):
         from megagpu.core import qstate
 
         policy = qstate.loads(qstate.dumps(self.policy)) if self.policy else None
