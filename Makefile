@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 CACHE := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/megagpu
 PYTEST_ARGS ?=
 
-.PHONY: install host-packages shaders binaries image wheelhouse release-test prometheus demo tui-demo chart-crds e2e-kind test unit e2e e2e-scale lint bench bench-devcluster bench-extender bench-sim bench-tui bench-probe dev-up dev-down clean
+.PHONY: install host-packages shaders binaries image wheelhouse release-test prometheus demo tui-demo chart-crds e2e-kind test unit e2e e2e-scale lint bench bench-devcluster bench-extender bench-extender-live bench-sim bench-tui bench-probe dev-up dev-down clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -131,6 +131,11 @@ bench-devcluster: binaries
 
 bench-extender: binaries
 	$(BIN)/python benchmarks/extender_load.py
+
+# Its own dev cluster (megagpu-bench) in a network namespace of its own, like the e2e tests.
+bench-extender-live: binaries
+	unshare --net -- env MEGAGPU_DEV_CLUSTER=megagpu-bench sh -c '$(NETNS_SETUP) && exec "$$@"' \
+	  sh $(BIN)/python benchmarks/extender_live.py
 
 bench-sim: $(STAMP)
 	$(BIN)/python benchmarks/sim_speed.py

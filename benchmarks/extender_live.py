@@ -1,0 +1,306 @@
+"""Extender with live informers (issue 19): idle CPU, filter+prioritize latency, memory.
+
+A dev cluster (kwok fake nodes) with N nodes, one GpuNode each whose status (utilization, used
+memory, temperature, lastProbeTime) this script rewrites every 15 s, spread evenly; the extender
+watches the cluster as in production (no snapshot). Idle: the extender's CPU time over IDLE_S
+while the updates flow and no scheduling request comes. Latency: the Go load generator of
+``make bench-extender`` (benchmarks/extender_load) on core 1, the extender on core 0, while the
+updates go on. Memory: the extender's resident set (now and peak).
+Writes benchmarks/results/extender-live.json and extender-live.md.
+Run: make bench-extender-live (sizes: MEGAGPU_BENCH_SIZES, default 1000,5000).
+Goals: idle CPU < 10% of a core at 1,000 nodes and < 25% at 5,000; filter+prioritize p99 < 2 ms
+and < 10 ms.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks import common, extender_load  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+UPDATE_PERIOD_S = 15.0
+IDLE_S = 60.0
+SETTLE_S = 20.0
+"""After the extender is ready and the updates have started, before measuring."""
+GOALS = {
+    1000: {"idle_cpu_share": 0.10, "pair_p99_ms": 2.0},
+    5000: {"idle_cpu_share": 0.25, "pair_p99_ms": 10.0},
+}
+DEVICES = 8
+
+
+def gpunode_status(name: str, rng: random.Random) -> dict[str, Any]:
+    """A GpuNode status as the probe writes it: healthy devices, readings that change."""
+    devices = [
+        {
+            "index": i,
+            "uuid": f"GPU-{name}-{i}",
+            "name": "NVIDIA H100 80GB HBM3",
+            "memoryMiB": 81559,
+            "usedMiB": rng.randrange(0, 81559),
+            "utilization": rng.randrange(0, 101),
+            "temperatureC": rng.randrange(30, 80),
+            "powerW": rng.randrange(60, 700),
+            "computeCapability": "9.0",
+            "healthy": True,
+        }
+        for i in range(DEVICES)
+    ]
+    return {
+        "summary": {"backends": "cuda", "devices": DEVICES, "healthy": DEVICES},
+        "devices": [
+            {
+                "index": i,
+                "id": f"GPU-{name}-{i}",
+                "uuid": f"GPU-{name}-{i}",
+                "backend": "cuda",
+                "healthy": True,
+            }
+            for i in range(DEVICES)
+        ],
+        "backends": {
+            "cuda": {
+                "available": True,
+                "healthy": True,
+                "driverVersion": "580.65",
+                "devices": devices,
+            }
+        },
+        "lastProbeTime": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+class Updater:
+    """Creates a GpuNode per node, then rewrites each one's status every UPDATE_PERIOD_S."""
+
+    def __init__(self, kubeconfig: Path, names: list[str]) -> None:
+        from kubernetes import client, config
+
+        api = config.new_client_from_config(str(kubeconfig))
+        api.rest_client.pool_manager.connection_pool_kw["maxsize"] = 8
+        self.custom = client.CustomObjectsApi(api)
+        self.names, self.rng = names, random.Random(0)
+        self.stop, self.done, self.errors = threading.Event(), 0, 0
+        self.pool = ThreadPoolExecutor(6)
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+
+    def create(self) -> None:
+        from megagpu.kube import names as n
+
+        def one(name: str) -> None:
+            body = {"apiVersion": n.API_VERSION, "kind": "GpuNode", "metadata": {"name": name}}
+            self.custom.create_cluster_custom_object(n.GROUP, n.VERSION, n.GPUNODES, body)
+            self._write(name)
+
+        list(self.pool.map(one, self.names))
+
+    def _write(self, name: str) -> None:
+        from megagpu.kube import names as n
+
+        try:
+            self.custom.patch_cluster_custom_object_status(
+                n.GROUP,
+                n.VERSION,
+                n.GPUNODES,
+                name,
+                {"status": gpunode_status(name, self.rng)},
+                _preload_content=False,
+            )
+            self.done += 1
+        except Exception:  # noqa: BLE001 - counted and reported
+            self.errors += 1
+
+    def _loop(self) -> None:
+        gap = UPDATE_PERIOD_S / len(self.names)
+        start = time.monotonic()
+        i = 0
+        while not self.stop.is_set():
+            due = start + i * gap
+            delay = due - time.monotonic()
+            if delay > 0:
+                self.stop.wait(delay)
+            self.pool.submit(self._write, self.names[i % len(self.names)])
+            i += 1
+
+    def rate(self, seconds: float) -> float:
+        """Status writes per second over the next ``seconds``."""
+        before = self.done
+        time.sleep(seconds)
+        return (self.done - before) / seconds
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def memory_mib(pid: int) -> dict[str, float]:
+    status = dict(
+        line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+    )
+    return {k: round(int(status[k].split()[0]) / 1024, 1) for k in ("VmRSS", "VmHWM")}
+
+
+def wait_ready(url: str, process: subprocess.Popen[bytes], timeout_s: float = 600) -> float:
+    start = time.monotonic()
+    while time.monotonic() - start < timeout_s:
+        if process.poll() is not None:
+            raise SystemExit(f"extender exited with {process.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return time.monotonic() - start
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise SystemExit(f"extender not ready after {timeout_s} s")
+
+
+def measure(size: int, tmp: Path) -> dict[str, Any]:
+    """One dev cluster of ``size`` nodes, the updates, the extender: idle CPU and latency."""
+    from megagpu.devcluster import binaries, components, processes
+    from megagpu.io import cluster_spec as cs
+
+    home = tmp / f"xdg-{size}"
+    target = home / "megagpu" / binaries.VERSION_KEY / "bin"
+    target.mkdir(parents=True)
+    for name in binaries.NAMES:
+        (target / name).symlink_to(binaries.binary(name))
+    spec = tmp / f"live-{size}.yaml"
+    extender_load.cluster_spec(size, spec)
+    names = [n.name for n in cs.load(spec)]
+    env = {**os.environ, "XDG_CACHE_HOME": str(home)}
+    megagpu = [sys.executable, "-m", "megagpu", "dev"]
+    started = time.monotonic()
+    up = subprocess.run(
+        [*megagpu, "up", "--no-components", "--cluster-spec", str(spec)],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if up.returncode != 0:
+        raise SystemExit(up.stdout + up.stderr)
+    result: dict[str, Any] = {
+        "nodes": len(names),
+        "cluster_up_s": round(time.monotonic() - started, 1),
+    }
+    extender = None
+    updater = None
+    try:
+        kubeconfig = Path(
+            subprocess.run(
+                [*megagpu, "kubeconfig"],
+                env=env,
+                cwd=ROOT,
+                text=True,
+                capture_output=True,
+                check=True,
+            ).stdout.split()[-1]
+        )
+        updater = Updater(kubeconfig, names)
+        started = time.monotonic()
+        updater.create()
+        result["gpunodes_created_s"] = round(time.monotonic() - started, 1)
+        port, metrics_port = processes.free_port(), processes.free_port()
+        component = components.extender(kubeconfig, port, metrics_port)
+        log = (tmp / f"extender-{size}.log").open("wb")
+        extender = subprocess.Popen(
+            ["taskset", "-c", "0", sys.executable, "-m", "megagpu", *component.args],
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        result["extender_ready_s"] = round(wait_ready(component.ready_url, extender), 1)
+        updater.thread.start()
+        time.sleep(SETTLE_S)
+        before, t0 = cpu_seconds(extender.pid), time.monotonic()
+        result["gpunode_writes_per_s"] = round(updater.rate(IDLE_S), 1)
+        used = cpu_seconds(extender.pid) - before
+        result["idle_cpu_share_of_a_core"] = round(used / (time.monotonic() - t0), 4)
+        result["memory_mib_idle"] = memory_mib(extender.pid)
+        writes_before = updater.done
+        t0 = time.monotonic()
+        result["latency"] = extender_load.drive(port, names, tmp)
+        result["gpunode_writes_per_s_during_latency"] = round(
+            (updater.done - writes_before) / (time.monotonic() - t0), 1
+        )
+        result["memory_mib_after"] = memory_mib(extender.pid)
+        result["gpunode_write_errors"] = updater.errors
+        text = (tmp / f"extender-{size}.log").read_text(errors="replace")
+        result["extender_log"] = {
+            "lists_after_410": text.count("410 Gone"),
+            "cache_failures": text.count("cache failed"),
+            "nodes_skipped": text.count("skipped"),
+        }
+        result["goals"] = GOALS.get(size)
+    finally:
+        if updater is not None:
+            updater.stop.set()
+            updater.pool.shutdown(wait=True, cancel_futures=True)
+        if extender is not None:
+            extender.terminate()
+            extender.wait()
+        subprocess.run([*megagpu, "down"], env=env, cwd=ROOT, capture_output=True, check=False)
+    return result
+
+
+def report(result: dict[str, Any]) -> str:
+    lines = [
+        "# Extender with live informers\n",
+        f"Command: `{result['command']}`; commit {result['commit']}; {result['date']}; "
+        f"{result['machine']['cpu']}, {result['machine']['cores']} cores (shared with other "
+        "work). A dev cluster of kwok fake nodes (8 devices each) with one GpuNode per node "
+        f"whose status is rewritten every {UPDATE_PERIOD_S:.0f} s (spread evenly); the extender "
+        "(core 0) watches Nodes, GpuNodes, pods and the Q-state. Idle CPU: extender CPU time "
+        f"over {IDLE_S:.0f} s with the updates flowing and no request. Latency: the Go load "
+        "generator of make bench-extender (core 1), filter then prioritize per cycle, while "
+        "the updates go on.\n",
+        "| nodes | GpuNode writes/s | idle CPU (share of a core) | filter+prioritize p50 / p99 "
+        "(ms) | filter p50 / p99 | prioritize p50 / p99 | RSS idle / peak (MiB) | goals |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in result["runs"]:
+        lat = r["latency"]
+        lines.append(
+            f"| {r['nodes']} | {r['gpunode_writes_per_s']} | {r['idle_cpu_share_of_a_core']:.3f} "
+            f"| {lat['pair']['p50_ms']:.2f} / {lat['pair']['p99_ms']:.2f} "
+            f"| {lat['filter']['p50_ms']:.2f} / {lat['filter']['p99_ms']:.2f} "
+            f"| {lat['prioritize']['p50_ms']:.2f} / {lat['prioritize']['p99_ms']:.2f} "
+            f"| {r['memory_mib_idle']['VmRSS']} / {r['memory_mib_after']['VmHWM']} "
+            f"| CPU < {r['goals']['idle_cpu_share']}, p99 < {r['goals']['pair_p99_ms']} ms |"
+        )
+    lines.extend(f"\n{note}" for note in result.get("notes", []))
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    sizes = [int(s) for s in os.environ.get("MEGAGPU_BENCH_SIZES", "1000,5000").split(",")]
+    with tempfile.TemporaryDirectory() as tmp:
+        runs = [measure(size, Path(tmp)) for size in sizes]
+    result = {**common.header(), "runs": runs}
+    RESULTS.mkdir(exist_ok=True)
+    suffix = "" if sizes == [1000, 5000] else "-" + "-".join(map(str, sizes))
+    (RESULTS / f"extender-live{suffix}.json").write_text(json.dumps(result, indent=1))
+    (RESULTS / f"extender-live{suffix}.md").write_text(report(result))
+    print(report(result))
+
+
+if __name__ == "__main__":
+    main()
