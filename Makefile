@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 CACHE := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/megagpu
 PYTEST_ARGS ?=
 
-.PHONY: install host-packages shaders binaries image wheelhouse release-test prometheus demo tui-demo chart-crds e2e-kind test unit e2e e2e-scale lint bench bench-devcluster bench-extender bench-extender-live bench-sim bench-tui bench-probe dev-up dev-down clean
+.PHONY: install host-packages shaders binaries image wheelhouse release-test prometheus demo tui-demo chart-crds e2e-kind test unit e2e e2e-scale lint bench bench-devcluster bench-extender bench-extender-live bench-sim bench-tui bench-probe bench-operator dev-up dev-down clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -147,7 +147,12 @@ bench-tui: $(STAMP)
 bench-probe: $(STAMP)
 	$(BIN)/python benchmarks/probe.py
 
-bench: bench-devcluster bench-extender bench-sim bench-tui bench-probe
+# The operator's API load in process (calls per workload, bytes per learning update);
+# BENCH_ARGS=--cluster adds the speed rounds on a running dev cluster (megagpu dev up).
+bench-operator: $(STAMP)
+	$(BIN)/python benchmarks/operator.py $(BENCH_ARGS)
+
+bench: bench-devcluster bench-extender bench-sim bench-tui bench-probe bench-operator
 
 dev-up: binaries
 	$(BIN)/megagpu dev up
