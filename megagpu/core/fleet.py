@@ -256,9 +256,9 @@ class View:
     free slots now): the candidates of waiting."""
     running: Mapping[int, Sequence[Running]] = field(default_factory=dict)
     """Node index -> what runs there now (needed for the nodes of ``busy_rows``)."""
-    claims: Mapping[int, Sequence[Running]] = field(default_factory=dict)
-    """Node index -> workloads ahead in the queue that wait for it, each as a ``Running`` from
-    its predicted start: they take the node's slots first."""
+    ahead: Mapping[int, Sequence[Running]] = field(default_factory=dict)
+    """Node index -> pending workloads ahead in the queue that may take the node when it frees,
+    in queue order (``started_s`` unused; ``prediction`` when their policy made one)."""
     now_s: float = 0.0
     """The clock the running jobs' start times are on."""
     wait_left_s: float = 0.0

@@ -15,19 +15,26 @@ import numpy as np
 
 from megagpu.core import fleet, model, ports, predict, qpolicy, waiting
 
+Memo = dict[str, tuple[np.ndarray, np.ndarray, str]]
+"""Workload uid -> its ``predict.action_run_times``, valid for one policy version and fleet."""
+
 
 def assess(
     policy: qpolicy.QPolicy,
     workload: model.Workload,
     view: fleet.View,
     settings: waiting.Settings | None = None,
+    memo: Memo | None = None,
 ) -> waiting.Assessment:
     """Predictions per candidate (free and busy rows) and whether ``workload`` should wait.
 
     Never waits in shadow mode (the baseline decides there) or when ``view.wait_left_s`` is 0.
+    ``memo``: predictions of other workloads (running, ahead) kept between calls by a caller
+    that clears it whenever the policy's version or the fleet changes.
     """
     settings = settings or waiting.Settings()
     f = view.fleet
+    memo = {} if memo is None else memo
     seconds, sigma, source = predict.action_run_times(policy, workload, f)
 
     def run_times(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -35,7 +42,14 @@ def assess(
         return seconds[aids], sigma[aids]
 
     def predict_running(job: fleet.Running) -> model.Prediction | None:
-        return predict.run_times(policy, job.workload, f, [job.row])[0]
+        uid = job.workload.uid
+        if uid not in memo:
+            memo[uid] = predict.action_run_times(policy, job.workload, f)
+        secs, sigmas, src = memo[uid]
+        aid = int(f.row_action_id[job.row])
+        if np.isnan(secs[aid]):
+            return None
+        return model.Prediction(float(secs[aid]), float(sigmas[aid]), src)
 
     if policy.params.mode == "shadow":
         view = fleet.View(f, view.rows, view.free_slots, view.queue_length, view.utilization)
@@ -57,12 +71,17 @@ class LearnedPolicy:
         self.waits = waits
         """False: predictions only, never a wait (``learned_nowait``, for comparison)."""
         self.name = "learned" if waits else "learned_nowait"
+        self._memo: Memo = {}
+        self._memo_of: tuple[int, fleet.Fleet | None] = (-1, None)
 
     def choose(
         self, workload: model.Workload, view: fleet.View, rng: random.Random
     ) -> ports.Choice:
         """Wait for a busy row when that pays, else the Q-policy's choice with its prediction."""
-        found = assess(self.policy, workload, view, self.settings)
+        if self._memo_of != (self.policy.version, view.fleet):
+            self._memo.clear()
+            self._memo_of = (self.policy.version, view.fleet)
+        found = assess(self.policy, workload, view, self.settings, self._memo)
         if found.wait:
             values = np.zeros(len(view.rows))
             return ports.Choice(
@@ -75,7 +94,7 @@ class LearnedPolicy:
                 start_s=found.start(found.row),
                 reason=found.reason,
             )
-        choice = self.policy.choose(workload, view, rng)
+        choice = self._confident(found, view) or self.policy.choose(workload, view, rng)
         prediction = found.prediction(choice.row)
         reason = (
             f"predicted {waiting.duration(prediction.seconds)} on {view.node_of(choice.row).name}"
@@ -83,6 +102,16 @@ class LearnedPolicy:
             else "no prediction"
         )
         return choice._replace(prediction=prediction, reason=reason)
+
+    def _confident(self, found: waiting.Assessment, view: fleet.View) -> ports.Choice | None:
+        """The free row of earliest predicted finish, when every free row's is confident."""
+        free = len(view.rows)
+        sigma = found.sigma[:free]
+        if free < 2 or np.isnan(sigma).any() or sigma.max() >= self.settings.confident:
+            return None
+        run = found.run_s[:free] * (1.0 + 1e-6 * view.free_share())
+        index = int(np.argmin(run))
+        return ports.Choice(int(view.rows[index]), "exploit", -run, int(view.rows[index]))
 
     def observe(self, outcome: model.Outcome) -> bool:
         """Learn ``outcome`` (the Q-policy and the size history)."""

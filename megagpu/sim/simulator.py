@@ -238,7 +238,7 @@ def simulate(
         )
 
     def waiting_view(
-        index: int, rows: np.ndarray, queued: int, claims: dict[int, list[fleet.Running]]
+        index: int, rows: np.ndarray, queued: int, ahead: dict[int, list[fleet.Running]]
     ) -> fleet.View:
         """The view of a waiting policy: busy rows, what runs there, and the wait left."""
         job = scenario.jobs[index]
@@ -258,7 +258,7 @@ def simulate(
             queue_length=queued,
             busy_rows=busy,
             running=running_on,
-            claims=claims,
+            ahead=ahead,
             now_s=now,
             wait_left_s=max(left, 0.0) if len(busy) else 0.0,
         )
@@ -268,13 +268,26 @@ def simulate(
         max_free = int(free.max()) if len(free) else 0
         kept: list[tuple[int, float, int]] = []
         scanned = 0
-        claims: dict[int, list[fleet.Running]] = {}
-        """Node -> jobs ahead in this pass that wait for it."""
+        ahead: dict[int, list[fleet.Running]] = {}
+        """Node -> pending jobs ahead in this pass that may take it (for a waiting policy)."""
+
+        def blocked(workload: model.Workload) -> None:
+            """A job ahead that found no room: it may take any node it fits when that frees."""
+            thr, _ = scenario.table.arrays(f, workload.model, workload.gpus)
+            fits = f.feasible_rows(workload, slots)
+            fits = fits[thr[fits] > 0]
+            nodes, first = np.unique(f.row_node[fits], return_index=True)
+            for node_index, row in zip(nodes.tolist(), fits[first].tolist(), strict=True):
+                job_ahead = fleet.Running(workload, row, now, max(workload.gpus, 1))
+                ahead.setdefault(node_index, []).append(job_ahead)
+
         for entry in queue:
             index = entry[2]
             workload = scenario.jobs[index].workload
             need = max(workload.gpus, 1)
             if scanned >= backfill_window or need > max_free:
+                if waits and scanned < backfill_window:
+                    blocked(workload)
                 kept.append(entry)
                 continue
             scanned += 1
@@ -282,10 +295,12 @@ def simulate(
             rows = f.feasible_rows(workload, free)
             rows = rows[thr[rows] > 0]
             if len(rows) == 0:
+                if waits:
+                    blocked(workload)
                 kept.append(entry)
                 continue
             view = (
-                waiting_view(index, rows, len(queue) - 1, claims)
+                waiting_view(index, rows, len(queue) - 1, ahead)
                 if waits
                 else fleet.View(f, rows, free, queue_length=len(queue) - 1)
             )
@@ -296,11 +311,8 @@ def simulate(
                 if index not in first_wait:
                     first_wait[index] = now
                     heapq.heappush(wakes, now + max_wait_s)
-                if choice.start_s is not None:
-                    claim = fleet.Running(
-                        workload, choice.row, choice.start_s, need, choice.prediction
-                    )
-                    claims.setdefault(int(f.row_node[choice.row]), []).append(claim)
+                job_ahead = fleet.Running(workload, choice.row, now, need, choice.prediction)
+                ahead.setdefault(int(f.row_node[choice.row]), []).append(job_ahead)
                 kept.append(entry)
                 continue
             node_index = int(f.row_node[choice.row])

@@ -165,6 +165,22 @@ def test_node_free_at_counts_ends_claims_and_unknown_run_times():
     assert waiting.node_free_at(5.0, 0, 2, [job(0.0, None, 1), job(0.0, 10.0, 1)], none) is None
     # overdue: another tenth of its predicted run time
     assert waiting.node_free_at(50.0, 0, 1, [job(0.0, 10.0, 1)], none)[0] == pytest.approx(51.0)
-    # a job ahead in the queue claims the slot at 10 s for 40 s
-    claim = [job(10.0, 40.0, 1)]
-    assert waiting.node_free_at(5.0, 0, 1, ends, none, claim)[0] == 30.0
+    # a job ahead in the queue takes the first slot that frees (at 10 s) for 40 s
+    ahead = [job(0.0, 40.0, 1)]
+    assert waiting.node_free_at(5.0, 0, 1, ends, none, ahead)[0] == 30.0
+    assert waiting.node_free_at(5.0, 0, 2, ends, none, ahead)[0] == 50.0
+    # one that needs more than the node ever frees first does not block a smaller one
+    assert waiting.node_free_at(5.0, 0, 1, ends, none, [job(0.0, 40.0, 4)])[0] == 10.0
+
+
+def test_no_wait_on_a_size_guessed_from_a_heavy_tailed_history():
+    policy = trained()
+    for i, work in enumerate((1.0, 100.0, 10000.0)):
+        policy.observe(outcome(workload(f"h{i}", model_name="h", work=work), "fast", 1.0, work))
+        policy.observe(outcome(workload(f"k{i}", model_name="h", work=work), "slow", 1e4, work))
+    guessed = workload("g", model_name="h")
+    found = learned.assess(policy, guessed, busy_view(guessed, 3600.0, 1.0))
+    assert found.prediction(1) is not None and found.prediction(1).size_source == "history"
+    assert not found.wait
+    declared = workload("d", model_name="h", declared=model.Work(100.0))
+    assert learned.assess(policy, declared, busy_view(declared, 3600.0, 1.0)).wait

@@ -94,7 +94,10 @@ def busy_trace(jobs: int = 300) -> simulator.Scenario:
     works = rng.lognormal(4.5, 1.0, jobs)
     return simulator.Scenario(
         NODES,
-        tuple(job(f"j{i}", float(t), float(w)) for i, (t, w) in enumerate(zip(arrivals, works))),
+        tuple(
+            job(f"j{i}", float(t), float(w))
+            for i, (t, w) in enumerate(zip(arrivals, works, strict=True))
+        ),
         TABLE,
     )
 
