@@ -213,8 +213,9 @@ def main() -> None:
         "the simulator retries pending jobs at every event. `learned_nowait` is the same policy "
         "never waiting (the learned policy of before). `earliest_finish` knows true sizes and "
         "speeds and waits whenever a busy node finishes a job sooner (same bound). The waiting "
-        "defaults (margin 0.1, caution 1 spread, 24 h) were chosen on design seeds 100-104 and "
-        "committed (47946d9) before these report seeds ran. MdAPE: median absolute percentage "
+        "defaults (margin 0.1, caution 1 spread, max spread 1, 24 h; confident placement below a "
+        "spread of 0.2) were chosen on design seeds 100-104 and "
+        "committed (bdacfb1) before these report seeds ran. MdAPE: median absolute percentage "
         "error of the predicted run time on the chosen device; waited: share of jobs kept "
         "pending at least once.\n"
     ]
