@@ -5,8 +5,14 @@
 # `make image` builds this same file without a Docker daemon on a Debian base of its own
 # (python3, python3-venv, libvulkan1; megagpu/devcluster/images.py).
 ARG PYTHON_IMAGE=python:3.11.10-slim-bookworm
+# The -gpu variant, for the probe on GPU nodes (its CUDA benchmarks; Mesa's Vulkan drivers for
+# AMD and Intel cards): docker build --build-arg EXTRAS=kube,probe,gpu
+#   --build-arg GPU_PACKAGES=mesa-vulkan-drivers -t ghcr.io/megagpu/megagpu:0.1.0-gpu .
+ARG EXTRAS=kube,probe
+ARG GPU_PACKAGES=
 
 FROM ${PYTHON_IMAGE} AS build
+ARG EXTRAS
 # glslangValidator compiles the Vulkan workload's GLSL shaders to SPIR-V when the package is
 # built (setup.py); a base that has it already needs no package index.
 RUN dpkg -s glslang-tools >/dev/null 2>&1 || { apt-get update \
@@ -20,16 +26,17 @@ COPY pyproject.toml README.md setup.py ./
 # The dependencies in a layer of their own (a stub package stands in for the source), so that a
 # source change rebuilds only the last step, without the package index.
 RUN mkdir megagpu && touch megagpu/__init__.py \
- && /opt/megagpu/bin/pip install --no-cache-dir ".[kube,probe]" \
+ && /opt/megagpu/bin/pip install --no-cache-dir ".[${EXTRAS}]" \
  && rm -rf megagpu build ./*.egg-info
 COPY megagpu ./megagpu
-RUN /opt/megagpu/bin/pip install --no-cache-dir --no-deps --no-build-isolation ".[kube,probe]"
+RUN /opt/megagpu/bin/pip install --no-cache-dir --no-deps --no-build-isolation ".[${EXTRAS}]"
 
 FROM ${PYTHON_IMAGE}
+ARG GPU_PACKAGES
 # The Vulkan loader, for the probe's vulkan backend (the ICD comes from the host); a base that
 # has it already needs no package index.
-RUN dpkg -s libvulkan1 >/dev/null 2>&1 || { apt-get update \
- && apt-get install -y --no-install-recommends libvulkan1 \
+RUN dpkg -s libvulkan1 ${GPU_PACKAGES} >/dev/null 2>&1 || { apt-get update \
+ && apt-get install -y --no-install-recommends libvulkan1 ${GPU_PACKAGES} \
  && rm -rf /var/lib/apt/lists/*; }
 COPY --from=build /opt/megagpu /opt/megagpu
 ENV PATH=/opt/megagpu/bin:$PATH

@@ -87,6 +87,33 @@ def test_every_rendered_object_passes_a_server_side_dry_run(kubeconfig, namespac
         assert "t-megagpu-scheduler" not in manifest and "megagpu-viewer" not in manifest
 
 
+def probe_container(manifest: str) -> tuple[dict, dict]:
+    """The probe DaemonSet's pod spec and its container, as rendered."""
+    ds = next(d for d in yaml.safe_load_all(manifest) if d and d["kind"] == "DaemonSet")
+    pod = ds["spec"]["template"]["spec"]
+    return pod, pod["containers"][0]
+
+
+def test_the_probe_benchmarks_by_default_and_sees_gpus_as_configured(kubeconfig, namespace):
+    pod, probe = probe_container(template(kubeconfig, namespace))
+    assert "--benchmarks" in probe["args"] and "--benchmark-every=3600" in probe["args"]
+    assert "runtimeClassName" not in pod and "privileged" not in probe["securityContext"]
+    assert not any(e["name"].startswith("NVIDIA_") for e in probe["env"])
+
+    values = ["--set", "probe.runtimeClassName=nvidia", "--set", "probe.vulkan.enabled=true"]
+    values += ["--set", "probe.image.tag=0.1.0-gpu"]
+    pod, probe = probe_container(template(kubeconfig, namespace, *values))
+    env = {e["name"]: e.get("value") for e in probe["env"]}
+    assert pod["runtimeClassName"] == "nvidia"
+    assert env["NVIDIA_VISIBLE_DEVICES"] == "all"
+    assert env["NVIDIA_DRIVER_CAPABILITIES"] == "compute,utility,graphics"  # + NVIDIA's Vulkan
+    assert probe["image"].endswith(":0.1.0-gpu")
+    assert probe["securityContext"]["privileged"] is True  # opens /dev/dri/renderD*
+    assert pod["securityContext"]["runAsUser"] == 0
+    mounts = {m["mountPath"] for m in probe["volumeMounts"]}
+    assert {"/dev/dri", "/tmp"} <= mounts and env["CUPY_CACHE_DIR"].startswith("/tmp")
+
+
 @pytest.mark.parametrize(
     ("values", "field"),
     [
@@ -95,6 +122,8 @@ def test_every_rendered_object_passes_a_server_side_dry_run(kubeconfig, namespac
         (["--set", "probe.port=70000"], "port"),
         (["--set", "policy.mode=eager"], "mode"),
         (["--set", "operator.replicaz=2"], "replicaz"),
+        (["--set", "probe.benchmarks.every=0"], "every"),
+        (["--set", "probe.runtimeClassName=Nvidia_Runtime"], "runtimeClassName"),
     ],
 )
 def test_invalid_values_are_rejected_naming_the_field(kubeconfig, values, field):

@@ -125,6 +125,10 @@ def test_the_probe_pod_publishes_its_node_and_serves_its_devices(release):
 
     gpunode = wait_for(published, 60, "the probe pod's GpuNode")
     assert gpunode["status"]["backends"]["cuda"]["available"]
+    # benchmarks are on by default: the node's CPU is measured; simulated devices never are
+    measured = gpunode["status"]["backends"]["cpu"]["benchmarks"]
+    assert measured["fp32Tflops"] > 0 and measured["measuredAt"]
+    assert "benchmarks" not in gpunode["status"]["backends"]["cuda"]
     allocatable = wait_for(
         lambda: core.read_node(node.name).status.allocatable.get("megagpu.io/gpu"),
         60,
