@@ -1,8 +1,14 @@
-"""Operator speed (issue 5): apply 1,000 GpuWorkloads at once; time until each has its pod;
-operator resident memory. Needs the dev cluster with its components (``megagpu dev up``).
+"""Operator benchmarks. Writes benchmarks/results/operator.json and operator.md.
 
-Writes benchmarks/results/operator.json and operator.md. Run: python benchmarks/operator.py
-Goals: at least 30 workloads per second get their pod; operator RSS under 250 MiB.
+``python benchmarks/operator.py`` (``make bench-operator``): the operator's API load, in process
+(``operator_api``): API calls per completed workload, and bytes written per learning update at
+50 and 500 model classes. Goals: at most ``operator_api.CALLS_BOUND`` calls per workload; a
+learning update writes less than the Q-state document (it wrote it twice before).
+
+``--cluster``: also the speed rounds (issue 5) on the running dev cluster (``megagpu dev up``):
+1,000 GpuWorkloads applied at once, time until each has its pod, operator resident memory.
+Goals: at least 30 workloads per second get their pod; operator RSS under 250 MiB. Without
+it, the last speed results are kept as they were (with their own command and date).
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from kubernetes import client  # noqa: E402
 
-from benchmarks import common  # noqa: E402
+from benchmarks import common, operator_api  # noqa: E402
 from megagpu.devcluster import cluster, processes  # noqa: E402
 from megagpu.kube import client as kube_client  # noqa: E402
 
@@ -102,7 +108,8 @@ def one_round(core: client.CoreV1Api, custom: client.CustomObjectsApi, pid: int)
     }
 
 
-def main() -> None:
+def speed() -> dict:
+    """The speed rounds on the running dev cluster."""
     paths = cluster.paths()
     if cluster.problems(paths):
         raise SystemExit("start the dev cluster first: megagpu dev up")
@@ -111,7 +118,7 @@ def main() -> None:
     pid = processes.pids(paths.pids)["operator"]
     rounds = [one_round(core, custom, pid) for _ in range(ROUNDS)]
     rates = sorted(r["workloads_per_second"] for r in rounds)
-    result = {
+    return {
         **common.header(),
         "workloads": COUNT,
         "rounds": rounds,
@@ -119,16 +126,17 @@ def main() -> None:
         "max_operator_rss_mib": max(r["operator_rss_mib_peak"] for r in rounds),
         "goals": {"workloads_per_second": 30, "rss_mib": 250},
     }
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "operator.json").write_text(json.dumps(result, indent=1))
+
+
+def speed_md(result: dict) -> str:
     rows = "\n".join(
         f"| {i + 1} | {r['apply_seconds']:.1f} | {r['seconds_until_every_pod']:.1f} | "
         f"{r['workloads_per_second']:.1f} | {r['operator_rss_mib_before']:.0f} | "
         f"{r['operator_rss_mib_peak']:.0f} | {r['seconds_to_delete_them']:.1f} |"
-        for i, r in enumerate(rounds)
+        for i, r in enumerate(result["rounds"])
     )
-    md = (
-        f"# Operator speed\n\nCommand: `{result['command']}`; commit {result['commit']}; "
+    return (
+        f"## Speed\n\nCommand: `{result['command']}`; commit {result['commit']}; "
         f"{result['date']}; {result['machine']['cpu']}, {result['machine']['cores']} cores; "
         f"the dev cluster with extender, operator and runtime running on the same machine.\n\n"
         f"Each round: {COUNT} GpuWorkloads created by 8 client threads, time until every one "
@@ -139,6 +147,60 @@ def main() -> None:
         f"Median {result['median_workloads_per_second']:.1f} workloads per second; operator "
         f"resident memory at most {result['max_operator_rss_mib']:.0f} MiB.\n"
     )
+
+
+def api_load() -> dict:
+    """Calls per completed workload and bytes per learning update (in process)."""
+    calls = operator_api.calls_per_workload(workloads=1000, classes=50)
+    writes = [operator_api.bytes_per_update(classes) for classes in (50, 500)]
+    if calls["calls_per_completed_workload"] > operator_api.CALLS_BOUND:
+        raise SystemExit(f"over the bound of API calls per workload: {calls}")
+    for w in writes:
+        if w["bytes_per_update"] >= w["document_bytes"]:
+            raise SystemExit(f"a learning update writes the whole document: {w}")
+    return {"api_calls": calls, "learning_writes": writes}
+
+
+def api_md(result: dict) -> str:
+    calls = result["api_calls"]
+    rows = "\n".join(f"| {k} | {v} |" for k, v in calls["by_call"].items())
+    writes = "\n".join(
+        f"| {w['model_classes']} | {w['classes_tracked']} | {w['document_bytes']:,} | "
+        f"{w['state_json_bytes']:,} | {w['bytes_per_update']:,} | "
+        f"{w['bytes_per_update_before']:,} |"
+        for w in result["learning_writes"]
+    )
+    return (
+        f"## API load\n\nCommand: `{result['command']}`; commit {result['commit']}; "
+        f"{result['date']}; {result['machine']['cpu']}, {result['machine']['cores']} cores. "
+        f"In process: the operator's handler code against a counting in-memory API "
+        f"(`benchmarks/operator_api.py`), {calls['workloads']} workloads of "
+        f"{calls['model_classes']} model classes driven through create, bound, Running and "
+        f"Succeeded, one completion a second, {calls['nodes']} nodes. Events megagpu asks kopf "
+        f"to post count as calls; kopf's watches and its own bookkeeping patches (finalizer, "
+        f"handler progress) do not.\n\n"
+        f"**{calls['calls_per_completed_workload']} API calls per completed workload** (bound "
+        f"{calls['bound']}); per workload:\n\n| call | per workload |\n|---|---|\n{rows}\n\n"
+        f"Bytes written per learning update once the Q-state is full-grown (3,000 outcomes "
+        f"learned, 4,096 learned UIDs), one completion a second (a history snapshot at most "
+        f"once a minute); before: the whole document replaced, then copied to a history "
+        f"ConfigMap, on every update.\n\n"
+        f"| model classes | tracked (cap 50 + other) | document bytes | state.json bytes | "
+        f"bytes per update | before |\n|---|---|---|---|---|---|\n{writes}\n"
+    )
+
+
+def main() -> None:
+    out = RESULTS / "operator.json"
+    previous = json.loads(out.read_text()) if out.exists() else {}
+    kept = previous.get("speed") or (previous if "rounds" in previous else None)
+    result = {**common.header(), **api_load()}
+    result["speed"] = speed() if "--cluster" in sys.argv[1:] else kept
+    RESULTS.mkdir(exist_ok=True)
+    out.write_text(json.dumps(result, indent=1))
+    md = "# Operator\n\n" + api_md(result)
+    if result["speed"]:
+        md += "\n" + speed_md(result["speed"])
     (RESULTS / "operator.md").write_text(md)
     print(md)
 
