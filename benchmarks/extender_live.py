@@ -96,6 +96,8 @@ class Updater:
         self.custom = client.CustomObjectsApi(api)
         self.names, self.rng = names, random.Random(0)
         self.stop, self.done, self.errors = threading.Event(), 0, 0
+        self.paused = threading.Event()
+        """Set: no writes (the baseline latency phase)."""
         self.pool = ThreadPoolExecutor(6)
         self.thread = threading.Thread(target=self._loop, daemon=True)
 
@@ -134,6 +136,8 @@ class Updater:
             delay = due - time.monotonic()
             if delay > 0:
                 self.stop.wait(delay)
+            if self.paused.is_set():
+                continue
             self.pool.submit(self._write, self.names[i % len(self.names)])
             i += 1
 
@@ -156,6 +160,44 @@ def memory_mib(pid: int) -> dict[str, float]:
     return {k: round(int(status[k].split()[0]) / 1024, 1) for k in ("VmRSS", "VmHWM")}
 
 
+def server_buckets(metrics_port: int) -> dict[str, dict[str, float]]:
+    """Cumulative handler-time histogram counts of filter and prioritize (server side)."""
+    import re
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics") as response:
+        text = response.read().decode()
+    found: dict[str, dict[str, float]] = {}
+    for block, count in re.findall(r"request_duration_seconds_bucket\{([^}]*)\} (\S+)", text):
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', block))
+        if labels.get("verb") in ("filter", "prioritize"):
+            found.setdefault(labels["verb"], {})[labels["le"]] = float(count)
+    return found
+
+
+def within(before: dict[str, dict[str, float]], after: dict[str, dict[str, float]]) -> dict:
+    """Share of requests the server handled within 2 and 10 ms between two readings."""
+    shares = {}
+    for verb, counts in after.items():
+        total = counts["+Inf"] - before.get(verb, {}).get("+Inf", 0)
+        shares[verb] = (
+            {
+                f"within_{le}_s": round((counts[le] - before.get(verb, {}).get(le, 0)) / total, 4)
+                for le in ("0.002", "0.01")
+            }
+            if total
+            else {}
+        )
+    return shares
+
+
+def latency_phase(port: int, metrics_port: int, names: list[str], tmp: Path) -> dict[str, Any]:
+    """The load generator's client-side latency and the server-side histogram shares."""
+    before = server_buckets(metrics_port)
+    result = extender_load.drive(port, names, tmp)
+    result["server_side"] = within(before, server_buckets(metrics_port))
+    return result
+
+
 def wait_ready(url: str, process: subprocess.Popen[bytes], timeout_s: float = 600) -> float:
     start = time.monotonic()
     while time.monotonic() - start < timeout_s:
@@ -173,18 +215,13 @@ def wait_ready(url: str, process: subprocess.Popen[bytes], timeout_s: float = 60
 
 def measure(size: int, tmp: Path) -> dict[str, Any]:
     """One dev cluster of ``size`` nodes, the updates, the extender: idle CPU and latency."""
-    from megagpu.devcluster import binaries, components, processes
+    from megagpu.devcluster import components, processes
     from megagpu.io import cluster_spec as cs
 
-    home = tmp / f"xdg-{size}"
-    target = home / "megagpu" / binaries.VERSION_KEY / "bin"
-    target.mkdir(parents=True)
-    for name in binaries.NAMES:
-        (target / name).symlink_to(binaries.binary(name))
     spec = tmp / f"live-{size}.yaml"
     extender_load.cluster_spec(size, spec)
     names = [n.name for n in cs.load(spec)]
-    env = {**os.environ, "XDG_CACHE_HOME": str(home)}
+    env = dict(os.environ)  # the cluster is $MEGAGPU_DEV_CLUSTER (make: megagpu-bench)
     megagpu = [sys.executable, "-m", "megagpu", "dev"]
     started = time.monotonic()
     up = subprocess.run(
@@ -237,10 +274,14 @@ def measure(size: int, tmp: Path) -> dict[str, Any]:
         result["memory_mib_idle"] = memory_mib(extender.pid)
         writes_before = updater.done
         t0 = time.monotonic()
-        result["latency"] = extender_load.drive(port, names, tmp)
+        result["latency"] = latency_phase(port, metrics_port, names, tmp)
         result["gpunode_writes_per_s_during_latency"] = round(
             (updater.done - writes_before) / (time.monotonic() - t0), 1
         )
+        updater.paused.set()  # the same cluster and machine, no updates: the baseline
+        time.sleep(2)
+        result["latency_updates_paused"] = latency_phase(port, metrics_port, names, tmp)
+        updater.paused.clear()
         result["memory_mib_after"] = memory_mib(extender.pid)
         result["gpunode_write_errors"] = updater.errors
         text = (tmp / f"extender-{size}.log").read_text(errors="replace")
@@ -253,6 +294,8 @@ def measure(size: int, tmp: Path) -> dict[str, Any]:
     finally:
         if updater is not None:
             updater.stop.set()
+            if updater.thread.ident is not None:
+                updater.thread.join()
             updater.pool.shutdown(wait=True, cancel_futures=True)
         if extender is not None:
             extender.terminate()
@@ -273,18 +316,23 @@ def report(result: dict[str, Any]) -> str:
         "generator of make bench-extender (core 1), filter then prioritize per cycle, while "
         "the updates go on.\n",
         "| nodes | GpuNode writes/s | idle CPU (share of a core) | filter+prioritize p50 / p99 "
-        "(ms) | filter p50 / p99 | prioritize p50 / p99 | RSS idle / peak (MiB) | goals |",
-        "|---|---|---|---|---|---|---|---|",
+        "(ms) | same, updates paused | filter p50 / p99 | prioritize p50 / p99 | server-side "
+        "filter, prioritize within 2 ms | RSS idle / peak (MiB) | goals |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in result["runs"]:
-        lat = r["latency"]
+        lat, goals = r["latency"], r["goals"] or {"idle_cpu_share": "-", "pair_p99_ms": "-"}
+        paused, server = r["latency_updates_paused"]["pair"], lat["server_side"]
         lines.append(
             f"| {r['nodes']} | {r['gpunode_writes_per_s']} | {r['idle_cpu_share_of_a_core']:.3f} "
             f"| {lat['pair']['p50_ms']:.2f} / {lat['pair']['p99_ms']:.2f} "
+            f"| {paused['p50_ms']:.2f} / {paused['p99_ms']:.2f} "
             f"| {lat['filter']['p50_ms']:.2f} / {lat['filter']['p99_ms']:.2f} "
             f"| {lat['prioritize']['p50_ms']:.2f} / {lat['prioritize']['p99_ms']:.2f} "
+            f"| {server['filter'].get('within_0.002_s')}, "
+            f"{server['prioritize'].get('within_0.002_s')} "
             f"| {r['memory_mib_idle']['VmRSS']} / {r['memory_mib_after']['VmHWM']} "
-            f"| CPU < {r['goals']['idle_cpu_share']}, p99 < {r['goals']['pair_p99_ms']} ms |"
+            f"| CPU < {goals['idle_cpu_share']}, p99 < {goals['pair_p99_ms']} ms |"
         )
     lines.extend(f"\n{note}" for note in result.get("notes", []))
     return "\n".join(lines) + "\n"
