@@ -51,13 +51,16 @@ class ClusterState:
         self._skipped: dict[str, str] = {}
         """Node name -> why it could not be converted (logged once per new reason)."""
         watched = {"on_failure": on_failure, "on_relisted": self._flush}
-        self.nodes = informers.Informer("nodes", core.list_node, self._node_event, **watched)
+        self.nodes = informers.Informer(
+            "nodes", core.list_node, self._node_event, transform=_slim, **watched
+        )
         self.gpunodes = informers.Informer(
             "gpunodes",
             functools.partial(
                 custom.list_cluster_custom_object, names.GROUP, names.VERSION, names.GPUNODES
             ),
             self._node_event,
+            transform=_slim_gpunode,
             **watched,
         )
         self.pods = informers.Informer(
@@ -65,6 +68,7 @@ class ClusterState:
             core.list_pod_for_all_namespaces,
             self._pod,
             on_failure=on_failure,
+            transform=_slim,
             label_selector=names.LABEL_WORKLOAD,
         )
         self.state = informers.Informer(
@@ -157,6 +161,28 @@ class ClusterState:
             ),
             None,
         )
+
+
+def _slim(obj: dict[str, Any]) -> dict[str, Any]:
+    """The object without ``metadata.managedFields`` (a nested dict per written field)."""
+    meta = obj.get("metadata")
+    if isinstance(meta, dict):
+        meta.pop("managedFields", None)
+    return obj
+
+
+def _slim_gpunode(obj: dict[str, Any]) -> dict[str, Any]:
+    """A GpuNode without managedFields and without the per-backend device readings.
+
+    The extender reads ``status.devices`` and each backend's benchmarks; the readings
+    (utilization, memory, temperature, power per device) are most of the object.
+    """
+    backends = (obj.get("status") or {}).get("backends")
+    if isinstance(backends, dict):
+        for name, entry in backends.items():
+            if isinstance(entry, dict):
+                backends[name] = {k: v for k, v in entry.items() if k != "devices"}
+    return _slim(obj)
 
 
 async def run(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 
 from hypothesis import given, settings
@@ -250,3 +251,23 @@ def test_a_malformed_node_is_skipped_with_a_log_line(caplog):
         state._flush()
     assert book.fleet.node_names == ("good",)
     assert any("node bad skipped" in r.getMessage() for r in caplog.records)
+
+
+def test_the_trimmed_objects_convert_as_the_full_ones():
+    node = k8s_node("a", "h100", 2, True, "81920")
+    gpunode = k8s_gpunode("a", [True, False], 50)
+    gpunode["status"]["backends"] = {
+        "cuda": {
+            "available": True,
+            "devices": [{"index": 0, "utilization": 50, "usedMiB": 100}],
+            "benchmarks": {"fp16Tflops": 990.0, "fp32Tflops": 60.0, "memGBps": 3350.0},
+        }
+    }
+    for obj in (node, gpunode):
+        obj["metadata"]["managedFields"] = [{"manager": "probe", "fieldsV1": {"f:status": {}}}]
+    full = convert.node_from_k8s(copy.deepcopy(node), copy.deepcopy(gpunode))
+    slim = cluster._slim_gpunode(copy.deepcopy(gpunode))
+    assert convert.node_from_k8s(cluster._slim(copy.deepcopy(node)), slim) == full
+    assert "managedFields" not in slim["metadata"]
+    assert "devices" not in slim["status"]["backends"]["cuda"]
+    assert full.benchmarks.fp16_tflops == 990.0
