@@ -340,13 +340,14 @@ def report(result: dict[str, Any]) -> str:
 
 def main() -> None:
     sizes = [int(s) for s in os.environ.get("MEGAGPU_BENCH_SIZES", "1000,5000").split(",")]
-    with tempfile.TemporaryDirectory() as tmp:
-        runs = [measure(size, Path(tmp)) for size in sizes]
-    result = {**common.header(), "runs": runs}
-    RESULTS.mkdir(exist_ok=True)
     suffix = "" if sizes == [1000, 5000] else "-" + "-".join(map(str, sizes))
-    (RESULTS / f"extender-live{suffix}.json").write_text(json.dumps(result, indent=1))
-    (RESULTS / f"extender-live{suffix}.md").write_text(report(result))
+    result: dict[str, Any] = {**common.header(), "sizes": sizes, "runs": []}
+    RESULTS.mkdir(exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        for size in sizes:  # written after each size: a later one may not finish
+            result["runs"].append(measure(size, Path(tmp)))
+            (RESULTS / f"extender-live{suffix}.json").write_text(json.dumps(result, indent=1))
+            (RESULTS / f"extender-live{suffix}.md").write_text(report(result))
     print(report(result))
 
 
