@@ -111,6 +111,12 @@ def _parser() -> argparse.ArgumentParser:
         help="snapshot mode: frozen never explores",
     )
     ext.add_argument("--seed", type=int, default=0, help="exploration seed")
+    ext.add_argument(
+        "--max-wait-seconds",
+        type=float,
+        default=24 * 3600.0,
+        help="longest a pod is kept pending for a busy, faster node, from its first wait",
+    )
     ext.add_argument("--host", default="127.0.0.1")
     ext.add_argument("--port", type=int, default=8888)
     ext.add_argument("--metrics-port", type=int, default=8889)

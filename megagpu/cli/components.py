@@ -38,6 +38,7 @@ def cmd_extender(args: argparse.Namespace) -> int:
 
     import uvloop
 
+    from megagpu.core import model, waiting
     from megagpu.extender import metrics, server
     from megagpu.io import cluster_spec
 
@@ -48,10 +49,16 @@ def cmd_extender(args: argparse.Namespace) -> int:
         args.host, args.port, args.metrics_port, args.tls_cert, args.tls_key, args.metrics_host
     )
     m = metrics.Metrics()
+    try:
+        settings = waiting.Settings(max_wait_s=args.max_wait_seconds)
+    except model.ValidationError as e:
+        raise UsageError(f"--max-wait-seconds: {e}") from e
+    if settings.max_wait_s < 0:
+        raise UsageError("--max-wait-seconds must be >= 0")
     if args.snapshot:
         nodes = cluster_spec.load(args.snapshot)
         placement = server.snapshot_placement(
-            nodes, _load_policy(args.policy_state, args.mode), m, args.seed
+            nodes, _load_policy(args.policy_state, args.mode), m, args.seed, settings
         )
 
         def started() -> None:
@@ -69,7 +76,13 @@ def cmd_extender(args: argparse.Namespace) -> int:
 
     uvloop.run(
         cluster.run(
-            args.kubeconfig, args.namespace, listen, m, _load_policy(args.policy_state), args.seed
+            args.kubeconfig,
+            args.namespace,
+            listen,
+            m,
+            _load_policy(args.policy_state),
+            args.seed,
+            settings,
         )
     )
     return 0

@@ -91,7 +91,7 @@ async def _bind(request: web.Request, body: Any) -> Any:
 async def _release(request: web.Request, body: Any) -> Any:
     if not isinstance(body, dict) or not isinstance(body.get("PodUID"), str):
         raise protocol.ProtocolError('expected {"PodUID": "..."}')
-    request.app[PLACEMENT].ledger.release(body["PodUID"])
+    request.app[PLACEMENT].release(body["PodUID"])
     return {"Error": ""}
 
 

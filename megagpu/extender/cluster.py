@@ -8,17 +8,19 @@ import functools
 import logging
 import random
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from kubernetes import client
 
-from megagpu.core import model, qpolicy, qstate
+from megagpu.core import model, qpolicy, qstate, waiting
 from megagpu.extender import ledger as ledger_mod
 from megagpu.extender import metrics as metrics_mod
 from megagpu.extender import placement as placement_mod
 from megagpu.extender import protocol, server
+from megagpu.extender import waits as waits_mod
 from megagpu.kube import binding, convert, informers, names, qstore
 from megagpu.kube import client as kube_client
 
@@ -42,9 +44,12 @@ class ClusterState:
         ledger: ledger_mod.Ledger,
         policies: server.ReloadingPolicy,
         on_failure: Callable[[str, Exception], None] = lambda name, e: None,
+        jobs: waits_mod.Jobs | None = None,
     ) -> None:
         core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
         self.ledger, self.policies = ledger, policies
+        self.jobs = jobs or waits_mod.Jobs()
+        """Bound megagpu pods (what waiting predicts node free times from)."""
         self._lock = threading.Lock()
         self._dirty: set[str] = set()
         """Nodes changed during a list, converted when it ends."""
@@ -125,7 +130,7 @@ class ClusterState:
         return converted
 
     def _pod(self, kind: str, pod: dict[str, Any]) -> None:
-        """Track devices of bound pods; free them when a pod ends or goes away.
+        """Track devices and jobs of bound pods; free them when a pod ends or goes away.
 
         A pod not bound yet is left alone: its event may predate a bind that already took
         devices for it, and releasing then would give those devices twice.
@@ -134,10 +139,14 @@ class ClusterState:
         phase = (pod.get("status") or {}).get("phase")
         if kind == "DELETED" or phase in ("Succeeded", "Failed"):
             self.ledger.release(uid)
+            self.jobs.remove(uid)
             return
         held = convert.assigned_devices(pod)
         if held is not None:
             self.ledger.hold(uid, held[0], held[1])
+            job = waits_mod.job_from_pod(pod, time.time())
+            if job is not None and (not self.jobs.known(uid) or phase == "Running"):
+                self.jobs.add(uid, job)
 
     def _state(self, kind: str, obj: dict[str, Any]) -> None:
         if kind == "DELETED":
@@ -192,20 +201,26 @@ async def run(
     metrics: metrics_mod.Metrics,
     policy: qpolicy.QPolicy,
     seed: int,
+    settings: waiting.Settings | None = None,
 ) -> None:
-    """Serve the extender for the cluster of ``kubeconfig`` until SIGTERM."""
+    """Serve the extender for the cluster of ``kubeconfig`` until SIGTERM.
+
+    ``settings``: when waiting pays, and the longest wait.
+    """
     api = kube_client.api_client(kubeconfig, pool=BIND_CONCURRENCY)
     core = client.CoreV1Api(api)
     binds = concurrent.futures.ThreadPoolExecutor(BIND_CONCURRENCY, "bind")
     ledger = ledger_mod.Ledger()
     policies = server.ReloadingPolicy(policy, metrics.policy_version.set)
     metrics.policy_version.set(policy.version)
+    waits = waits_mod.Waits(settings=settings)
     state = ClusterState(
         api,
         namespace,
         ledger,
         policies,
         on_failure=lambda name, e: metrics.informer_failures.labels(name).inc(),
+        jobs=waits.jobs,
     )
     loop = asyncio.get_running_loop()
 
@@ -232,6 +247,7 @@ async def run(
         pod_lookup=state.pod_by_uid,
         on_decision=lambda mode, backend: metrics.decisions.labels(mode, backend).inc(),
         ready=state.ready,
+        waits=waits,
     )
     state.start()
     await server.serve(

@@ -17,9 +17,10 @@ from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
-from megagpu.core import fleet, model, qpolicy, scoring
+from megagpu.core import fleet, model, ports, qpolicy, scoring
 from megagpu.extender import ledger as ledger_mod
 from megagpu.extender import protocol
+from megagpu.extender import waits as waits_mod
 from megagpu.kube import convert, names
 
 REMEMBERED = 10_000
@@ -27,10 +28,19 @@ TOP = convert.DECISION_TOP
 DECISION_MAX_BYTES = 8 * 1024
 NOT_READY = "extender caches are not synced yet"
 DECISION_KEYS = frozenset(
-    ("mode", "score", "qValues", "alternatives", "policyVersion", "reason", "predictedSeconds")
+    (
+        "mode",
+        "score",
+        "qValues",
+        "alternatives",
+        "policyVersion",
+        "reason",
+        "predictedSeconds",
+        "predictedSigma",
+    )
 )
 """The keys of a decision record: exactly those of ``status.decision`` (DESIGN 9.2)."""
-PASS, UNKNOWN, NO_BACKEND, TOO_FEW, LOW_MEMORY, UNHEALTHY, BUSY = range(7)
+PASS, UNKNOWN, NO_BACKEND, TOO_FEW, LOW_MEMORY, UNHEALTHY, BUSY, WAIT = range(8)
 PERMANENT = (NO_BACKEND, TOO_FEW, LOW_MEMORY)
 """Codes that go to FailedAndUnresolvableNodes: waiting cannot fix them."""
 
@@ -68,6 +78,8 @@ class Remembered:
     workload: model.Workload
     shadow: str = ""
     """In shadow mode: what the learned policy would have done instead."""
+    predictions: dict[str, model.Prediction | None] | None = None
+    """Predicted run time on the chosen node and the top alternatives, where known."""
 
 
 class Decided(NamedTuple):
@@ -95,6 +107,7 @@ class Placement:
         pod_lookup: Callable[[str], dict[str, Any] | None] = lambda uid: None,
         on_decision: Callable[[str, str], None] = lambda mode, backend: None,
         ready: Callable[[], bool] = lambda: True,
+        waits: waits_mod.Waits | None = None,
     ) -> None:
         self.ledger = ledger
         self.policies = policies
@@ -108,6 +121,8 @@ class Placement:
         """Called with (mode, backend) for every megagpu pod bound."""
         self.ready = ready
         """Whether the caches have synced; until then megagpu pods get an Error (fallback)."""
+        self.waits = waits or waits_mod.Waits()
+        """Predicted run times, running jobs and the wait decision."""
         self._prefixes_of: tuple[str, ...] | None = None
         self._fleet_prefixes = protocol.host_prefixes(())
         self._kept: tuple[dict[str, int] | None, tuple[str, ...], np.ndarray] = (
@@ -137,6 +152,9 @@ class Placement:
         layout = self.ledger.layout()
         index, codes = self._check(workload, args.node_names, layout)
         names_ = args.node_names
+        wait = self._waiting(workload, args.pod, layout, index, codes)
+        if wait is not None:
+            codes = np.where((codes == PASS) | (codes == BUSY), WAIT, codes)
         ok = codes == PASS
         passed = list(itertools.compress(names_, ok.tolist()))
         self._kept = (layout.positions, tuple(passed), index[ok])
@@ -145,8 +163,39 @@ class Placement:
         for i in np.flatnonzero(codes != PASS).tolist():
             code = int(codes[i])
             target = never if code in PERMANENT else failed
-            target[names_[i]] = _reason(code, workload, int(index[i]), layout)
+            position = int(index[i])
+            target[names_[i]] = wait if code == WAIT else _reason(code, workload, position, layout)
         return protocol.filter_result(passed, failed, never)
+
+    def _waiting(
+        self,
+        workload: model.Workload,
+        pod: dict[str, Any],
+        layout: ledger_mod.Layout,
+        index: np.ndarray,
+        codes: np.ndarray,
+    ) -> str | None:
+        """Why the pod stays pending for a busy, faster node; None when it should be placed."""
+        busy = index[codes == BUSY]
+        if len(busy) == 0 or not (codes == PASS).any():
+            return None
+        f, policy = layout.fleet, self.policies.current()
+        left = self.waits.wait_left(policy, workload, pod, f)
+        if left <= 0:
+            return None
+        free = _free(workload, layout)
+        capacity = np.zeros(len(f.nodes), dtype=np.int64)
+        capacity[busy] = np.iinfo(np.int32).max
+        found = self.waits.assess(
+            policy,
+            workload,
+            f,
+            free,
+            _rows_on(f, workload, free, index[codes == PASS]),
+            f.feasible_rows(workload, capacity),
+            left,
+        )
+        return found.reason if found.wait else None
 
     def _remember_workload(self, pod: dict[str, Any]) -> model.Workload:
         """The pod's workload, remembered for bind.
@@ -240,13 +289,7 @@ class Placement:
         f, free = layout.fleet, _free(workload, layout)
         policy = self.policies.current()
         index = self._positions(node_names, layout)
-        # feasible_rows checks backend, memory and free devices (so enough devices) as filter
-        # does; health and being asked about are the node-level rest of filter's checks
-        wanted = np.zeros(len(f.nodes), dtype=bool)
-        wanted[index[index >= 0]] = True
-        wanted &= f.node_healthy
-        rows = f.feasible_rows(workload, free)
-        rows = rows[wanted[f.row_node[rows]]]
+        rows = _rows_on(f, workload, free, index[index >= 0])
         prefixes = self._prefixes(f, node_names, index)
         if len(rows) == 0:
             answer = protocol.HostPriorities(prefixes, np.zeros(len(index), dtype=np.int64))
@@ -277,11 +320,36 @@ class Placement:
             policy.version,
             workload,
             shadow,
+            self._predicted(policy, workload, layout, rows, choice, [node_names[i] for i in top]),
         )
         answer = protocol.HostPriorities(prefixes, node_scores)
         return Decided(
             workload, node_names, layout.generation, policy, policy.version, answer, remembered
         )
+
+    def _predicted(
+        self,
+        policy: qpolicy.QPolicy,
+        workload: model.Workload,
+        layout: ledger_mod.Layout,
+        rows: np.ndarray,
+        choice: ports.Choice,
+        top: list[str],
+    ) -> dict[str, model.Prediction | None]:
+        """Predicted run time on the chosen node (its row) and on each top node (its best row)."""
+        f = layout.fleet
+        predicted = self.waits.predictions(policy, workload, f)
+        if np.isnan(predicted.seconds).all():
+            return {}
+        out = {f.node_names[int(f.row_node[choice.row])]: predicted.on(f, choice.row)}
+        row_nodes = f.row_node[rows]
+        for name in top:
+            if name not in out and (position := layout.positions.get(name)) is not None:
+                mine = np.flatnonzero(row_nodes == position)
+                if len(mine):
+                    best = int(rows[mine[int(np.argmax(choice.values[mine]))]])
+                    out[name] = predicted.on(f, best)
+        return out
 
     def _positions(self, node_names: tuple[str, ...], layout: ledger_mod.Layout) -> np.ndarray:
         """Fleet index of every name; the last filter's answer when these are the names it kept.
@@ -354,9 +422,20 @@ class Placement:
         except Exception as e:  # noqa: BLE001 - reported to kube-scheduler, which falls back
             self.ledger.release(args.pod_uid)
             return protocol.binding_result(f"binding failed: {e}")
-        mode = json.loads(annotations[names.ANN_DECISION])["mode"]
-        self.on_decision(mode, annotations[names.ANN_ASSIGNED_BACKEND])
+        record = json.loads(annotations[names.ANN_DECISION])
+        backend = annotations[names.ANN_ASSIGNED_BACKEND]
+        self.waits.placed(workload.uid)
+        if not self.waits.jobs.known(workload.uid):  # the informer's copy, when seen, wins
+            predicted = waits_mod.recorded(record)
+            job = waits_mod.Job(node.name, backend, workload, self.waits.clock(), predicted)
+            self.waits.jobs.add(workload.uid, job)
+        self.on_decision(record["mode"], backend)
         return protocol.binding_result()
+
+    def release(self, uid: str) -> None:
+        """Forget what pod ``uid`` held (snapshot mode's /release)."""
+        self.ledger.release(uid)
+        self.waits.jobs.remove(uid)
 
     async def _bind_plain(self, args: protocol.BindingArgs) -> dict[str, str]:
         try:
@@ -366,14 +445,30 @@ class Placement:
                 return protocol.binding_result(str(e))
         return protocol.binding_result()
 
+    def _predict_on(
+        self, workload: model.Workload, node: str, backend: str
+    ) -> model.Prediction | None:
+        """The predicted run time of ``workload`` on ``node`` with ``backend``."""
+        layout = self.ledger.layout()
+        f, position = layout.fleet, layout.positions.get(node)
+        if position is None:
+            return None
+        rows = np.flatnonzero((f.row_node == position) & (f.row_backend == backend))
+        if len(rows) == 0:
+            return None
+        policy = self.policies.current()
+        return self.waits.predictions(policy, workload, f).on(f, int(rows[0]))
+
     def annotations(
         self, workload: model.Workload, node: model.Node, devices: tuple[int, ...]
     ) -> dict[str, str]:
         """The annotations of DESIGN 9.2 written by bind."""
         seen = self.remembered.get(workload.uid)
+        predictions = seen.predictions if seen is not None else None
         if seen is None:
             mode, backend, version = "forced", acceptable_backends(workload, node)[0], 0
             values, node_scores, reason = {}, {node.name: 10}, "only feasible node (no prioritize)"
+            predictions = {node.name: self._predict_on(workload, node.name, backend)}
         elif seen.node == node.name:
             mode, backend, version = seen.mode, seen.backend, seen.version
             values, node_scores = seen.values, seen.scores
@@ -388,7 +483,14 @@ class Placement:
             )
             values, node_scores = seen.values, seen.scores
             reason = f"kube-scheduler chose {node.name}; the policy chose {seen.node}"
-        decision = decision_record(mode, node.name, values, node_scores, version, reason)
+            if node.name not in (predictions or {}):
+                predictions = {
+                    **(predictions or {}),
+                    node.name: self._predict_on(workload, node.name, backend),
+                }
+        decision = decision_record(
+            mode, node.name, values, node_scores, version, reason, predictions
+        )
         annotations = {
             names.ANN_DECISION: decision,
             names.ANN_ASSIGNED_BACKEND: backend,
@@ -409,6 +511,19 @@ def _positions(node_names: tuple[str, ...], layout: ledger_mod.Layout) -> np.nda
 def _free(w: model.Workload, layout: ledger_mod.Layout) -> np.ndarray:
     """What the workload needs free per node: devices, or CPU slots for zero GPUs."""
     return layout.free if w.gpus else layout.cpu_free
+
+
+def _rows_on(f: fleet.Fleet, w: model.Workload, free: np.ndarray, nodes: np.ndarray) -> np.ndarray:
+    """Rows of ``nodes`` (fleet indices) where ``w`` fits now, on healthy nodes only.
+
+    ``feasible_rows`` checks backend, memory and free devices as filter does; health and being
+    asked about are the node-level rest of filter's checks.
+    """
+    wanted = np.zeros(len(f.nodes), dtype=bool)
+    wanted[nodes] = True
+    wanted &= f.node_healthy
+    rows = f.feasible_rows(w, free)
+    return rows[wanted[f.row_node[rows]]]
 
 
 def _reason(code: int, w: model.Workload, position: int, layout: ledger_mod.Layout) -> str:
@@ -464,9 +579,10 @@ def decision_record(
     node_scores: dict[str, int],
     version: int,
     reason: str,
+    predictions: dict[str, model.Prediction | None] | None = None,
 ) -> str:
     """The decision JSON (keys of ``status.decision``), at most 8 KiB."""
-    record = convert.decision(mode, node, values, node_scores, version, reason)
+    record = convert.decision(mode, node, values, node_scores, version, reason, predictions)
     text = json.dumps(record, separators=(",", ":"), allow_nan=False)
     if len(text.encode()) > DECISION_MAX_BYTES:
         record["alternatives"], record["qValues"] = [], {}

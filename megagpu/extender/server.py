@@ -15,12 +15,13 @@ from pathlib import Path
 
 from aiohttp import web
 
-from megagpu.core import model, qpolicy
+from megagpu.core import model, qpolicy, waiting
 from megagpu.extender import app as app_mod
 from megagpu.extender import ledger as ledger_mod
 from megagpu.extender import metrics as metrics_mod
 from megagpu.extender import placement as placement_mod
 from megagpu.extender import protocol
+from megagpu.extender import waits as waits_mod
 
 
 class FixedPolicy:
@@ -68,7 +69,11 @@ class Listen:
 
 
 def snapshot_placement(
-    nodes: list[model.Node], policy: qpolicy.QPolicy, metrics: metrics_mod.Metrics, seed: int
+    nodes: list[model.Node],
+    policy: qpolicy.QPolicy,
+    metrics: metrics_mod.Metrics,
+    seed: int,
+    settings: waiting.Settings | None = None,
 ) -> placement_mod.Placement:
     """Placement over fixed idle nodes; bind holds devices until /release."""
 
@@ -82,6 +87,7 @@ def snapshot_placement(
         bind_in_memory,
         random.Random(seed),
         on_decision=lambda mode, backend: metrics.decisions.labels(mode, backend).inc(),
+        waits=waits_mod.Waits(settings=settings),
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+from collections.abc import Mapping
 from typing import Any
 
 from megagpu.core import model, qpolicy, work
@@ -297,18 +298,36 @@ def decision(
     node_scores: dict[str, int],
     version: int,
     reason: str,
+    predictions: Mapping[str, model.Prediction | None] | None = None,
 ) -> dict[str, Any]:
-    """The ``status.decision`` record: the chosen node and the best alternatives by value."""
+    """The ``status.decision`` record: the chosen node and the best alternatives by value.
+
+    ``predictions``: node -> predicted run time (with its log spread) where the policy has one.
+    """
     ranked = sorted((n for n in values if n != node), key=lambda n: -values[n])[:DECISION_TOP]
+    predictions = predictions or {}
+
+    def predicted(n: str) -> dict[str, float | None]:
+        p = predictions.get(n)
+        return {
+            "predictedSeconds": round(p.seconds, 1) if p else None,
+            "predictedSigma": round(p.sigma, 3) if p else None,
+        }
+
     return {
         "mode": mode,
         "score": int(node_scores.get(node, 10)),
         "qValues": {n: round(values[n], 4) for n in [node, *ranked] if n in values},
         "alternatives": [
-            {"node": n, "score": int(node_scores.get(n, 0)), "qValue": round(values[n], 4)}
+            {
+                "node": n,
+                "score": int(node_scores.get(n, 0)),
+                "qValue": round(values[n], 4),
+                **predicted(n),
+            }
             for n in ranked
         ],
         "policyVersion": version,
         "reason": reason[:256],
-        "predictedSeconds": None,
+        **predicted(node),
     }

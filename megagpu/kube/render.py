@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import datetime as dt
 from typing import Any
 
 from megagpu.core import model
@@ -64,6 +65,9 @@ def render_pod(gw: dict[str, Any], attempt: int, resource_mode: str = "megagpu")
     if isinstance(declared, dict) and "amount" in declared:
         annotations[names.ANN_WORK_AMOUNT] = str(declared["amount"])
         annotations[names.ANN_WORK_UNIT] = str(declared.get("unit", ""))
+    deadline = _deadline(meta.get("creationTimestamp"), spec.get("deadlineSeconds"))
+    if deadline is not None:
+        annotations[names.ANN_DEADLINE] = deadline
     pod_spec = {**pod_spec, "restartPolicy": "Never", "schedulerName": names.SCHEDULER_NAME}
     pod_spec["priorityClassName"] = names.PRIORITY_CLASS.format(
         priority=spec.get("priority", "normal")
@@ -97,6 +101,18 @@ def render_pod(gw: dict[str, Any], attempt: int, resource_mode: str = "megagpu")
         },
         "spec": pod_spec,
     }
+
+
+def _deadline(created: Any, seconds: Any) -> str | None:
+    """The absolute deadline as RFC 3339 text, when the workload has one."""
+    if not isinstance(seconds, int | float) or not isinstance(created, str):
+        return None
+    try:
+        start = dt.datetime.fromisoformat(created.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    end = start + dt.timedelta(seconds=float(seconds))
+    return end.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def gpu_container(spec: dict[str, Any], containers: list[Any]) -> int:

@@ -75,6 +75,7 @@ def decision(pod: dict[str, Any]) -> dict[str, Any]:
         "policyVersion": 0,
         "reason": "bound without the extender (it was down or skipped)",
         "predictedSeconds": None,
+        "predictedSigma": None,
     }
 
 

@@ -1,0 +1,275 @@
+"""Predictions and waiting in the extender (DESIGN 4): what ``core.learned.assess`` needs.
+
+``Jobs`` tracks the megagpu pods bound to nodes (workload, node, backend, start, prediction),
+fed by the pod informer or by snapshot-mode bind. ``Waits`` answers filter's question: should
+this pod stay pending for a busy, faster node? The wait is bounded by ``Settings.max_wait_s``
+from the pod's first wait (the earlier of what this process saw and the pod's
+``megagpu.io/waiting-since`` annotation, which the operator writes once, so a restart does not
+reset it) and by the workload's deadline (``megagpu.io/deadline``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from megagpu.core import fleet, learned, model, predict, qpolicy, waiting
+from megagpu.kube import convert, names
+
+REMEMBERED = 10_000
+"""First-wait times kept for pods still pending (oldest forgotten first)."""
+
+
+class Job(NamedTuple):
+    """A megagpu pod bound to a node."""
+
+    node: str
+    backend: str
+    workload: model.Workload
+    started_s: float
+    """Wall-clock (epoch) seconds when it was bound or started."""
+    prediction: model.Prediction | None
+
+
+def _epoch(text: Any) -> float | None:
+    found = convert.parse_time(text)
+    return found.timestamp() if found is not None and found.tzinfo is not None else None
+
+
+def job_from_pod(pod: dict[str, Any], now_s: float) -> Job | None:
+    """The job a bound pod is, from its annotations; None when unbound or garbled."""
+    meta, spec, st = pod.get("metadata") or {}, pod.get("spec") or {}, pod.get("status") or {}
+    node = spec.get("nodeName")
+    if not node:
+        return None
+    try:
+        workload = convert.workload_from_pod(pod)
+    except convert.ConvertError:
+        return None
+    annotations = meta.get("annotations") or {}
+    scheduled = next(
+        (
+            c.get("lastTransitionTime")
+            for c in st.get("conditions") or []
+            if c.get("type") == "PodScheduled" and c.get("status") == "True"
+        ),
+        None,
+    )
+    started = _epoch(st.get("startTime")) or _epoch(scheduled) or now_s
+    backend = str(annotations.get(names.ANN_ASSIGNED_BACKEND) or "")
+    try:
+        record = json.loads(annotations.get(names.ANN_DECISION) or "{}")
+    except ValueError:
+        record = None
+    return Job(str(node), backend, workload, started, recorded(record))
+
+
+def recorded(record: Any) -> model.Prediction | None:
+    """The prediction a decision record carries, if usable."""
+    if not isinstance(record, dict):
+        return None
+    seconds, sigma = record.get("predictedSeconds"), record.get("predictedSigma")
+    if not isinstance(seconds, int | float) or not isinstance(sigma, int | float):
+        return None
+    if not (math.isfinite(seconds) and seconds > 0 and math.isfinite(sigma) and sigma >= 0):
+        return None
+    return model.Prediction(float(seconds), float(sigma), "recorded")
+
+
+class Jobs:
+    """Bound megagpu pods by node; thread-safe (informer threads write, requests read)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._on: dict[str, dict[str, Job]] = {}
+        self._node_of: dict[str, str] = {}
+
+    def add(self, uid: str, job: Job) -> None:
+        """Record that pod ``uid`` runs ``job``."""
+        with self._lock:
+            self._drop(uid)
+            self._on.setdefault(job.node, {})[uid] = job
+            self._node_of[uid] = job.node
+
+    def known(self, uid: str) -> bool:
+        """Whether pod ``uid`` is recorded."""
+        return uid in self._node_of
+
+    def remove(self, uid: str) -> None:
+        """Forget pod ``uid`` (it ended or went away)."""
+        with self._lock:
+            self._drop(uid)
+
+    def _drop(self, uid: str) -> None:
+        node = self._node_of.pop(uid, None)
+        if node is not None:
+            jobs = self._on.get(node, {})
+            jobs.pop(uid, None)
+            if not jobs:
+                self._on.pop(node, None)
+
+    def on(self, node: str) -> list[Job]:
+        """The jobs on ``node``."""
+        with self._lock:
+            return list(self._on.get(node, {}).values())
+
+
+class _RunningOn(Mapping[int, Sequence[fleet.Running]]):
+    """Node index -> its running jobs as ``fleet.Running``, built only for nodes asked about."""
+
+    def __init__(self, jobs: Jobs, f: fleet.Fleet, gpus: bool) -> None:
+        self._jobs, self._fleet, self._gpus = jobs, f, gpus
+
+    def __getitem__(self, node: int) -> Sequence[fleet.Running]:
+        f = self._fleet
+        rows = np.flatnonzero(f.row_node == node)
+        if len(rows) == 0:
+            return []
+        out = []
+        for job in self._jobs.on(f.node_names[node]):
+            if (job.workload.gpus > 0) != self._gpus:
+                continue  # devices and CPU slots free independently
+            match = [r for r in rows.tolist() if f.row_backend[r] == job.backend]
+            row = match[0] if match else int(rows[0])
+            out.append(
+                fleet.Running(
+                    job.workload, row, job.started_s, max(job.workload.gpus, 1), job.prediction
+                )
+            )
+        return out
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+
+class Predictions(NamedTuple):
+    """A workload's predicted run time per action of one fleet, under one policy version."""
+
+    seconds: np.ndarray
+    sigma: np.ndarray
+    source: str
+
+    def on(self, f: fleet.Fleet, row: int) -> model.Prediction | None:
+        """The prediction on fleet row ``row`` (None when there is none)."""
+        aid = int(f.row_action_id[row])
+        if math.isnan(self.seconds[aid]):
+            return None
+        return model.Prediction(float(self.seconds[aid]), float(self.sigma[aid]), self.source)
+
+
+class Waits:
+    """Predicted run times per candidate and the wait decision, for filter and prioritize."""
+
+    def __init__(
+        self,
+        jobs: Jobs | None = None,
+        settings: waiting.Settings | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.jobs = jobs or Jobs()
+        self.settings = settings or waiting.Settings()
+        self.clock = clock
+        """Wall clock (epoch seconds): pods' start times and annotations are on it."""
+        self._first: OrderedDict[str, float] = OrderedDict()
+        self._memo: learned.Memo = {}
+        self._memo_of: tuple[object, int, object] = (None, -1, None)
+        self._last: tuple[model.Workload, qpolicy.QPolicy, int, fleet.Fleet, Predictions] | None = (
+            None
+        )
+
+    def predictions(
+        self, policy: qpolicy.QPolicy, workload: model.Workload, f: fleet.Fleet
+    ) -> Predictions:
+        """``predict.action_run_times`` of ``workload``, kept for the last workload asked."""
+        last = self._last
+        if (
+            last is not None
+            and last[0] is workload
+            and last[1] is policy
+            and last[2] == policy.version
+            and last[3] is f
+        ):
+            return last[4]
+        found = Predictions(*predict.action_run_times(policy, workload, f))
+        self._last = (workload, policy, policy.version, f, found)
+        return found
+
+    def wait_left(
+        self,
+        policy: qpolicy.QPolicy,
+        workload: model.Workload,
+        pod: dict[str, Any],
+        f: fleet.Fleet,
+    ) -> float:
+        """How much longer the pod may be kept pending (0: place it now).
+
+        0 also when the workload has no prediction (no size, or nothing learned): it never
+        waits. A garbled ``waiting-since`` or ``deadline`` annotation counts as a bound passed:
+        the pod is placed rather than kept waiting on a time nobody can read.
+        """
+        if policy.params.mode == "shadow":
+            return 0.0
+        if np.isnan(self.predictions(policy, workload, f).seconds).all():
+            return 0.0
+        now = self.clock()
+        annotations = (pod.get("metadata") or {}).get("annotations") or {}
+        first = self._first.get(workload.uid, now)
+        if names.ANN_WAITING_SINCE in annotations:
+            since = _epoch(annotations[names.ANN_WAITING_SINCE])
+            if since is None:
+                return 0.0
+            first = min(first, since)
+        left = self.settings.max_wait_s - (now - first)
+        if names.ANN_DEADLINE in annotations:
+            deadline = _epoch(annotations[names.ANN_DEADLINE])
+            left = min(left, deadline - now) if deadline is not None else 0.0
+        return max(left, 0.0)
+
+    def assess(
+        self,
+        policy: qpolicy.QPolicy,
+        workload: model.Workload,
+        f: fleet.Fleet,
+        free: np.ndarray,
+        rows: np.ndarray,
+        busy_rows: np.ndarray,
+        wait_left_s: float,
+    ) -> waiting.Assessment:
+        """Predictions over free ``rows`` and ``busy_rows``, and whether to wait.
+
+        Waiting starts the pod's wait clock (``placed`` forgets it).
+        """
+        of = self._memo_of
+        if of[0] is not policy or of[1] != policy.version or of[2] is not f:
+            self._memo.clear()
+            self._memo_of = (policy, policy.version, f)
+        view = fleet.View(
+            f,
+            rows,
+            free,
+            busy_rows=busy_rows,
+            running=_RunningOn(self.jobs, f, workload.gpus > 0),
+            now_s=self.clock(),
+            wait_left_s=wait_left_s,
+        )
+        found = learned.assess(policy, workload, view, self.settings, self._memo)
+        if found.wait:
+            self._first.setdefault(workload.uid, view.now_s)
+            self._first.move_to_end(workload.uid)
+            while len(self._first) > REMEMBERED:
+                self._first.popitem(last=False)
+        return found
+
+    def placed(self, uid: str) -> None:
+        """The pod was bound: its wait is over."""
+        self._first.pop(uid, None)

@@ -1,0 +1,193 @@
+"""Predictions in decisions and waiting in filter (issue 18)."""
+
+import asyncio
+import json
+import random
+
+import pytest
+
+from megagpu.core import model, qpolicy, waiting
+from megagpu.extender import ledger, placement, server, waits
+from megagpu.kube import convert
+from tests.extender.helpers import Recorder, args, binding, pod
+from tests.helpers import node
+
+FAST = node("fast-0", "fast", devices=1, fp16=400.0, gbps=3000.0)
+SLOW = node("slow-0", "slow", devices=1, fp16=100.0, gbps=1000.0)
+NAMES = ["fast-0", "slow-0"]
+NOW = 1_800_000_000.0
+
+
+def trained() -> qpolicy.QPolicy:
+    """A policy that has seen the pods' class run at 10 units/s on fast and 1/s on slow."""
+    policy = qpolicy.QPolicy(qpolicy.Params(epsilon_start=0.0, epsilon_min=0.0))
+    w = convert.workload_from_pod(pod("seed", **{"megagpu.io/work-amount": "100"}))
+    for i in range(4):
+        for device, seconds in (("fast", 10.0), ("slow", 100.0)):
+            policy.observe(
+                model.Outcome(
+                    uid=f"o{i}{device}",
+                    workload=w,
+                    node=f"{device}-0",
+                    backend="cuda",
+                    device_class=device,
+                    duration_s=seconds,
+                    work=100.0,
+                    work_source="reported",
+                )
+            )
+    return policy
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = NOW
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make(max_wait_s: float = 60.0) -> tuple[placement.Placement, Recorder, Clock]:
+    clock, recorder = Clock(), Recorder()
+    w = waits.Waits(settings=waiting.Settings(max_wait_s=max_wait_s), clock=clock)
+    p = placement.Placement(
+        ledger.Ledger([FAST, SLOW]),
+        server.FixedPolicy(trained()),
+        recorder,
+        random.Random(0),
+        waits=w,
+    )
+    return p, recorder, clock
+
+
+def busy_fast(p: placement.Placement, predicted: float = 10.0) -> None:
+    """Another pod has run 5 s of a predicted ``predicted`` s on the fast node."""
+    p.ledger.hold("busy", "fast-0", (0,))
+    w = convert.workload_from_pod(pod("busy", **{"megagpu.io/work-amount": "100"}))
+    prediction = model.Prediction(predicted, 0.05, "declared")
+    p.waits.jobs.add("busy", waits.Job("fast-0", "cuda", w, NOW - 5.0, prediction))
+
+
+def sized(uid: str, **extra: str) -> dict:
+    return pod(uid, **{"megagpu.io/work-amount": "100", **extra})
+
+
+def test_filter_keeps_the_pod_pending_for_a_busy_faster_node():
+    p, _, _ = make()
+    busy_fast(p)
+    result = p.filter(args(sized("a"), NAMES))
+    assert result["NodeNames"] == []
+    reasons = set(result["FailedNodes"].values())
+    assert len(reasons) == 1
+    (reason,) = reasons
+    assert reason.startswith("waiting for fast-0: predicted finish") and "on slow-0" in reason
+
+
+def test_no_wait_when_the_fast_node_frees_too_late():
+    p, _, _ = make()
+    busy_fast(p, predicted=500.0)
+    assert p.filter(args(sized("a"), NAMES))["NodeNames"] == ["slow-0"]
+
+
+def test_an_unsized_workload_never_waits_and_gets_no_prediction():
+    p, rec, _ = make()
+    busy_fast(p)
+    unknown = pod("a", **{"megagpu.io/model": "never-seen"})  # no size, no history
+    assert p.filter(args(unknown, NAMES))["NodeNames"] == ["slow-0"]
+    asyncio.run(p.bind(binding("a", "slow-0")))
+    decision = json.loads(rec.calls[-1][1]["megagpu.io/decision"])
+    assert decision["predictedSeconds"] is None and decision["predictedSigma"] is None
+
+
+def test_the_wait_bound_holds_from_the_first_wait():
+    p, _, clock = make(max_wait_s=60.0)
+    busy_fast(p)
+    # overdue: it keeps "finishing soon", a wrong prediction the bound must cut short
+    p.waits.jobs.add("busy", p.waits.jobs.on("fast-0")[0]._replace(started_s=NOW - 50.0))
+    assert p.filter(args(sized("a"), NAMES))["NodeNames"] == []
+    clock.now += 59.0
+    assert p.filter(args(sized("a"), NAMES))["NodeNames"] == []
+    clock.now += 2.0
+    assert p.filter(args(sized("a"), NAMES))["NodeNames"] == ["slow-0"]
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("megagpu.io/waiting-since", "2020-01-01T00:00:00Z"),  # waited long ago: bound passed
+        ("megagpu.io/waiting-since", "yesterday-ish"),  # garbled: placed, never stuck
+        ("megagpu.io/deadline", "2020-01-01T00:00:00Z"),  # the deadline passed
+        ("megagpu.io/deadline", "soon"),
+    ],
+)
+def test_annotations_that_end_the_wait(key, value):
+    p, _, _ = make()
+    busy_fast(p)
+    assert p.filter(args(sized("a", **{key: value}), NAMES))["NodeNames"] == ["slow-0"]
+
+
+def test_a_restart_keeps_the_first_wait_through_the_annotation():
+    p, _, _ = make(max_wait_s=60.0)
+    busy_fast(p)
+    since = "2027-01-15T08:00:00Z"  # NOW is 2027-01-15T08:00:00Z
+    assert convert.parse_time(since).timestamp() == NOW
+    p.waits.clock.now = NOW + 61.0  # type: ignore[attr-defined]
+    p.waits.jobs.add("busy", p.waits.jobs.on("fast-0")[0]._replace(started_s=NOW + 56.0))
+    assert p.filter(args(sized("a"), NAMES))["NodeNames"] == []  # a fresh process would wait
+    assert p.filter(args(sized("b", **{"megagpu.io/waiting-since": since}), NAMES))[
+        "NodeNames"
+    ] == ["slow-0"]
+
+
+def test_garbled_workload_annotations_get_a_clear_error():
+    p, _, _ = make()
+    busy_fast(p)
+    result = p.filter(args(sized("a", **{"megagpu.io/work-amount": "lots"}), NAMES))
+    assert "work-amount is not a number" in result["Error"]
+
+
+def test_decisions_carry_predictions_for_the_choice_and_alternatives():
+    p, rec, _ = make()
+    assert p.filter(args(sized("a"), NAMES))["NodeNames"] == NAMES
+    p.prioritize(args(sized("a"), NAMES))
+    asyncio.run(p.bind(binding("a", "fast-0")))
+    decision = json.loads(rec.calls[-1][1]["megagpu.io/decision"])
+    assert set(decision) == placement.DECISION_KEYS
+    assert decision["predictedSeconds"] == pytest.approx(10.0, rel=0.01)
+    assert 0 < decision["predictedSigma"] < 0.2
+    (alternative,) = decision["alternatives"]
+    assert alternative["node"] == "slow-0"
+    assert alternative["predictedSeconds"] == pytest.approx(100.0, rel=0.01)
+    # the bound pod is a running job with its prediction until the informer says otherwise
+    (job,) = p.waits.jobs.on("fast-0")
+    assert job.prediction is not None and job.prediction.seconds == pytest.approx(10.0, rel=0.01)
+    p.release("a")
+    assert p.waits.jobs.on("fast-0") == []
+
+
+def test_forced_binds_carry_the_prediction_of_their_node():
+    p, rec, _ = make()
+    p.filter(args(sized("f"), ["slow-0"]))
+    asyncio.run(p.bind(binding("f", "slow-0")))
+    decision = json.loads(rec.calls[-1][1]["megagpu.io/decision"])
+    assert decision["mode"] == "forced"
+    assert decision["predictedSeconds"] == pytest.approx(100.0, rel=0.01)
+
+
+def test_job_from_pod_reads_start_and_recorded_prediction():
+    bound = sized("r")
+    bound["spec"] = {"nodeName": "fast-0"}
+    bound["status"] = {"phase": "Running", "startTime": "2027-01-15T08:00:00Z"}
+    bound["metadata"]["annotations"].update(
+        {
+            "megagpu.io/assigned-backend": "cuda",
+            "megagpu.io/decision": json.dumps({"predictedSeconds": 12.0, "predictedSigma": 0.1}),
+        }
+    )
+    job = waits.job_from_pod(bound, 0.0)
+    assert job is not None and job.started_s == NOW and job.prediction.seconds == 12.0
+    bound["metadata"]["annotations"]["megagpu.io/decision"] = "{not json"
+    job = waits.job_from_pod(bound, 0.0)
+    assert job is not None and job.prediction is None
+    bound["metadata"]["annotations"]["megagpu.io/gpus"] = "many"
+    assert waits.job_from_pod(bound, 0.0) is None
