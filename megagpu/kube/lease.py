@@ -35,6 +35,8 @@ RENEW_DEADLINE_S = 10
 """A leader that has not renewed for this long steps down (before any standby can take over)."""
 RETRY_S = 2
 """How often the leader renews and a standby tries."""
+CALL_TIMEOUT_S = 5
+"""Each API call's timeout: a call hung on a lost API server ends and counts as failed."""
 
 
 class Lost(Exception):
@@ -71,7 +73,9 @@ class Lease:
         """
         now = self._monotonic()
         try:
-            current = self.api.read_namespaced_lease(NAME, self.namespace)
+            current = self.api.read_namespaced_lease(
+                NAME, self.namespace, _request_timeout=CALL_TIMEOUT_S
+            )
         except ApiException as e:
             if e.status != 404:
                 raise
@@ -94,7 +98,9 @@ class Lease:
             lease_transitions=(held.lease_transitions or 0) + (0 if mine else 1),
         )
         try:
-            written = self.api.replace_namespaced_lease(NAME, self.namespace, current)
+            written = self.api.replace_namespaced_lease(
+                NAME, self.namespace, current, _request_timeout=CALL_TIMEOUT_S
+            )
         except ApiException as e:
             if e.status == 409:
                 return False
@@ -113,7 +119,9 @@ class Lease:
         )
         body = client.V1Lease(metadata=client.V1ObjectMeta(name=NAME), spec=spec)
         try:
-            written = self.api.create_namespaced_lease(self.namespace, body)
+            written = self.api.create_namespaced_lease(
+                self.namespace, body, _request_timeout=CALL_TIMEOUT_S
+            )
         except ApiException as e:
             if e.status == 409:
                 return False

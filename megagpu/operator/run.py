@@ -23,6 +23,10 @@ from megagpu.operator import handlers, registry
 from megagpu.operator import metrics as metrics_mod
 
 LOG = logging.getLogger("megagpu.operator")
+STEP_DOWN_GRACE_S = 5.0
+"""How long kopf may take to finish after this replica stepped down, before a hard exit."""
+EXIT_STEPPED_DOWN = 3
+"""The exit status of a replica that lost the Lease."""
 
 
 def identity() -> str:
@@ -61,8 +65,10 @@ async def run(
     stop = threading.Event()
 
     async def keep() -> None:
-        await elector.keep()
+        why = await elector.keep()
         stop.set()  # kopf finishes and returns: this process is no leader any more
+        await asyncio.sleep(STEP_DOWN_GRACE_S)
+        _exit(f"kopf still ran {STEP_DOWN_GRACE_S} s after stepping down ({why})")
 
     renewer = asyncio.create_task(keep())
     try:
@@ -78,6 +84,20 @@ async def run(
         renewer.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await renewer
+    if not elector.leading:
+        _exit("stepped down")
+
+
+def _exit(why: str) -> None:
+    """End the process now, as client-go's leader election does when leadership is lost.
+
+    A replica that lost the Lease must do no more work, and a graceful exit could wait forever
+    on API calls hung with the API server it lost (the executor's threads are joined at exit).
+    The Deployment starts it again, as a standby.
+    """
+    LOG.error("exiting: %s", why)
+    logging.shutdown()
+    os._exit(EXIT_STEPPED_DOWN)
 
 
 async def _serve_standby_liveness(url: str) -> web.AppRunner:

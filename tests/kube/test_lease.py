@@ -29,7 +29,7 @@ class FakeLeases:
         if self.caller in self.failing:
             raise ApiException(status=self.failing[self.caller])
 
-    def read_namespaced_lease(self, name, namespace):
+    def read_namespaced_lease(self, name, namespace, **_):
         self._check()
         if self.stored is None:
             raise ApiException(status=404)
@@ -44,13 +44,13 @@ class FakeLeases:
             metadata=types.SimpleNamespace(resource_version=str(self.version))
         )
 
-    def create_namespaced_lease(self, namespace, body):
+    def create_namespaced_lease(self, namespace, body, **_):
         self._check()
         if self.stored is not None:
             raise ApiException(status=409)
         return self._store(body)
 
-    def replace_namespaced_lease(self, name, namespace, body):
+    def replace_namespaced_lease(self, name, namespace, body, **_):
         self._check()
         if body.metadata.resource_version != str(self.version):
             raise ApiException(status=409)
@@ -130,8 +130,8 @@ def test_a_lost_race_is_not_an_error():
     clock.t += 100
     original = api.read_namespaced_lease
 
-    def read_then_someone_writes(name, namespace):
-        found = original(name, namespace)
+    def read_then_someone_writes(name, namespace, **kwargs):
+        found = original(name, namespace, **kwargs)
         api.version += 1  # another replica renewed in between
         return found
 
@@ -209,3 +209,24 @@ async def test_a_standby_waits_through_api_errors_and_then_leads():
     standby._sleep = sleep
     await standby.acquire()
     assert standby.leading and api.stored.spec.holder_identity == "b"
+
+
+def test_every_lease_call_has_a_timeout_so_a_lost_api_server_cannot_hang_it():
+    api, clock = FakeLeases(), Clock()
+    seen = []
+    for verb in ("read_namespaced_lease", "create_namespaced_lease", "replace_namespaced_lease"):
+        original = getattr(api, verb)
+
+        def timed(*args, _original=original, _verb=verb, **kwargs):
+            seen.append((_verb, kwargs.get("_request_timeout")))
+            return _original(*args, **kwargs)
+
+        setattr(api, verb, timed)
+    candidate = Candidate(api, "a", clock)
+    assert candidate.try_acquire_or_renew() and candidate.try_acquire_or_renew()
+    assert {verb for verb, _ in seen} == {
+        "read_namespaced_lease",
+        "create_namespaced_lease",
+        "replace_namespaced_lease",
+    }
+    assert {timeout for _, timeout in seen} == {lease.CALL_TIMEOUT_S}
