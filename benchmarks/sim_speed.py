@@ -3,6 +3,8 @@
 Writes benchmarks/results/sim-speed.json. Run: make bench-sim.
 Goals: scoring 1,000 candidate nodes < 1 ms; an update from a 64-sample minibatch < 2 ms;
 100,000 jobs on a 500-node cluster < 60 s with least_allocated and < 300 s with learned.
+Also measured (issue 18): a decision of learned with predictions and waiting over 1,000 nodes,
+600 of them busy (each running one job), the fastest 200 among them.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import common  # noqa: E402
-from megagpu.core import fleet, model, qpolicy, scoring  # noqa: E402
+from megagpu.core import fleet, learned, model, qpolicy, scoring  # noqa: E402
 from megagpu.io import devices, presets  # noqa: E402
 from megagpu.sim import runner, simulator  # noqa: E402
 
@@ -59,6 +61,46 @@ def scoring_1000() -> dict[str, float]:
 
     decide()
     return per_call_ms(decide, 300)
+
+
+def predict_and_wait_1000() -> dict[str, float]:
+    """One learned decision with predictions and the wait decision, 400 free and 600 busy nodes."""
+    cluster = nodes(1000)
+    f = fleet.Fleet.build(cluster)
+    policy = learned.LearnedPolicy()
+    for i, node in enumerate(cluster[:: len(cluster) // 5]):
+        w = model.Workload(uid=f"o{i}", workload_type="training", model="resnet-50-bs64", gpus=1)
+        policy.observe(
+            model.Outcome(
+                uid=w.uid,
+                workload=w,
+                node=node.name,
+                backend="cuda",
+                device_class=node.device_class,
+                duration_s=100.0 * (i + 1),
+                work=1000.0,
+                work_source="reported",
+            )
+        )
+    w = model.Workload(
+        uid="w",
+        workload_type="training",
+        model="resnet-50-bs64",
+        gpus=1,
+        declared=model.Work(1000.0),
+    )
+    # the fastest class (the first 200 nodes) is all busy, so that every one is a candidate
+    free = np.asarray([n.slots if i % 2 and i >= 200 else 0 for i, n in enumerate(cluster)])
+    full = np.asarray([n.slots for n in cluster])
+    rows = f.feasible_rows(w, free)
+    busy = np.setdiff1d(f.feasible_rows(w, full), rows)
+    running = {int(f.row_node[r]): [fleet.Running(w, int(r), 0.0, 8, None)] for r in busy.tolist()}
+    view = fleet.View(
+        f, rows, free, 3, busy_rows=busy, running=running, now_s=50.0, wait_left_s=3600.0
+    )
+    rng = random.Random(0)
+    policy.choose(w, view, rng)
+    return per_call_ms(lambda: policy.choose(w, view, rng), 300)
 
 
 def update_64() -> dict[str, float]:
@@ -104,6 +146,7 @@ def main() -> None:
     results = {
         **common.header(),
         "score_1000_nodes": scoring_1000(),
+        "predict_and_wait_1000_nodes": predict_and_wait_1000(),
         "update_minibatch_64": update_64(),
         "jobs_100k_nodes_500_seconds": {p: big_run(p) for p in ("least_allocated", "learned")},
     }

@@ -55,6 +55,10 @@ class Settings:
     """No wait on a busy finish whose log spread is above this (x2.7): a size estimated from
     a heavy-tailed class's history (Philly's run times span x1000) says too little about one
     job, and a wrong wait costs more than the margin can cover."""
+    max_busy_nodes: int = 16
+    """Busy nodes examined per decision: those of the shortest predicted run time, the most
+    free slots first. Bounds a decision's cost on a large cluster (a node's free time walks
+    what runs there and the queue ahead); the 17th equally fast node rarely frees sooner."""
     confident: float = 0.2
     """The learned policy places on the free row of earliest predicted finish, without
     exploring, when every free row's prediction has a log spread below this (0: never; it then
@@ -65,6 +69,8 @@ class Settings:
     def __post_init__(self) -> None:
         for name in ("max_wait_s", "margin", "caution", "max_sigma", "confident"):
             model.check_finite(f"waiting.{name}", getattr(self, name))
+        if self.max_busy_nodes < 0:
+            raise model.ValidationError("waiting.max_busy_nodes must be >= 0")
 
 
 ORACLE = Settings(margin=0.0, caution=0.0)
@@ -200,7 +206,11 @@ def plan(
         )
     b_run, b_sigma = run_times(busy)
     with np.errstate(invalid="ignore"):
-        promising = np.flatnonzero(b_run * math.exp(settings.margin) < best_s)
+        # a wait can only pay where the run alone beats the best free finish by the margin
+        gain = np.log(best_s / b_run) - settings.margin - settings.caution * b_sigma
+        promising = np.flatnonzero((gain > 0) & (b_sigma <= settings.max_sigma))
+    nodes_free = view.free_slots[f.row_node[busy[promising]]]
+    promising = promising[np.lexsort((-nodes_free, b_run[promising]))][: settings.max_busy_nodes]
     busy, b_run, b_sigma = busy[promising], b_run[promising], b_sigma[promising]
     b_start = np.full(len(busy), np.nan)
     b_spread = np.zeros(len(busy))

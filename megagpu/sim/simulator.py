@@ -16,7 +16,7 @@ from __future__ import annotations
 import bisect
 import heapq
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -137,6 +137,45 @@ class _Running(NamedTuple):
     job: int
 
 
+class _Ahead(Mapping[int, Sequence[fleet.Running]]):
+    """Pending jobs ahead in one scheduling pass, in queue order, per node on demand.
+
+    A blocked job (no room now) may take any node it fits; a waiting job only the node it
+    waits for. Lists are built only for the nodes a waiting policy asks about.
+    """
+
+    def __init__(self, nodes: int, now_s: float) -> None:
+        self._nodes, self._now = nodes, now_s
+        self._entries: list[tuple[model.Workload, np.ndarray] | tuple[int, fleet.Running]] = []
+
+    def block(self, workload: model.Workload, row_nodes: np.ndarray, rows: np.ndarray) -> None:
+        """A job that fits ``rows`` (on ``row_nodes``) but found none free."""
+        row_of = np.full(self._nodes, -1, dtype=np.int64)
+        row_of[row_nodes[::-1]] = rows[::-1]  # the first row of each node
+        self._entries.append((workload, row_of))
+
+    def wait(self, node: int, job: fleet.Running) -> None:
+        """A job that waits for ``node``."""
+        self._entries.append((node, job))
+
+    def __getitem__(self, node: int) -> list[fleet.Running]:
+        out = []
+        for key, value in self._entries:
+            if isinstance(value, fleet.Running):
+                if key == node:
+                    out.append(value)
+            elif isinstance(key, model.Workload) and value[node] >= 0:
+                need = max(key.gpus, 1)
+                out.append(fleet.Running(key, int(value[node]), self._now, need))
+        return out
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self._nodes))
+
+    def __len__(self) -> int:
+        return self._nodes
+
+
 PolicyFactory = Callable[[baselines.ThroughputFn], ports.Policy]
 """Builds a policy, given the true current throughput (only the oracle uses it)."""
 
@@ -237,9 +276,7 @@ def simulate(
             )
         )
 
-    def waiting_view(
-        index: int, rows: np.ndarray, queued: int, ahead: dict[int, list[fleet.Running]]
-    ) -> fleet.View:
+    def waiting_view(index: int, rows: np.ndarray, queued: int, ahead: _Ahead) -> fleet.View:
         """The view of a waiting policy: busy rows, what runs there, and the wait left."""
         job = scenario.jobs[index]
         workload = job.workload
@@ -268,18 +305,14 @@ def simulate(
         max_free = int(free.max()) if len(free) else 0
         kept: list[tuple[int, float, int]] = []
         scanned = 0
-        ahead: dict[int, list[fleet.Running]] = {}
-        """Node -> pending jobs ahead in this pass that may take it (for a waiting policy)."""
+        ahead = _Ahead(len(scenario.nodes), now)
 
         def blocked(workload: model.Workload) -> None:
             """A job ahead that found no room: it may take any node it fits when that frees."""
             thr, _ = scenario.table.arrays(f, workload.model, workload.gpus)
             fits = f.feasible_rows(workload, slots)
             fits = fits[thr[fits] > 0]
-            nodes, first = np.unique(f.row_node[fits], return_index=True)
-            for node_index, row in zip(nodes.tolist(), fits[first].tolist(), strict=True):
-                job_ahead = fleet.Running(workload, row, now, max(workload.gpus, 1))
-                ahead.setdefault(node_index, []).append(job_ahead)
+            ahead.block(workload, f.row_node[fits], fits)
 
         for entry in queue:
             index = entry[2]
@@ -312,7 +345,7 @@ def simulate(
                     first_wait[index] = now
                     heapq.heappush(wakes, now + max_wait_s)
                 job_ahead = fleet.Running(workload, choice.row, now, need, choice.prediction)
-                ahead.setdefault(int(f.row_node[choice.row]), []).append(job_ahead)
+                ahead.wait(int(f.row_node[choice.row]), job_ahead)
                 kept.append(entry)
                 continue
             node_index = int(f.row_node[choice.row])
