@@ -29,7 +29,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks import common, extender_load  # noqa: E402
+from benchmarks import common, extender_inprocess, extender_load  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -334,6 +334,21 @@ def report(result: dict[str, Any]) -> str:
             f"| {r['memory_mib_idle']['VmRSS']} / {r['memory_mib_after']['VmHWM']} "
             f"| CPU < {goals['idle_cpu_share']}, p99 < {goals['pair_p99_ms']} ms |"
         )
+    lines.append(
+        "\nIn-process (benchmarks/extender_inprocess.py: no control plane on the machine, no "
+        "HTTP): GpuNode watch events through the extender's informer path, and filter+prioritize "
+        f"of {extender_inprocess.CYCLES} pods with a thread feeding events at the live rate "
+        "and without it.\n\n| nodes | µs per GpuNode event | events/s | predicted CPU (share "
+        "of a core) | filter+prioritize p50 / p99 (ms), updates flowing | same, no updates |\n"
+        "|---|---|---|---|---|---|"
+    )
+    for r in result.get("in_process", []):
+        busy, quiet = r["pair_ms_updates_flowing"], r["pair_ms_no_updates"]
+        lines.append(
+            f"| {r['nodes']} | {r['per_event_us']} | {r['events_per_s']:.0f} "
+            f"| {r['predicted_cpu_share_of_a_core']} | {busy['p50']} / {busy['p99']} "
+            f"| {quiet['p50']} / {quiet['p99']} |"
+        )
     lines.extend(f"\n{note}" for note in result.get("notes", []))
     return "\n".join(lines) + "\n"
 
@@ -343,6 +358,7 @@ def main() -> None:
     suffix = "" if sizes == [1000, 5000] else "-" + "-".join(map(str, sizes))
     result: dict[str, Any] = {**common.header(), "sizes": sizes, "runs": []}
     RESULTS.mkdir(exist_ok=True)
+    result["in_process"] = [extender_inprocess.measure(size) for size in sizes]
     with tempfile.TemporaryDirectory() as tmp:
         for size in sizes:  # written after each size: a later one may not finish
             result["runs"].append(measure(size, Path(tmp)))
