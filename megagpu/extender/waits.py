@@ -5,7 +5,8 @@ fed by the pod informer or by snapshot-mode bind. ``Waits`` answers filter's que
 this pod stay pending for a busy, faster node? The wait is bounded by ``Settings.max_wait_s``
 from the pod's first wait (the earlier of what this process saw and the pod's
 ``megagpu.io/waiting-since`` annotation, which the operator writes once, so a restart does not
-reset it) and by the workload's deadline (``megagpu.io/deadline``).
+reset it), by the workload's deadline (``megagpu.io/deadline``) and by its start timeout (a
+pod not Running within startTimeoutSeconds of its creation fails its attempt).
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from megagpu.kube import convert, names
 
 REMEMBERED = 10_000
 """First-wait times kept for pods still pending (oldest forgotten first)."""
+START_MARGIN = 0.2
+"""Share of startTimeoutSeconds left for binding and starting after a wait (60 s of 300)."""
 
 
 class Job(NamedTuple):
@@ -81,6 +84,22 @@ def recorded(record: Any) -> model.Prediction | None:
     if not (math.isfinite(seconds) and seconds > 0 and math.isfinite(sigma) and sigma >= 0):
         return None
     return model.Prediction(float(seconds), float(sigma), "recorded")
+
+
+def _start_left(pod: dict[str, Any], timeout: Any, now_s: float) -> float:
+    """Wait left before the operator's start timeout would fail the attempt.
+
+    The wait ends ``START_MARGIN`` of the timeout early, so that the pod can still bind and
+    start; an unreadable timeout or creation time leaves no wait.
+    """
+    created = _epoch((pod.get("metadata") or {}).get("creationTimestamp"))
+    try:
+        seconds = float(timeout)
+    except (TypeError, ValueError):
+        return 0.0
+    if created is None or not math.isfinite(seconds):
+        return 0.0
+    return created + (1.0 - START_MARGIN) * seconds - now_s
 
 
 class Jobs:
@@ -233,6 +252,8 @@ class Waits:
         if names.ANN_DEADLINE in annotations:
             deadline = _epoch(annotations[names.ANN_DEADLINE])
             left = min(left, deadline - now) if deadline is not None else 0.0
+        if names.ANN_START_TIMEOUT in annotations:
+            left = min(left, _start_left(pod, annotations[names.ANN_START_TIMEOUT], now))
         return max(left, 0.0)
 
     def assess(

@@ -2,9 +2,23 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
+from megagpu.core import waiting
+
 Obj = dict[str, Any]
+
+
+def predicted(record: Obj) -> str:
+    """The record's prediction as text (``, predicted 2.0 h (+-10%)``), else empty."""
+    seconds, sigma = record.get("predictedSeconds"), record.get("predictedSigma")
+    if not isinstance(seconds, int | float) or not math.isfinite(seconds):
+        return ""
+    spread = ""
+    if isinstance(sigma, int | float) and math.isfinite(sigma) and 0 <= sigma < 5:
+        spread = f" (+-{100 * (math.exp(sigma) - 1):.0f}%)"
+    return f", predicted {waiting.duration(float(seconds))}{spread}"
 
 
 def event_time(event: Obj) -> str:
@@ -17,6 +31,16 @@ def event_time(event: Obj) -> str:
         or (event.get("metadata") or {}).get("creationTimestamp")
         or ""
     )
+
+
+def _versus(decision: Obj, st: Obj) -> str:
+    """How the run time compared with its prediction (`` (ran 2.00x the predicted 10 s)``)."""
+    seconds, actual = decision.get("predictedSeconds"), st.get("durationSeconds")
+    if not isinstance(seconds, int | float) or not isinstance(actual, int | float):
+        return ""
+    if not seconds > 0 or not math.isfinite(actual / seconds):
+        return ""
+    return f" (ran {actual / seconds:.2f}x the predicted {waiting.duration(float(seconds))})"
 
 
 def lines(gw: Obj, events: list[Obj], last_events: int = 10) -> list[str]:
@@ -38,15 +62,20 @@ def lines(gw: Obj, events: list[Obj], last_events: int = 10) -> list[str]:
         out.append(
             f"  chosen   {st.get('node')}: score {decision.get('score')}"
             + (f", Q {chosen_q:+.3f}" if isinstance(chosen_q, int | float) else "")
+            + predicted(decision)
         )
         for alt in decision.get("alternatives") or []:
-            out.append(f"  instead  {alt['node']}: score {alt['score']}, Q {alt['qValue']:+.3f}")
-        if isinstance(decision.get("predictedSeconds"), int | float):
-            out.append(f"  predicted {decision['predictedSeconds']:.0f} s")
+            out.append(
+                f"  instead  {alt['node']}: score {alt['score']}, Q {alt['qValue']:+.3f}"
+                + predicted(alt)
+            )
     else:
         out.append("not placed yet")
     if "reward" in st:
-        out.append(f"outcome: {st.get('durationSeconds')} s, reward {st['reward']:+.3f}")
+        out.append(
+            f"outcome: {st.get('durationSeconds')} s{_versus(decision, st)}, "
+            f"reward {st['reward']:+.3f}"
+        )
     work = st.get("work") or {}
     if isinstance(work.get("amount"), int | float):
         out.append(f"  size {work['amount']:g} {work.get('unit') or ''} ({work.get('source')})")

@@ -20,7 +20,7 @@ from kubernetes.client.exceptions import ApiException
 from megagpu.core import model
 from megagpu.kube import client as kube_client
 from megagpu.kube import convert, names, qstore, render, retry
-from megagpu.operator import outcomes, publish, status, templates
+from megagpu.operator import outcomes, publish, status, templates, waits
 
 GW = (names.GROUP, names.VERSION, names.GPUWORKLOADS)
 RUNNING_PHASES = ("Pending", "Scheduling", "Running")
@@ -234,6 +234,8 @@ def follow(pod: dict[str, Any], memo: Memo) -> None:
     if (gw.get("metadata") or {}).get("deletionTimestamp"):
         return  # its pod is removed on purpose: not an outcome to learn from
     fields = _progress(pod, old)
+    if fields.get("phase") == "Scheduling":
+        waits.record_wait(memo.core, gw, pod)
     if "node" in fields and not fields.get("backend"):
         fields["backend"] = _fallback_backend(memo, fields["node"], pod)
     end = outcomes.terminal(pod)
@@ -357,6 +359,9 @@ def _finish(
         },
         "decision": {**(old.get("decision") or outcomes.decision(pod)), "workSource": size.source},
     }
+    log_ratio = waits.prediction_error(fields["decision"], end.duration_s)
+    if end.succeeded and log_ratio is not None:
+        waits.report_error(gw, memo.metrics, log_ratio)
     if size.problem and end.succeeded:
         kopf.warn(gw, reason="WorkUnsized", message=size.problem)
     if not old.get("startedAt"):  # it ended before a Running state was seen

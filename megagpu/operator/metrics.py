@@ -65,6 +65,18 @@ class Metrics:
             "negative buckets, so it carries no _sum).",
             registry=self.registry,
         )
+        self.prediction_error = Histogram(
+            "megagpu_operator_prediction_error_ratio",
+            "|actual - predicted| / actual run time of finished pods placed with a prediction.",
+            buckets=(0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0),
+            registry=self.registry,
+        )
+        self.prediction_log_ratio = Histogram(
+            "megagpu_operator_prediction_log_ratio",
+            "log(actual / predicted) run time (signed: above 0 ran longer than predicted).",
+            buckets=(-2.0, -1.0, -0.5, -0.2, -0.1, 0.0, 0.1, 0.2, 0.5, 1.0, 2.0),
+            registry=self.registry,
+        )
         self.epsilon = Gauge(
             "megagpu_operator_epsilon", "Exploration rate of the policy.", registry=self.registry
         )

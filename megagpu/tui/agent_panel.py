@@ -59,7 +59,7 @@ class AgentPanel(Panel):
                     cells.plain(w.backend),
                     cells.plain(w.node),
                     cells.mode(w.mode),
-                    cells.seconds(w.predicted_s),
+                    cells.predicted(w.predicted_s, w.predicted_sigma),
                     cells.seconds(w.duration_s),
                     cells.signed(w.reward),
                 )

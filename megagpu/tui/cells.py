@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -46,6 +47,15 @@ def age(seconds: float | None) -> Cell:
 def seconds(value: float | None) -> Cell:
     """A duration in seconds, or ``-``."""
     return Cell("-") if value is None else Cell(f"{value:.0f}s", value)
+
+
+def predicted(seconds: float | None, sigma: float | None) -> Cell:
+    """A predicted run time with its uncertainty (``25s±10%``), or ``-``; sorts by seconds."""
+    if seconds is None:
+        return Cell("-")
+    if sigma is None or not 0 <= sigma < 5:
+        return Cell(f"{seconds:.0f}s", seconds)
+    return Cell(f"{seconds:.0f}s±{100 * (math.exp(sigma) - 1):.0f}%", seconds)
 
 
 def signed(value: float | None) -> Cell:

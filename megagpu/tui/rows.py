@@ -89,6 +89,8 @@ class WorkloadRow:
     duration_s: float | None
     predicted_s: float | None
     started: float | None
+    predicted_sigma: float | None = None
+    """Uncertainty of ``predicted_s``: standard deviation of log(actual / predicted)."""
 
     @property
     def text(self) -> str:
@@ -217,6 +219,7 @@ def workload(gw: Obj, now: float) -> WorkloadRow:
         _number(st.get("durationSeconds")),
         _number(decision.get("predictedSeconds")),
         epoch(st.get("startedAt")) or (created if decision else None),
+        _number(decision.get("predictedSigma")),
     )
 
 

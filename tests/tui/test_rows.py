@@ -140,3 +140,19 @@ def test_cluster_health_says_what_is_wrong_and_what_to_do(error, connection, say
     else:
         assert set(health.problems) == {"gpus"} and says in health.problems["gpus"]
         assert "gpunodes" in health.problems["gpus"]
+
+
+def test_pred_shows_the_predicted_run_time_with_its_uncertainty():
+    gw = {
+        "metadata": {"name": "p", "namespace": "a", "creationTimestamp": "2026-01-01T00:00:00Z"},
+        "spec": {},
+        "status": {
+            "decision": {"mode": "exploit", "predictedSeconds": 25.0, "predictedSigma": 0.1}
+        },
+    }
+    snap = rows.snapshot(Objects(1_767_225_700.0, [gw], [], [], None, []), Health("connected"))
+    (row,) = snap.decisions
+    cell = cells.predicted(row.predicted_s, row.predicted_sigma)
+    assert (cell.plain, cell.sort_key) == ("25s±11%", (0, 25.0))
+    assert cells.predicted(None, None).plain == "-"
+    assert cells.predicted(25.0, None).plain == "25s"
