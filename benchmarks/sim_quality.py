@@ -215,7 +215,10 @@ def main() -> None:
         "speeds and waits whenever a busy node finishes a job sooner (same bound). The waiting "
         "defaults (margin 0.1, caution 1 spread, max spread 1, 24 h; confident placement below a "
         "spread of 0.2) were chosen on design seeds 100-104 and "
-        "committed (bdacfb1) before these report seeds ran. MdAPE: median absolute percentage "
+        "committed (bdacfb1) before the report seeds first ran (57683f6); this is the second run, "
+        "after a change for speed only (3021758: at most 16 busy nodes examined per decision; "
+        "the Gavel presets have 9 nodes, so it cannot bind there). MdAPE: median absolute "
+        "percentage "
         "error of the predicted run time on the chosen device; waited: share of jobs kept "
         "pending at least once.\n"
     ]
