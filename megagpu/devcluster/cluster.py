@@ -407,7 +407,9 @@ def _bootstrap(p: Paths, nodes: list[model.Node], out: Output) -> None:
 def _start_scheduler(p: Paths, extender: scheduler.ExtenderOptions, out: Output) -> None:
     port = processes.free_port()
     config = scheduler.write(p.scheduler_config, scheduler.config(p.kubeconfig, extender))
-    argv = scheduler.argv(binaries.binary("kube-scheduler"), config, port)
+    argv = scheduler.argv(
+        binaries.binary("kube-scheduler"), config, port, extender.max_unschedulable_s
+    )
     processes.start(names.SCHEDULER_NAME, argv, p.logs, p.pids)
     (p.pids / f"{names.SCHEDULER_NAME}.port").write_text(str(port))
     out(

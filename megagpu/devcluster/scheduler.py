@@ -23,6 +23,12 @@ class ExtenderOptions:
     """When the extender is down, kube-scheduler places pods without it."""
     tls_ca: Path | None = None
     """CA that signed the extender's certificate (an https urlPrefix)."""
+    max_unschedulable_s: float = 20.0
+    """``--pod-max-in-unschedulable-pods-duration``: a pod the extender keeps waiting is
+    retried at the latest this long (plus kube-scheduler's 30 s flush period) after its last
+    attempt, should no cluster event requeue it first (the requeue trap of kubernetes#122019;
+    kube-scheduler's default is 5 min). The chart's value is
+    ``scheduler.podMaxInUnschedulablePodsDuration``."""
 
 
 def config(
@@ -57,13 +63,16 @@ def config(
     }
 
 
-def argv(binary: Path, config_path: Path, port: int) -> list[str]:
+def argv(
+    binary: Path, config_path: Path, port: int, max_unschedulable_s: float = 20.0
+) -> list[str]:
     """Command line of a kube-scheduler serving health on 127.0.0.1:``port``."""
     return [
         str(binary),
         f"--config={config_path}",
         f"--secure-port={port}",
         "--bind-address=127.0.0.1",
+        f"--pod-max-in-unschedulable-pods-duration={max_unschedulable_s:g}s",
         "--v=2",
     ]
 
