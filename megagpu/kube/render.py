@@ -16,6 +16,10 @@ DOWNWARD_ENV = {
 }
 
 
+REQUIRED = "requiredDuringSchedulingIgnoredDuringExecution"
+AFFINITY = "spec.template.spec.affinity"
+
+
 class TemplateError(ValueError):
     """The workload's pod template cannot be used; the message says why."""
 
@@ -137,26 +141,35 @@ def _affinity(existing: Any, backends: list[str]) -> dict[str, Any]:
     Node selector terms are ORed and a term's expressions ANDed, so (user's terms) AND (any
     acceptable backend) is every user term once per backend, with the backend's expression added.
     """
-    affinity = copy.deepcopy(existing) if isinstance(existing, dict) else {}
+    affinity = copy.deepcopy(existing) if existing is not None else {}
+    if not isinstance(affinity, dict) or not isinstance(affinity.get("nodeAffinity", {}), dict):
+        raise TemplateError(f"{AFFINITY} and its nodeAffinity must be objects")
+    node = affinity.setdefault("nodeAffinity", {})
     ours = [
         {"key": names.LABEL_BACKEND.format(backend=b), "operator": "In", "values": ["true"]}
         for b in backends
     ]
-    node = affinity.get("nodeAffinity")
-    node = affinity["nodeAffinity"] = node if isinstance(node, dict) else {}
-    required = node.get("requiredDuringSchedulingIgnoredDuringExecution")
-    theirs = (required or {}).get("nodeSelectorTerms") if isinstance(required, dict) else None
-    if not isinstance(theirs, list) or not theirs:
-        theirs = [{}]
-    if not all(isinstance(t, dict) for t in theirs):
-        raise TemplateError("every nodeSelectorTerm of the template's nodeAffinity is an object")
-    terms = [
-        {**term, "matchExpressions": [*(term.get("matchExpressions") or []), expression]}
-        for term in theirs
-        for expression in ours
-    ]
-    node["requiredDuringSchedulingIgnoredDuringExecution"] = {"nodeSelectorTerms": terms}
+    node[REQUIRED] = {
+        "nodeSelectorTerms": [
+            {**term, "matchExpressions": [*(term.get("matchExpressions") or []), expression]}
+            for term in _user_terms(node.get(REQUIRED)) or [{}]
+            for expression in ours
+        ]
+    }
     return affinity
+
+
+def _user_terms(required: Any) -> list[dict[str, Any]]:
+    """The node selector terms of the template's required node affinity (checked)."""
+    terms = (required or {}).get("nodeSelectorTerms") if isinstance(required, dict | None) else 0
+    if not isinstance(terms, list | None):
+        raise TemplateError(f"{AFFINITY}.nodeAffinity.{REQUIRED}.nodeSelectorTerms is not a list")
+    for term in terms or []:
+        if not isinstance(term, dict) or not isinstance(term.get("matchExpressions", []), list):
+            raise TemplateError(
+                f"every nodeSelectorTerm of {AFFINITY} is an object with a list of matchExpressions"
+            )
+    return list(terms or [])
 
 
 def _container(container: Any, gpus: int, backends: list[str], mode: str) -> dict[str, Any]:

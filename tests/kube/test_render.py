@@ -174,3 +174,34 @@ def test_a_gpu_container_that_does_not_exist_says_which_exist():
     template = {"spec": {"containers": [{"name": "main"}, {"name": "sidecar"}]}}
     with pytest.raises(render.TemplateError, match=r"'model'.*\(main, sidecar\)"):
         render.render_pod(gw(template=template, gpuContainer="model"), 1)
+
+
+@pytest.mark.parametrize(
+    "affinity",
+    [
+        ["not", "an", "object"],
+        {"nodeAffinity": "x"},
+        {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": "x"}},
+        {
+            "nodeAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": {}}
+            }
+        },
+        {
+            "nodeAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [1]}
+            }
+        },
+        {
+            "nodeAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": {
+                    "nodeSelectorTerms": [{"matchExpressions": {"key": "a"}}]
+                }
+            }
+        },
+    ],
+)
+def test_a_malformed_affinity_is_an_invalid_template_not_dropped(affinity):
+    template = {"spec": {"containers": [{"name": "c"}], "affinity": affinity}}
+    with pytest.raises(render.TemplateError, match="affinity"):
+        render.render_pod(gw(template=template), 1)
