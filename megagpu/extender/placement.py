@@ -159,12 +159,23 @@ class Placement:
         passed = list(itertools.compress(names_, ok.tolist()))
         self._kept = (layout.positions, tuple(passed), index[ok])
         self._pending = (workload, self._kept[1])
-        failed, never = {}, {}
-        for i in np.flatnonzero(codes != PASS).tolist():
-            code = int(codes[i])
+        failed: dict[str, str] = {}
+        never: dict[str, str] = {}
+        rejected = np.flatnonzero(codes != PASS)
+        free = _free(workload, layout)
+        busy: dict[int, str] = {}  # free count -> its reason: one text for many busy nodes
+        for i, code, position in zip(
+            rejected.tolist(), codes[rejected].tolist(), index[rejected].tolist(), strict=True
+        ):
             target = never if code in PERMANENT else failed
-            position = int(index[i])
-            target[names_[i]] = wait if code == WAIT else _reason(code, workload, position, layout)
+            if code == WAIT:
+                text = wait or ""
+            elif code == BUSY:
+                n = int(free[position])
+                text = busy.get(n) or busy.setdefault(n, _reason(code, workload, position, layout))
+            else:
+                text = _reason(code, workload, position, layout)
+            target[names_[i]] = text
         return protocol.filter_result(passed, failed, never)
 
     def _waiting(

@@ -109,6 +109,9 @@ class Jobs:
         self._lock = threading.Lock()
         self._on: dict[str, dict[str, Job]] = {}
         self._node_of: dict[str, str] = {}
+        self._changes = 0
+        self._changed: dict[str, int] = {}
+        """Node -> the change count when its jobs last changed (never reused)."""
 
     def add(self, uid: str, job: Job) -> None:
         """Record that pod ``uid`` runs ``job``."""
@@ -116,6 +119,11 @@ class Jobs:
             self._drop(uid)
             self._on.setdefault(job.node, {})[uid] = job
             self._node_of[uid] = job.node
+            self._touch(job.node)
+
+    def _touch(self, node: str) -> None:
+        self._changes += 1
+        self._changed[node] = self._changes
 
     def known(self, uid: str) -> bool:
         """Whether pod ``uid`` is recorded."""
@@ -133,26 +141,44 @@ class Jobs:
             jobs.pop(uid, None)
             if not jobs:
                 self._on.pop(node, None)
+            self._touch(node)
 
     def on(self, node: str) -> list[Job]:
         """The jobs on ``node``."""
+        return self.version_on(node)[1]
+
+    def version_on(self, node: str) -> tuple[int, list[Job]]:
+        """(a number that changes whenever the jobs on ``node`` change, those jobs)."""
         with self._lock:
-            return list(self._on.get(node, {}).values())
+            return self._changed.get(node, 0), list(self._on.get(node, {}).values())
+
+
+RunningCache = dict[tuple[int, bool], tuple[int, list[fleet.Running]]]
+"""(node index, GPU jobs?) -> (the jobs' version, their ``fleet.Running``), for one fleet."""
 
 
 class _RunningOn(Mapping[int, Sequence[fleet.Running]]):
     """Node index -> its running jobs as ``fleet.Running``, built only for nodes asked about."""
 
-    def __init__(self, jobs: Jobs, f: fleet.Fleet, gpus: bool) -> None:
-        self._jobs, self._fleet, self._gpus = jobs, f, gpus
+    def __init__(self, jobs: Jobs, f: fleet.Fleet, gpus: bool, cache: RunningCache) -> None:
+        self._jobs, self._fleet, self._gpus, self._cache = jobs, f, gpus, cache
 
     def __getitem__(self, node: int) -> Sequence[fleet.Running]:
+        version, jobs = self._jobs.version_on(self._fleet.node_names[node])
+        kept = self._cache.get((node, self._gpus))
+        if kept is not None and kept[0] == version:
+            return kept[1]
+        found = self._build(node, jobs)
+        self._cache[(node, self._gpus)] = (version, found)
+        return found
+
+    def _build(self, node: int, jobs: list[Job]) -> list[fleet.Running]:
         f = self._fleet
         rows = np.flatnonzero(f.row_node == node)
         if len(rows) == 0:
             return []
         out = []
-        for job in self._jobs.on(f.node_names[node]):
+        for job in jobs:
             if (job.workload.gpus > 0) != self._gpus:
                 continue  # devices and CPU slots free independently
             match = [r for r in rows.tolist() if f.row_backend[r] == job.backend]
@@ -202,6 +228,8 @@ class Waits:
         self._first: OrderedDict[str, float] = OrderedDict()
         self._memo: learned.Memo = {}
         self._memo_of: tuple[object, int, object] = (None, -1, None)
+        self._running: RunningCache = {}
+        self._running_of: fleet.Fleet | None = None
         self._last: tuple[model.Workload, qpolicy.QPolicy, int, fleet.Fleet, Predictions] | None = (
             None
         )
@@ -274,12 +302,15 @@ class Waits:
         if of[0] is not policy or of[1] != policy.version or of[2] is not f:
             self._memo.clear()
             self._memo_of = (policy, policy.version, f)
+        if self._running_of is not f:
+            self._running.clear()
+            self._running_of = f
         view = fleet.View(
             f,
             rows,
             free,
             busy_rows=busy_rows,
-            running=_RunningOn(self.jobs, f, workload.gpus > 0),
+            running=_RunningOn(self.jobs, f, workload.gpus > 0, self._running),
             now_s=self.clock(),
             wait_left_s=wait_left_s,
         )
