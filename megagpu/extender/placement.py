@@ -17,7 +17,7 @@ from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
-from megagpu.core import fleet, model, ports, qpolicy, scoring
+from megagpu.core import fleet, model, qpolicy, scoring
 from megagpu.extender import ledger as ledger_mod
 from megagpu.extender import protocol
 from megagpu.extender import waits as waits_mod
@@ -190,23 +190,9 @@ class Placement:
         busy = index[codes == BUSY]
         if len(busy) == 0 or not (codes == PASS).any():
             return None
-        f, policy = layout.fleet, self.policies.current()
-        left = self.waits.wait_left(policy, workload, pod, f)
-        if left <= 0:
-            return None
-        free = _free(workload, layout)
-        capacity = np.zeros(len(f.nodes), dtype=np.int64)
-        capacity[busy] = np.iinfo(np.int32).max
-        found = self.waits.assess(
-            policy,
-            workload,
-            f,
-            free,
-            _rows_on(f, workload, free, index[codes == PASS]),
-            f.feasible_rows(workload, capacity),
-            left,
-        )
-        return found.reason if found.wait else None
+        passed = index[codes == PASS]
+        policy, free = self.policies.current(), _free(workload, layout)
+        return self.waits.reason(policy, workload, pod, layout.fleet, free, passed, busy)
 
     def _remember_workload(self, pod: dict[str, Any]) -> model.Workload:
         """The pod's workload, remembered for bind.
@@ -300,7 +286,7 @@ class Placement:
         f, free = layout.fleet, _free(workload, layout)
         policy = self.policies.current()
         index = self._positions(node_names, layout)
-        rows = _rows_on(f, workload, free, index[index >= 0])
+        rows = waits_mod.rows_on(f, workload, free, index[index >= 0])
         prefixes = self._prefixes(f, node_names, index)
         if len(rows) == 0:
             answer = protocol.HostPriorities(prefixes, np.zeros(len(index), dtype=np.int64))
@@ -331,36 +317,14 @@ class Placement:
             policy.version,
             workload,
             shadow,
-            self._predicted(policy, workload, layout, rows, choice, [node_names[i] for i in top]),
+            self.waits.top(
+                policy, workload, f, layout.positions, rows, choice, [node_names[i] for i in top]
+            ),
         )
         answer = protocol.HostPriorities(prefixes, node_scores)
         return Decided(
             workload, node_names, layout.generation, policy, policy.version, answer, remembered
         )
-
-    def _predicted(
-        self,
-        policy: qpolicy.QPolicy,
-        workload: model.Workload,
-        layout: ledger_mod.Layout,
-        rows: np.ndarray,
-        choice: ports.Choice,
-        top: list[str],
-    ) -> dict[str, model.Prediction | None]:
-        """Predicted run time on the chosen node (its row) and on each top node (its best row)."""
-        f = layout.fleet
-        predicted = self.waits.predictions(policy, workload, f)
-        if np.isnan(predicted.seconds).all():
-            return {}
-        out = {f.node_names[int(f.row_node[choice.row])]: predicted.on(f, choice.row)}
-        row_nodes = f.row_node[rows]
-        for name in top:
-            if name not in out and (position := layout.positions.get(name)) is not None:
-                mine = np.flatnonzero(row_nodes == position)
-                if len(mine):
-                    best = int(rows[mine[int(np.argmax(choice.values[mine]))]])
-                    out[name] = predicted.on(f, best)
-        return out
 
     def _positions(self, node_names: tuple[str, ...], layout: ledger_mod.Layout) -> np.ndarray:
         """Fleet index of every name; the last filter's answer when these are the names it kept.
@@ -456,19 +420,12 @@ class Placement:
                 return protocol.binding_result(str(e))
         return protocol.binding_result()
 
-    def _predict_on(
+    def _on_node(
         self, workload: model.Workload, node: str, backend: str
     ) -> model.Prediction | None:
-        """The predicted run time of ``workload`` on ``node`` with ``backend``."""
-        layout = self.ledger.layout()
-        f, position = layout.fleet, layout.positions.get(node)
-        if position is None:
-            return None
-        rows = np.flatnonzero((f.row_node == position) & (f.row_backend == backend))
-        if len(rows) == 0:
-            return None
-        policy = self.policies.current()
-        return self.waits.predictions(policy, workload, f).on(f, int(rows[0]))
+        """The predicted run time of ``workload`` on ``node`` with ``backend``, if any."""
+        policy, layout = self.policies.current(), self.ledger.layout()
+        return self.waits.on_node(policy, workload, layout.fleet, layout.positions, node, backend)
 
     def annotations(
         self, workload: model.Workload, node: model.Node, devices: tuple[int, ...]
@@ -479,7 +436,7 @@ class Placement:
         if seen is None:
             mode, backend, version = "forced", acceptable_backends(workload, node)[0], 0
             values, node_scores, reason = {}, {node.name: 10}, "only feasible node (no prioritize)"
-            predictions = {node.name: self._predict_on(workload, node.name, backend)}
+            predictions = {node.name: self._on_node(workload, node.name, backend)}
         elif seen.node == node.name:
             mode, backend, version = seen.mode, seen.backend, seen.version
             values, node_scores = seen.values, seen.scores
@@ -497,7 +454,7 @@ class Placement:
             if node.name not in (predictions or {}):
                 predictions = {
                     **(predictions or {}),
-                    node.name: self._predict_on(workload, node.name, backend),
+                    node.name: self._on_node(workload, node.name, backend),
                 }
         decision = decision_record(
             mode, node.name, values, node_scores, version, reason, predictions
@@ -522,19 +479,6 @@ def _positions(node_names: tuple[str, ...], layout: ledger_mod.Layout) -> np.nda
 def _free(w: model.Workload, layout: ledger_mod.Layout) -> np.ndarray:
     """What the workload needs free per node: devices, or CPU slots for zero GPUs."""
     return layout.free if w.gpus else layout.cpu_free
-
-
-def _rows_on(f: fleet.Fleet, w: model.Workload, free: np.ndarray, nodes: np.ndarray) -> np.ndarray:
-    """Rows of ``nodes`` (fleet indices) where ``w`` fits now, on healthy nodes only.
-
-    ``feasible_rows`` checks backend, memory and free devices as filter does; health and being
-    asked about are the node-level rest of filter's checks.
-    """
-    wanted = np.zeros(len(f.nodes), dtype=bool)
-    wanted[nodes] = True
-    wanted &= f.node_healthy
-    rows = f.feasible_rows(w, free)
-    return rows[wanted[f.row_node[rows]]]
 
 
 def _reason(code: int, w: model.Workload, position: int, layout: ledger_mod.Layout) -> str:

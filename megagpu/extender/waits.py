@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from megagpu.core import fleet, learned, model, predict, qpolicy, waiting
+from megagpu.core import fleet, learned, model, ports, predict, qpolicy, waiting
 from megagpu.kube import convert, names
 
 REMEMBERED = 10_000
@@ -100,6 +100,19 @@ def _start_left(pod: dict[str, Any], timeout: Any, now_s: float) -> float:
     if created is None or not math.isfinite(seconds):
         return 0.0
     return created + (1.0 - START_MARGIN) * seconds - now_s
+
+
+def rows_on(f: fleet.Fleet, w: model.Workload, free: np.ndarray, nodes: np.ndarray) -> np.ndarray:
+    """Rows of ``nodes`` (fleet indices) where ``w`` fits now, on healthy nodes only.
+
+    ``feasible_rows`` checks backend, memory and free devices as filter does; health and being
+    asked about are the node-level rest of filter's checks.
+    """
+    wanted = np.zeros(len(f.nodes), dtype=bool)
+    wanted[nodes] = True
+    wanted &= f.node_healthy
+    rows = f.feasible_rows(w, free)
+    return rows[wanted[f.row_node[rows]]]
 
 
 class Jobs:
@@ -250,6 +263,74 @@ class Waits:
         found = Predictions(*predict.action_run_times(policy, workload, f))
         self._last = (workload, policy, policy.version, f, found)
         return found
+
+    def reason(
+        self,
+        policy: qpolicy.QPolicy,
+        workload: model.Workload,
+        pod: dict[str, Any],
+        f: fleet.Fleet,
+        free: np.ndarray,
+        passed: np.ndarray,
+        busy: np.ndarray,
+    ) -> str | None:
+        """Why the pod should stay pending for a busy node, or None to place it now.
+
+        ``passed``: fleet indices of the nodes filter keeps; ``busy``: those that fit the pod
+        but lack free devices (or CPU slots) now.
+        """
+        left = self.wait_left(policy, workload, pod, f)
+        if left <= 0:
+            return None
+        capacity = np.zeros(len(f.nodes), dtype=np.int64)
+        capacity[busy] = np.iinfo(np.int32).max
+        rows = rows_on(f, workload, free, passed)
+        found = self.assess(
+            policy, workload, f, free, rows, f.feasible_rows(workload, capacity), left
+        )
+        return found.reason if found.wait else None
+
+    def top(
+        self,
+        policy: qpolicy.QPolicy,
+        workload: model.Workload,
+        f: fleet.Fleet,
+        positions: Mapping[str, int],
+        rows: np.ndarray,
+        choice: ports.Choice,
+        names_: list[str],
+    ) -> dict[str, model.Prediction | None]:
+        """Predicted run time on the chosen row's node and on each named node (its best row)."""
+        predicted = self.predictions(policy, workload, f)
+        if np.isnan(predicted.seconds).all():
+            return {}
+        out = {f.node_names[int(f.row_node[choice.row])]: predicted.on(f, choice.row)}
+        row_nodes = f.row_node[rows]
+        for name in names_:
+            if name not in out and (position := positions.get(name)) is not None:
+                mine = np.flatnonzero(row_nodes == position)
+                if len(mine):
+                    best = int(rows[mine[int(np.argmax(choice.values[mine]))]])
+                    out[name] = predicted.on(f, best)
+        return out
+
+    def on_node(
+        self,
+        policy: qpolicy.QPolicy,
+        workload: model.Workload,
+        f: fleet.Fleet,
+        positions: Mapping[str, int],
+        node: str,
+        backend: str,
+    ) -> model.Prediction | None:
+        """The predicted run time of ``workload`` on ``node`` with ``backend``."""
+        position = positions.get(node)
+        if position is None:
+            return None
+        rows = np.flatnonzero((f.row_node == position) & (f.row_backend == backend))
+        if len(rows) == 0:
+            return None
+        return self.predictions(policy, workload, f).on(f, int(rows[0]))
 
     def wait_left(
         self,
