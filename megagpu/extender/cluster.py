@@ -248,6 +248,7 @@ async def run(
         on_decision=lambda mode, backend: metrics.decisions.labels(mode, backend).inc(),
         ready=state.ready,
         waits=waits,
+        node_object=lambda name: state.nodes.items.get(name),
     )
     state.start()
     await server.serve(

@@ -108,6 +108,7 @@ class Placement:
         on_decision: Callable[[str, str], None] = lambda mode, backend: None,
         ready: Callable[[], bool] = lambda: True,
         waits: waits_mod.Waits | None = None,
+        node_object: Callable[[str], dict[str, Any] | None] = lambda name: None,
     ) -> None:
         self.ledger = ledger
         self.policies = policies
@@ -123,6 +124,8 @@ class Placement:
         """Whether the caches have synced; until then megagpu pods get an Error (fallback)."""
         self.waits = waits or waits_mod.Waits()
         """Predicted run times, running jobs and the wait decision."""
+        self.node_object = node_object
+        """A Node by name from the informer cache (labels, taints), for waiting's candidates."""
         self._prefixes_of: tuple[str, ...] | None = None
         self._fleet_prefixes = protocol.host_prefixes(())
         self._kept: tuple[dict[str, int] | None, tuple[str, ...], np.ndarray] = (
@@ -187,12 +190,17 @@ class Placement:
         codes: np.ndarray,
     ) -> str | None:
         """Why the pod stays pending for a busy, faster node; None when it should be placed."""
-        busy = index[codes == BUSY]
-        if len(busy) == 0 or not (codes == PASS).any():
-            return None
         passed = index[codes == PASS]
-        policy, free = self.policies.current(), _free(workload, layout)
-        return self.waits.reason(policy, workload, pod, layout.fleet, free, passed, busy)
+        if len(passed) == 0:
+            return None
+        f, policy, free = layout.fleet, self.policies.current(), _free(workload, layout)
+
+        def busy() -> np.ndarray:
+            asked = index[index >= 0]
+            elsewhere = waits_mod.busy_elsewhere(f, workload, pod, free, asked, self.node_object)
+            return np.union1d(index[codes == BUSY], elsewhere)
+
+        return self.waits.reason(policy, workload, pod, f, free, passed, busy)
 
     def _remember_workload(self, pod: dict[str, Any]) -> model.Workload:
         """The pod's workload, remembered for bind.

@@ -22,6 +22,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from megagpu.core import fleet, learned, model, ports, predict, qpolicy, waiting
+from megagpu.extender import selects
 from megagpu.kube import convert, names
 
 REMEMBERED = 10_000
@@ -113,6 +114,35 @@ def rows_on(f: fleet.Fleet, w: model.Workload, free: np.ndarray, nodes: np.ndarr
     wanted &= f.node_healthy
     rows = f.feasible_rows(w, free)
     return rows[wanted[f.row_node[rows]]]
+
+
+def busy_elsewhere(
+    f: fleet.Fleet,
+    w: model.Workload,
+    pod: dict[str, Any],
+    free: np.ndarray,
+    asked: np.ndarray,
+    node_object: Callable[[str], dict[str, Any] | None],
+) -> np.ndarray:
+    """Busy nodes kube-scheduler did not ask about that the pod could run on once they free.
+
+    kube-scheduler's own filters drop a node whose ``megagpu.io/gpu`` is all allocated before
+    the extender is asked; these are the nodes that fit the workload (backend, devices,
+    memory, health) but lack free devices, are not in ``asked`` (fleet indices), and whose
+    Node object (``node_object``; None: unknown, skipped) the pod's selectors allow.
+    """
+    need = max(w.gpus, 1)
+    capacity = np.where(free < need, np.iinfo(np.int32).max, 0)
+    rows = f.feasible_rows(w, capacity)
+    wanted = f.node_healthy & (f.node_devices >= w.gpus)
+    wanted[asked] = False
+    nodes = np.unique(f.row_node[rows[wanted[f.row_node[rows]]]])
+    keep = []
+    for index in nodes.tolist():
+        found = node_object(f.node_names[index])
+        if found is not None and selects.selects(pod, found):
+            keep.append(index)
+    return np.asarray(keep, dtype=np.int64)
 
 
 class Jobs:
@@ -272,15 +302,18 @@ class Waits:
         f: fleet.Fleet,
         free: np.ndarray,
         passed: np.ndarray,
-        busy: np.ndarray,
+        busy_nodes: Callable[[], np.ndarray],
     ) -> str | None:
         """Why the pod should stay pending for a busy node, or None to place it now.
 
-        ``passed``: fleet indices of the nodes filter keeps; ``busy``: those that fit the pod
-        but lack free devices (or CPU slots) now.
+        ``passed``: fleet indices of the nodes filter keeps; ``busy_nodes``: those that fit the
+        pod but lack free devices (or CPU slots) now, asked only when a wait is possible.
         """
         left = self.wait_left(policy, workload, pod, f)
         if left <= 0:
+            return None
+        busy = busy_nodes()
+        if len(busy) == 0:
             return None
         capacity = np.zeros(len(f.nodes), dtype=np.int64)
         capacity[busy] = np.iinfo(np.int32).max

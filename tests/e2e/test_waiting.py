@@ -210,7 +210,12 @@ def test_a_pod_waits_for_a_faster_busy_node_and_a_bound_one_is_placed(api, names
                 return str(c.message)
         return None
 
-    message = wait_for(lambda: waiting("waiter"), timeout_s=60, what="waiter to wait")
+    try:
+        message = wait_for(lambda: waiting("waiter"), timeout_s=60, what="waiter to wait")
+    except AssertionError as e:
+        pod = pod_of(api, namespace, "waiter")
+        seen = (pod.spec.node_name, pod.status.conditions) if pod else None
+        raise AssertionError(f"{e}; waiter's pod: {seen}") from e
     assert f"waiting for {fast}: predicted finish" in message and f"on {slow}" in message
     wait_for(lambda: events(api, namespace, "waiter", "Waiting"), 60, "a Waiting Event")
     wait_for(

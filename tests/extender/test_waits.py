@@ -7,7 +7,7 @@ import random
 import pytest
 
 from megagpu.core import model, qpolicy, waiting
-from megagpu.extender import ledger, placement, server, waits
+from megagpu.extender import ledger, placement, selects, server, waits
 from megagpu.kube import convert
 from tests.extender.helpers import Recorder, args, binding, pod
 from tests.helpers import node
@@ -209,3 +209,82 @@ def convert_time(epoch_s: float) -> str:
     import datetime as dt
 
     return dt.datetime.fromtimestamp(epoch_s, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def test_a_busy_node_kube_scheduler_did_not_ask_about_is_waited_for():
+    """kube-scheduler drops a node whose megagpu.io/gpu is all allocated before asking."""
+    p, _, _ = make()
+    busy_fast(p)
+    objects = {n.name: convert.fake_node(n) for n in (FAST, SLOW)}
+    p.node_object = objects.get
+    one = sized("a")
+    one["spec"] = {"nodeSelector": {"megagpu.io/backend.cuda": "true"}}
+    result = p.filter(args(one, ["slow-0"]))
+    assert result["NodeNames"] == []
+    assert result["FailedNodes"]["slow-0"].startswith("waiting for fast-0")
+    # a selector the busy node does not match, or a taint on it: no candidate
+    one["spec"] = {"nodeSelector": {"zone": "b"}}
+    assert p.filter(args(one, ["slow-0"]))["NodeNames"] == ["slow-0"]
+    one["spec"] = {}
+    objects["fast-0"]["spec"] = {"taints": [{"key": "k", "effect": "NoSchedule"}]}
+    assert p.filter(args(one, ["slow-0"]))["NodeNames"] == ["slow-0"]
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        ({}, True),
+        ({"nodeSelector": {"gpu": "h100"}}, True),
+        ({"nodeSelector": {"gpu": "t4"}}, False),
+        (
+            {
+                "affinity": {
+                    "nodeAffinity": {
+                        "requiredDuringSchedulingIgnoredDuringExecution": {
+                            "nodeSelectorTerms": [
+                                {
+                                    "matchExpressions": [
+                                        {"key": "gpu", "operator": "In", "values": ["t4"]}
+                                    ]
+                                },
+                                {"matchExpressions": [{"key": "gpu", "operator": "Exists"}]},
+                            ]
+                        }
+                    }
+                }
+            },
+            True,
+        ),
+        (
+            {
+                "affinity": {
+                    "nodeAffinity": {
+                        "requiredDuringSchedulingIgnoredDuringExecution": {
+                            "nodeSelectorTerms": [
+                                {
+                                    "matchExpressions": [
+                                        {"key": "gpu", "operator": "Gt", "values": ["1"]}
+                                    ]
+                                },
+                                {
+                                    "matchFields": [
+                                        {
+                                            "key": "metadata.name",
+                                            "operator": "NotIn",
+                                            "values": ["n"],
+                                        }
+                                    ]
+                                },
+                            ]
+                        }
+                    }
+                }
+            },
+            False,
+        ),
+        ({"affinity": "garbled"}, False),
+    ],
+)
+def test_selects(spec, expected):
+    node = {"metadata": {"name": "n", "labels": {"gpu": "h100"}}, "spec": {}}
+    assert selects.selects({"spec": spec}, node) is expected
