@@ -428,6 +428,11 @@ def main() -> None:
         action="store_true",
         help="skip the kube-scheduler pods/s runs (minutes); the last full run's are kept",
     )
+    parser.add_argument(
+        "--baseline",
+        action="store_true",
+        help="also measure without predictions (no state, size or busy node), alternating",
+    )
     args = parser.parse_args()
     sizes = [int(n) for n in args.sizes.split(",") if n.strip()]
     kept = None
@@ -435,12 +440,15 @@ def main() -> None:
         kept = json.loads((RESULTS / "extender.json").read_text())
     with tempfile.TemporaryDirectory() as tmp:
         fake = [sys.executable, "-m", "tests.e2e.fake_extender", "{port}", "{kubeconfig}", "h100-3"]
-        result = {
-            **common.header(),
-            "latency_one_core": {
-                str(n): [latency(n, Path(tmp)) for _ in range(args.rounds)] for n in sizes
-            },
-        }
+        result: dict[str, Any] = {**common.header(), "latency_one_core": {}}
+        if args.baseline:
+            result["latency_without_predictions"] = {}
+        for n in sizes:
+            for _ in range(args.rounds):
+                result["latency_one_core"].setdefault(str(n), []).append(latency(n, Path(tmp)))
+                if args.baseline:
+                    plain = latency(n, Path(tmp), predictions=False)
+                    result["latency_without_predictions"].setdefault(str(n), []).append(plain)
         if kept is not None:
             result["pods_per_second_from"] = kept.get("pods_per_second_from") or {
                 k: kept[k] for k in ("commit", "date")
@@ -474,6 +482,11 @@ def main() -> None:
             f"**filter+prioritize p99 at {n} nodes: {pair(rounds, 'p99_ms')} ms** "
             f"(p50 {pair(rounds, 'p50_ms')} ms)\n"
             for n, rounds in result["latency_one_core"].items()
+        ),
+        *(
+            f"Without predictions, alternating with those rounds (no state, size or busy node): "
+            f"p99 {pair(rounds, 'p99_ms')} ms (p50 {pair(rounds, 'p50_ms')} ms) at {n} nodes.\n"
+            for n, rounds in (result.get("latency_without_predictions") or {}).items()
         ),
         "| nodes | filter p50 / p99 (ms) | prioritize p50 / p99 (ms) | filter+prioritize "
         "p50 / p99 (ms) | filter req/s | prioritize req/s |",
