@@ -1,4 +1,4 @@
-"""Waiting pods and prediction errors (issue 18): Events, the first-wait annotation, metrics.
+"""Waiting pods and prediction errors: Events, the first-wait annotation, metrics.
 
 The extender's filter keeps a pod pending for a busy, faster node with the reason "waiting
 for NODE: ..."; kube-scheduler copies it into the pod's PodScheduled condition. The operator
