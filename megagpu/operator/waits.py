@@ -43,12 +43,32 @@ def first_wait(pod: dict[str, Any]) -> str | None:
     return None
 
 
+def awaited(message: str | None) -> str | None:
+    """The node a wait message names (``waiting for NODE: ...``), else None."""
+    if not message or WAITING not in message:
+        return None
+    return message.split(WAITING, 1)[1].split(":", 1)[0]
+
+
 def record_wait(core: client.CoreV1Api, gw: dict[str, Any], pod: dict[str, Any]) -> None:
-    """An Event on the workload and, once, the pod's first-wait annotation."""
+    """An Event on the workload when it starts waiting for a node; once, the first-wait time.
+
+    kube-scheduler rewrites the message at every retry (the predicted times move); the Event
+    is recorded again only when the node waited for changes.
+    """
     message = waiting_message(pod)
     if message is None:
         return
-    kopf.info(gw, reason="Waiting", message=message[:1000])
+    before = next(
+        (
+            c.get("message")
+            for c in (gw.get("status") or {}).get("conditions") or []
+            if c.get("type") == "Unschedulable" and c.get("status") == "True"
+        ),
+        None,
+    )
+    if awaited(before) != awaited(message):
+        kopf.info(gw, reason="Waiting", message=message[:1000])
     meta = pod.get("metadata") or {}
     since = first_wait(pod)
     if since is None or names.ANN_WAITING_SINCE in (meta.get("annotations") or {}):

@@ -54,6 +54,18 @@ def test_a_waiting_pod_gets_an_event_and_its_first_wait_written_once(
     memo.core.patch_namespaced_pod.assert_not_called()
 
 
+def test_the_event_is_recorded_again_only_for_another_node(memo: handlers.Memo) -> None:  # noqa: F811
+    waiting_gw = workload(
+        conditions=[{"type": "Unschedulable", "status": "True", "message": WAITING}]
+    )
+    moved = WAITING.replace("predicted finish 15 s", "predicted finish 14 s")
+    waits.record_wait(memo.core, waiting_gw, pending(moved))
+    kopf.info.assert_not_called()  # type: ignore[attr-defined]
+    waits.record_wait(memo.core, waiting_gw, pending(moved.replace("fast-0", "fast-1")))
+    kopf.info.assert_called_once()  # type: ignore[attr-defined]
+    assert waits.awaited(WAITING) == "fast-0" and waits.awaited("devices busy") is None
+
+
 def test_an_ordinary_unschedulable_pod_is_no_wait(memo: handlers.Memo) -> None:  # noqa: F811
     memo.custom.get_namespaced_custom_object.return_value = workload()
     handlers.follow(pending("0/2 nodes are available: 2 devices busy: 0 free, needs 1."), memo)
