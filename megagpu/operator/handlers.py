@@ -380,9 +380,10 @@ def _finish(
                     gw, reason="QStateRejected", message=f"Q-state not loaded, using priors: {why}"
                 ),
             )
+            if learned.new:  # in the order learned: the newest state is published last
+                memo.publisher.publish(memo.custom, learned.policy)
         fields["reward"] = round(learned.reward, 4)
         if learned.new:
-            memo.publisher.publish(memo.custom, learned.policy)
             if memo.metrics is not None:
                 memo.metrics.updates.inc()
                 memo.metrics.reward.observe(learned.reward)

@@ -1,8 +1,10 @@
 """The policy's progress in the GpuSchedulingPolicy status: one patch per learning update.
 
-Each patch carries the resourceVersion its last patch returned, so a newer version published
-meanwhile (another thread) or an edited spec turns it into a Conflict; only then is the object
-read again, and a status of a newer version is never replaced by an older one.
+Each patch carries the resourceVersion its last patch returned, so an edited spec or another
+writer turns it into a Conflict; only then is the object read again. Callers publish in the
+order they learned (the operator publishes under its learning lock), so the newest state is the
+one published last. No version comparison: a Q-state reset, deleted and made again, or rolled
+back has fewer updates than the status shows, and must still be shown.
 """
 
 from __future__ import annotations
@@ -24,22 +26,19 @@ ARGS = (names.GROUP, names.VERSION, names.POLICIES, names.POLICY_NAME)
 
 
 class Publisher:
-    """Publishes policy versions in order, remembering what it published last."""
+    """Publishes the policy's progress, remembering the resourceVersion of its last patch."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._resource_version: str | None = None
-        self._version = -1
 
     def publish(self, custom: client.CustomObjectsApi, policy: qpolicy.QPolicy) -> None:
-        """Write ``policy``'s progress unless a newer version's is there already."""
+        """Write ``policy``'s progress (one patch; a read first only after a conflict)."""
         with self._lock:
             for _ in range(3):
                 try:
                     if self._resource_version is None:
                         self._read(custom)
-                    if self._version > policy.version:
-                        return
                     self._write(custom, policy)
                     return
                 except ApiException as e:
@@ -51,7 +50,6 @@ class Publisher:
     def _read(self, custom: client.CustomObjectsApi) -> None:
         current = retry.call(functools.partial(custom.get_cluster_custom_object, *ARGS))
         self._resource_version = current["metadata"]["resourceVersion"]
-        self._version = (current.get("status") or {}).get("version", -1)
 
     def _write(self, custom: client.CustomObjectsApi, policy: qpolicy.QPolicy) -> None:
         body = {
@@ -61,4 +59,3 @@ class Publisher:
         patch = custom.patch_cluster_custom_object_status
         reply: Any = retry.call(functools.partial(patch, *ARGS, body))
         self._resource_version = ((reply or {}).get("metadata") or {}).get("resourceVersion")
-        self._version = policy.version

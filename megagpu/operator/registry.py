@@ -86,11 +86,12 @@ def make_registry() -> kopf.OperatorRegistry:
     @kopf.on.resume(names.GROUP, names.VERSION, names.POLICIES, registry=registry)
     def policy_spec(spec: kopf.Spec, memo: handlers.Memo, body: kopf.Body, **_: Any) -> None:
         try:
-            policy = outcomes.apply_spec(memo.store, dict(spec))
+            with memo.learning:  # saved and published in order with the learning updates
+                policy = outcomes.apply_spec(memo.store, dict(spec))
+                memo.publisher.publish(memo.custom, policy)
         except (model.ValidationError, ValueError, TypeError) as e:
             kopf.warn(dict(body), reason="InvalidPolicy", message=str(e))
             raise kopf.PermanentError(f"invalid GpuSchedulingPolicy spec: {e}") from e
-        memo.publisher.publish(memo.custom, policy)
 
     @kopf.on.event("", "v1", "nodes", registry=registry)
     def node_event(body: kopf.Body, type: str | None, memo: handlers.Memo, **_: Any) -> None:

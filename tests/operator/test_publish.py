@@ -54,16 +54,21 @@ def test_one_patch_per_update_and_a_read_only_after_a_conflict() -> None:
     assert api.calls[3:] == ["patch", "get", "patch"] and api.status["version"] == 3
 
 
-def test_an_older_version_never_replaces_a_newer_one() -> None:
-    api = Policies()
-    publish.Publisher().publish(api, policy(5))  # type: ignore[arg-type]
-    late = publish.Publisher()  # another replica's view, or a thread that learned v4
-    late.publish(api, policy(4))  # type: ignore[arg-type]
-    assert api.status["version"] == 5
-    ours = publish.Publisher()
-    ours.publish(api, policy(6))  # type: ignore[arg-type]
-    ours.publish(api, policy(5))  # type: ignore[arg-type]
-    assert api.status["version"] == 6
+def test_a_reset_state_is_published_though_it_has_fewer_updates() -> None:
+    """A Q-state reset, deleted and made again, or rolled back must show, not the old one."""
+    api, publisher = Policies(), publish.Publisher()
+    learned = policy(7)
+    learned.updates = 49
+    publisher.publish(api, learned)  # type: ignore[arg-type]
+    fresh = policy(1)  # the state was deleted and made again
+    fresh.updates = 1
+    publisher.publish(api, fresh)  # type: ignore[arg-type]
+    assert api.status["updates"] == 1 and api.status["version"] == 1
+    restarted = publish.Publisher()  # a new leader, whatever the status shows
+    publisher_policy = policy(2)
+    publisher_policy.updates = 2
+    restarted.publish(api, publisher_policy)  # type: ignore[arg-type]
+    assert api.status["updates"] == 2
 
 
 def test_a_refusing_api_server_is_retried(monkeypatch: pytest.MonkeyPatch) -> None:
