@@ -332,8 +332,18 @@ def bind_rate(core: Any, namespace: str) -> float:
     return (PODS - 1) / (max(bound.values()) - min(bound.values()))
 
 
-def scheduling_rate(tmp: Path, extender_cmd: list[str] | None = None) -> dict[str, Any]:
-    """Pods per second of one kube-scheduler profile with the extender and without it."""
+def scheduling_rate(
+    tmp: Path,
+    extender_cmd: list[str] | None = None,
+    nodes: int = 50,
+    limits: tuple[str, ...] = ("", "_qps1000"),
+    rounds: int = ROUNDS,
+) -> dict[str, Any]:
+    """Pods per second of one kube-scheduler profile with the extender and without it.
+
+    ``limits``: "" runs kube-scheduler with its default client limit (50 requests/s),
+    "_qps1000" with it lifted (qps and burst 1,000); each as ``rounds`` alternating pairs.
+    """
     from kubernetes import client, config
 
     from megagpu.devcluster import binaries, components, processes, scheduler
@@ -342,10 +352,10 @@ def scheduling_rate(tmp: Path, extender_cmd: list[str] | None = None) -> dict[st
     home = tmp / "xdg"
     target = home / "megagpu" / binaries.VERSION_KEY / "bin"
     target.mkdir(parents=True)
-    for name in binaries.NAMES:
-        (target / name).symlink_to(binaries.binary(name))
+    for built in binaries.bin_dir().iterdir():  # the binaries and their version stamps
+        (target / built.name).symlink_to(built)
     spec = tmp / "rate.yaml"
-    cluster_spec(50, spec)
+    cluster_spec(nodes, spec)
     env = {**os.environ, "XDG_CACHE_HOME": str(home)}
     megagpu = [sys.executable, "-m", "megagpu", "dev"]
     up = subprocess.run(
@@ -377,8 +387,12 @@ def scheduling_rate(tmp: Path, extender_cmd: list[str] | None = None) -> dict[st
         started.append(extender)
         wait_port(ext_port)
         url_ = f"http://127.0.0.1:{ext_port}"
-        runs = [("without", None), ("with", url_)] * ROUNDS
-        runs += [("without_qps1000", None), ("with_qps1000", url_)] * ROUNDS
+        runs = [
+            (f"{way}{limit}", url)
+            for limit in limits
+            for _ in range(rounds)
+            for way, url in (("without", None), ("with", url_))
+        ]
         for round_, (label, url) in enumerate(runs):
             name = f"{label.replace('_', '-')}-{round_}"  # a DNS label
             doc = scheduler.config(
@@ -410,7 +424,7 @@ def scheduling_rate(tmp: Path, extender_cmd: list[str] | None = None) -> dict[st
             process.terminate()
             process.wait()
         subprocess.run([*megagpu, "down"], env=env, cwd=ROOT, capture_output=True, check=False)
-    for suffix in ("", "_qps1000"):
+    for suffix in limits:
         rates[f"ratio_with_over_without{suffix}"] = statistics.median(
             rates[f"with{suffix}"]
         ) / statistics.median(rates[f"without{suffix}"])

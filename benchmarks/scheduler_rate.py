@@ -1,0 +1,69 @@
+"""kube-scheduler's pods per second with the extender over without it, at a cluster's size.
+
+Issue 19's goal: at least 0.8 at 1,000 nodes with kube-scheduler's own client limit lifted
+(qps and burst 1,000), so that the comparison is not with a scheduler throttled to 50 writes/s.
+Each round starts a kube-scheduler on a dev cluster of its own (kwok fake nodes of 8 devices)
+with PODS pending pods, without and then with the extender (alternating); pods per second are
+from the first bind to the last, seen by a watch. Writes benchmarks/results/scheduler-rate.json
+and .md. Run: python benchmarks/scheduler_rate.py [--nodes 1000] [--rounds 3] [--throttled]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks import common, extender_load  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--nodes", type=int, default=1000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--throttled", action="store_true", help="also the default 50/s limit")
+    args = parser.parse_args()
+    limits = ("_qps1000", "") if args.throttled else ("_qps1000",)
+    with tempfile.TemporaryDirectory() as tmp:
+        rates = extender_load.scheduling_rate(
+            Path(tmp), nodes=args.nodes, limits=limits, rounds=args.rounds
+        )
+    result = {**common.header(), "nodes": args.nodes, "pods": extender_load.PODS, **rates}
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "scheduler-rate.json").write_text(json.dumps(result, indent=1))
+    lines = [
+        f"# kube-scheduler pods/s with the extender over without\n\nCommand: "
+        f"`{result['command']}`; commit {result['commit']}; {result['date']}; "
+        f"{result['machine']['cpu']}, {result['machine']['cores']} cores (shared with the "
+        f"control plane). {args.nodes} kwok fake nodes of 8 devices, {extender_load.PODS} pods "
+        f"created pending, then the scheduler started; {args.rounds} rounds, without and with "
+        "alternating; pods/s from the first bind to the last. Goal: ratio >= 0.8 with "
+        "kube-scheduler's client limit lifted.\n",
+        "| kube-scheduler client limit | without (pods/s) | with (pods/s) | ratio of medians |",
+        "|---|---|---|---|",
+    ]
+    for suffix in limits:
+        label = "lifted (qps, burst 1,000)" if suffix else "default (50/s, burst 100): throttled"
+        without, with_ = rates[f"without{suffix}"], rates[f"with{suffix}"]
+        lines.append(
+            f"| {label} | {' / '.join(f'{v:.1f}' for v in without)} "
+            f"(median {statistics.median(without):.1f}) | "
+            f"{' / '.join(f'{v:.1f}' for v in with_)} (median {statistics.median(with_):.1f}) | "
+            f"{rates[f'ratio_with_over_without{suffix}']:.2f} |"
+        )
+    if "server_mean_ms" in rates:
+        means = ", ".join(f"{k} {v:.2f} ms" for k, v in rates["server_mean_ms"].items())
+        lines.append(f"\nExtender handler time, mean over its last run: {means}.\n")
+    (RESULTS / "scheduler-rate.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
