@@ -78,7 +78,8 @@ class LearnedPolicy:
         self, workload: model.Workload, view: fleet.View, rng: random.Random
     ) -> ports.Choice:
         """Wait for a busy row when that pays, else the Q-policy's choice with its prediction."""
-        if self._memo_of != (self.policy.version, view.fleet):
+        version, fleet_of = self._memo_of
+        if version != self.policy.version or fleet_of is not view.fleet:
             self._memo.clear()
             self._memo_of = (self.policy.version, view.fleet)
         found = assess(self.policy, workload, view, self.settings, self._memo)

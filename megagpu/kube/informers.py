@@ -34,6 +34,11 @@ Obj = dict[str, Any]
 Handler = Callable[[str, Obj], None]
 """Called with ("ADDED" | "MODIFIED" | "DELETED", object)."""
 WATCH_TIMEOUT_S = 240
+LIST_TIMEOUT = (10, 120)
+"""(connect, read) seconds of a list."""
+WATCH_READ_TIMEOUT = (10, WATCH_TIMEOUT_S + 30)
+"""A watch's read timeout: past the server's own end of the stream, so a half-open connection
+(an API server gone without a FIN) ends in an error and a resumed watch, not a frozen cache."""
 """The server ends each watch after this long; the next one resumes from the last version."""
 MAX_BACKOFF_S = 15.0
 GONE = 410
@@ -155,7 +160,9 @@ class Informer:
             backoff = min(backoff * 2, MAX_BACKOFF_S)
 
     def _relist(self) -> str:
-        response = self._list_fn(_preload_content=False, **self._kwargs)
+        response = self._list_fn(
+            _preload_content=False, _request_timeout=LIST_TIMEOUT, **self._kwargs
+        )
         data = json.loads(response.data)
         fresh = {key(o): self._transform(o) for o in data.get("items") or []}
         self.lists += 1
@@ -182,6 +189,7 @@ class Informer:
             self._list_fn,
             resource_version=version,
             timeout_seconds=WATCH_TIMEOUT_S,
+            _request_timeout=WATCH_READ_TIMEOUT,
             allow_watch_bookmarks=True,
             **self._kwargs,
         ):

@@ -116,7 +116,13 @@ def _deadline(created: Any, seconds: Any) -> str | None:
         start = dt.datetime.fromisoformat(created.replace("Z", "+00:00"))
     except ValueError:
         return None
-    end = start + dt.timedelta(seconds=float(seconds))
+    try:
+        end = start + dt.timedelta(seconds=float(seconds))
+    except (OverflowError, ValueError) as e:  # beyond year 9999, or not a finite number
+        raise TemplateError(
+            f"spec.deadlineSeconds={seconds} puts the deadline out of range: give a number of "
+            "seconds that ends before the year 10000"
+        ) from e
     return end.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 

@@ -46,6 +46,10 @@ class Publisher:
                     if e.status != 409:
                         LOG.warning("could not update the GpuSchedulingPolicy status: %s", e.reason)
                         return
+                except Exception as e:  # noqa: BLE001 - unreachable API: the next update publishes
+                    self._resource_version = None
+                    LOG.warning("could not update the GpuSchedulingPolicy status: %r", e)
+                    return
 
     def _read(self, custom: client.CustomObjectsApi) -> None:
         current = retry.call(functools.partial(custom.get_cluster_custom_object, *ARGS))

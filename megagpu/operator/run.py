@@ -23,8 +23,9 @@ from megagpu.operator import handlers, registry
 from megagpu.operator import metrics as metrics_mod
 
 LOG = logging.getLogger("megagpu.operator")
-STEP_DOWN_GRACE_S = 5.0
-"""How long kopf may take to finish after this replica stepped down, before a hard exit."""
+STEP_DOWN_GRACE_S = 2.0
+"""How long kopf may take to finish after this replica stepped down, before a hard exit: it
+ends before a standby may take over (renew deadline 10 s + 2 s < lease duration 15 s)."""
 EXIT_STEPPED_DOWN = 3
 """The exit status of a replica that lost the Lease."""
 

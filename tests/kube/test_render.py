@@ -205,3 +205,10 @@ def test_a_malformed_affinity_is_an_invalid_template_not_dropped(affinity):
     template = {"spec": {"containers": [{"name": "c"}], "affinity": affinity}}
     with pytest.raises(render.TemplateError, match="affinity"):
         render.render_pod(gw(template=template), 1)
+
+
+def test_a_deadline_out_of_range_is_an_invalid_template_not_a_crash():
+    body = gw(deadlineSeconds=300_000_000_000)
+    body["metadata"]["creationTimestamp"] = "2026-12-06T00:00:00Z"
+    with pytest.raises(render.TemplateError, match="deadlineSeconds"):
+        render.render_pod(body, 1)

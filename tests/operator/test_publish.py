@@ -77,3 +77,23 @@ def test_a_refusing_api_server_is_retried(monkeypatch: pytest.MonkeyPatch) -> No
     api.fail = [429, 503]
     publish.Publisher().publish(api, policy(1))  # type: ignore[arg-type]
     assert api.status["version"] == 1 and api.calls == ["get", "patch", "patch", "patch"]
+
+
+def test_an_unreachable_api_server_is_logged_not_raised(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The update is saved already: a lost status patch must not undo the rest of the ending."""
+    import urllib3
+
+    monkeypatch.setattr(retry.time, "sleep", mock.Mock())
+    api = Policies()
+
+    def unreachable(*_: Any) -> dict[str, Any]:
+        raise urllib3.exceptions.MaxRetryError(None, "/apis", "connection refused")
+
+    api.patch_cluster_custom_object_status = unreachable  # type: ignore[method-assign]
+    publisher = publish.Publisher()
+    publisher.publish(api, policy(1))  # type: ignore[arg-type]
+    api.patch_cluster_custom_object_status = Policies.patch_cluster_custom_object_status.__get__(
+        api
+    )  # type: ignore[method-assign]
+    publisher.publish(api, policy(2))  # type: ignore[arg-type]
+    assert api.status["version"] == 2
