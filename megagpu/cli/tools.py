@@ -16,7 +16,8 @@ def cmd_policy(args: argparse.Namespace) -> int:
     from megagpu.kube import qstore
     from megagpu.operator import tools
 
-    store = qstore.Store(client.CoreV1Api(kube_client.api_client(args.kubeconfig)), args.namespace)
+    api = kube_client.api_client(args.kubeconfig)
+    store = qstore.Store(client.CoreV1Api(api), args.namespace)
     if args.action == "show":
         print("\n".join(tools.show(store)))
     elif args.action == "reset":
@@ -38,6 +39,12 @@ def cmd_policy(args: argparse.Namespace) -> int:
         print(f"imported as version {tools.import_(store, text)}")
     else:
         print(f"rolled back: version {tools.rollback(store, args.to)} holds the kept values")
+    if args.action in ("reset", "import", "rollback"):  # the policy's status shows it now
+        from megagpu.operator import publish
+
+        installed = store.load().policy
+        if installed is not None:
+            publish.Publisher().publish(client.CustomObjectsApi(api), installed)
     return 0
 
 

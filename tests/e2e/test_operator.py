@@ -155,6 +155,8 @@ def test_policy_tools_and_explain(api, namespace, kubeconfig, tmp_path):
     assert megagpu("policy", "reset", *k).returncode == 0
     after = int(megagpu("policy", "show", *k).stdout.split()[1])
     assert after > before  # versions only grow, whatever is installed
+    status = g.policy_status(api)  # the reset shows in the policy's status at once
+    assert status["version"] == after and status["updates"] == 0
     why = megagpu("explain", "explained", "-n", namespace, *k)
     assert why.returncode == 0 and "placed on" in why.stdout and "reward" in why.stdout
     missing = megagpu("explain", "nope", "-n", namespace, *k)
