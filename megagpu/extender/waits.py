@@ -27,8 +27,6 @@ from megagpu.kube import convert, names
 
 REMEMBERED = 10_000
 """First-wait times kept for pods still pending (oldest forgotten first)."""
-START_MARGIN = 0.2
-"""Share of startTimeoutSeconds left for binding and starting after a wait (60 s of 300)."""
 
 
 class Job(NamedTuple):
@@ -85,22 +83,6 @@ def recorded(record: Any) -> model.Prediction | None:
     if not (math.isfinite(seconds) and seconds > 0 and math.isfinite(sigma) and sigma >= 0):
         return None
     return model.Prediction(float(seconds), float(sigma), "recorded")
-
-
-def _start_left(pod: dict[str, Any], timeout: Any, now_s: float) -> float:
-    """Wait left before the operator's start timeout would fail the attempt.
-
-    The wait ends ``START_MARGIN`` of the timeout early, so that the pod can still bind and
-    start; an unreadable timeout or creation time leaves no wait.
-    """
-    created = _epoch((pod.get("metadata") or {}).get("creationTimestamp"))
-    try:
-        seconds = float(timeout)
-    except (TypeError, ValueError):
-        return 0.0
-    if created is None or not math.isfinite(seconds):
-        return 0.0
-    return created + (1.0 - START_MARGIN) * seconds - now_s
 
 
 def rows_on(f: fleet.Fleet, w: model.Workload, free: np.ndarray, nodes: np.ndarray) -> np.ndarray:
@@ -394,8 +376,6 @@ class Waits:
         if names.ANN_DEADLINE in annotations:
             deadline = _epoch(annotations[names.ANN_DEADLINE])
             left = min(left, deadline - now) if deadline is not None else 0.0
-        if names.ANN_START_TIMEOUT in annotations:
-            left = min(left, _start_left(pod, annotations[names.ANN_START_TIMEOUT], now))
         return max(left, 0.0)
 
     def assess(

@@ -69,7 +69,6 @@ def render_pod(gw: dict[str, Any], attempt: int, resource_mode: str = "megagpu")
     if isinstance(declared, dict) and "amount" in declared:
         annotations[names.ANN_WORK_AMOUNT] = str(declared["amount"])
         annotations[names.ANN_WORK_UNIT] = str(declared.get("unit", ""))
-    annotations[names.ANN_START_TIMEOUT] = str(spec.get("startTimeoutSeconds", 300))
     deadline = _deadline(meta.get("creationTimestamp"), spec.get("deadlineSeconds"))
     if deadline is not None:
         annotations[names.ANN_DEADLINE] = deadline

@@ -18,7 +18,7 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 
 from megagpu.kube import client as kube_client
-from megagpu.kube import convert
+from megagpu.kube import convert, names
 from megagpu.operator import handlers, status
 
 LOG = logging.getLogger("megagpu.operator")
@@ -41,7 +41,7 @@ def check(gw: dict[str, Any], memo: handlers.Memo) -> dict[str, Any] | None:
     retry_at = convert.parse_time(old.get("retryAt"))
     if retry_at is not None and now >= retry_at:
         return handlers.start_attempt(gw, int(old.get("attempts", 1)) + 1, memo)
-    started = convert.parse_time(old.get("attemptStartedAt"))
+    started = start_clock(gw, memo)
     timeout = int(spec.get("startTimeoutSeconds", 300))
     if (
         old.get("phase") in ("Pending", "Scheduling")
@@ -57,6 +57,28 @@ def check(gw: dict[str, Any], memo: handlers.Memo) -> dict[str, Any] | None:
             memo,
         )
     return None
+
+
+def start_clock(gw: dict[str, Any], memo: handlers.Memo) -> dt.datetime | None:
+    """When the current attempt's start timeout began to run (None: it does not run now).
+
+    A pod the extender keeps pending on purpose (``waiting-since``, not bound yet) is not
+    stuck: its wait is bounded by the extender's maximum wait and the deadline, so the clock
+    runs from its bind, never through the wait.
+    """
+    old = gw.get("status") or {}
+    started = convert.parse_time(old.get("attemptStartedAt"))
+    pod = memo.pods.get((gw["metadata"]["namespace"], old.get("podName")))
+    annotations = ((pod or {}).get("metadata") or {}).get("annotations") or {}
+    if started is None or names.ANN_WAITING_SINCE not in annotations:
+        return started
+    if not (pod.get("spec") or {}).get("nodeName"):
+        return None
+    for condition in (pod.get("status") or {}).get("conditions") or []:
+        if condition.get("type") == "PodScheduled" and condition.get("status") == "True":
+            bound = convert.parse_time(condition.get("lastTransitionTime"))
+            return max(started, bound) if bound else started
+    return started
 
 
 def stop(gw: dict[str, Any], reason: str, memo: handlers.Memo) -> None:

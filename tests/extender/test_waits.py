@@ -193,24 +193,6 @@ def test_job_from_pod_reads_start_and_recorded_prediction():
     assert waits.job_from_pod(bound, 0.0) is None
 
 
-@pytest.mark.parametrize(
-    ("created_ago_s", "timeout", "waits_"),
-    [(0.0, "300", True), (250.0, "300", False), (0.0, "never", False)],
-)
-def test_a_wait_ends_in_time_for_the_start_timeout(created_ago_s, timeout, waits_):
-    p, _, _ = make()
-    busy_fast(p)
-    one = sized("a", **{"megagpu.io/start-timeout-seconds": timeout})
-    one["metadata"]["creationTimestamp"] = convert_time(NOW - created_ago_s)
-    assert (p.filter(args(one, NAMES))["NodeNames"] == []) is waits_
-
-
-def convert_time(epoch_s: float) -> str:
-    import datetime as dt
-
-    return dt.datetime.fromtimestamp(epoch_s, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def test_a_busy_node_kube_scheduler_did_not_ask_about_is_waited_for():
     """kube-scheduler drops a node whose megagpu.io/gpu is all allocated before asking."""
     p, _, _ = make()

@@ -192,3 +192,31 @@ def test_a_status_patch_rejected_for_good_is_not_retried(memo: handlers.Memo) ->
     with pytest.raises(ApiException):
         handlers.patch_status(memo, workload(), {"phase": "Running"})
     assert memo.custom.patch_namespaced_custom_object_status.call_count == 1
+
+
+def waiting_pod(bound_ago: float | None) -> dict[str, Any]:
+    """The attempt's pod as the watch keeps it: kept pending on purpose, then bound or not."""
+    pod: dict[str, Any] = {
+        "metadata": {"name": "w-a1", "annotations": {"megagpu.io/waiting-since": ago(100)}},
+        "spec": {"nodeName": None},
+        "status": {},
+    }
+    if bound_ago is not None:
+        pod["spec"]["nodeName"] = "n1"
+        pod["status"]["conditions"] = [
+            {"type": "PodScheduled", "status": "True", "lastTransitionTime": ago(bound_ago)}
+        ]
+    return pod
+
+
+def test_a_deliberate_wait_does_not_count_against_the_start_timeout(
+    memo: handlers.Memo,
+) -> None:
+    memo.pods[("ml", "w-a1")] = waiting_pod(None)  # still waiting, 100 s past a 5 s timeout
+    assert watchdog.check(workload(attemptStartedAt=ago(100)), memo) is None
+    memo.pods[("ml", "w-a1")] = waiting_pod(2)  # bound 2 s ago: its clock runs from there
+    assert watchdog.check(workload(attemptStartedAt=ago(100)), memo) is None
+    memo.pods[("ml", "w-a1")] = waiting_pod(30)  # bound 30 s ago and still not running
+    fields = watchdog.check(workload(attemptStartedAt=ago(100)), memo)
+    assert fields is not None
+    assert fields["conditions"][-1]["message"].endswith("startTimeoutSeconds=5")
