@@ -9,6 +9,7 @@ placed with is compared with its run time.
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any
 
@@ -19,6 +20,7 @@ from kubernetes.client.exceptions import ApiException
 from megagpu.kube import client as kube_client
 from megagpu.kube import names
 
+LOG = logging.getLogger("megagpu.operator")
 WAITING = "waiting for "
 """How the extender's wait reason starts (``core.waiting.plan``)."""
 FAR_OFF = math.log(2.0)
@@ -80,9 +82,11 @@ def record_wait(core: client.CoreV1Api, gw: dict[str, Any], pod: dict[str, Any])
             gw["metadata"]["namespace"],
             {"metadata": {"annotations": {names.ANN_WAITING_SINCE: since}}},
         )
-    except ApiException as e:
-        if e.status != 404:  # gone meanwhile: nothing left to bound
-            raise
+    except Exception as e:  # noqa: BLE001 - best effort: the extender remembers the wait too
+        # a restarted extender then counts the wait from its own first sight of the pod; the
+        # workload's status is written whatever happened here
+        if not (isinstance(e, ApiException) and e.status == 404):  # 404: the pod is gone
+            LOG.warning("could not record when %s began to wait: %r", meta.get("name"), e)
 
 
 def prediction_error(decision: dict[str, Any], duration_s: float | None) -> float | None:

@@ -77,6 +77,14 @@ def test_a_pod_gone_before_its_annotation_is_no_error(memo: handlers.Memo) -> No
     waits.record_wait(memo.core, workload(), pending(WAITING))
 
 
+def test_a_refused_annotation_never_stops_the_status_update(memo: handlers.Memo) -> None:  # noqa: F811
+    """An older chart's RBAC (403) or a refusing API server: the status is written anyway."""
+    memo.custom.get_namespaced_custom_object.return_value = workload()
+    memo.core.patch_namespaced_pod.side_effect = ApiException(status=403, reason="Forbidden")
+    handlers.follow(pending(WAITING), memo)
+    assert memo.custom.patch_namespaced_custom_object_status.called
+
+
 @pytest.mark.parametrize(
     ("decision", "duration", "expected"),
     [
