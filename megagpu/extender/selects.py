@@ -2,9 +2,11 @@
 
 kube-scheduler asks the extender only about nodes its own filters passed, and a node whose
 devices are all taken (``megagpu.io/gpu`` counted by NodeResourcesFit) is not among them. To
-wait for such a node, the extender checks what kube-scheduler would: the pod's nodeSelector and
-required node affinity. It is conservative: a taint with effect NoSchedule or NoExecute, an
-operator it does not implement or a garbled term makes the node no candidate.
+wait for such a node, the extender checks what kube-scheduler would: the pod's nodeSelector,
+required node affinity and tolerations of the node's NoSchedule and NoExecute taints (GPU pools
+are often tainted, ``nvidia.com/gpu=present:NoSchedule``), and that the node is not cordoned.
+It is conservative: an operator it does not implement or a garbled term makes the node no
+candidate.
 """
 
 from __future__ import annotations
@@ -26,8 +28,13 @@ def selects(pod: Obj, node: Obj) -> bool:
 def _selects(pod: Obj, node: Obj) -> bool:
     spec, meta = pod.get("spec") or {}, node.get("metadata") or {}
     labels, name = meta.get("labels") or {}, meta.get("name")
+    if (node.get("spec") or {}).get("unschedulable"):
+        return False
+    tolerations = spec.get("tolerations") or []
     for taint in (node.get("spec") or {}).get("taints") or []:
-        if taint.get("effect") in ("NoSchedule", "NoExecute"):
+        if taint.get("effect") in ("NoSchedule", "NoExecute") and not any(
+            _tolerates(t, taint) for t in tolerations
+        ):
             return False
     for key, value in (spec.get("nodeSelector") or {}).items():
         if labels.get(key) != value:
@@ -62,3 +69,21 @@ def _match(expression: Obj, value: Any) -> bool:
     if op == "DoesNotExist":
         return value is None
     return False
+
+
+def _tolerates(toleration: Obj, taint: Obj) -> bool:
+    """Whether ``toleration`` tolerates ``taint``, by Kubernetes' rule.
+
+    The effect matches (empty: any), then the key (empty with Exists: any) and, for Equal (the
+    default operator), the value.
+    """
+    if toleration.get("effect") not in (None, "", taint.get("effect")):
+        return False
+    op = toleration.get("operator") or "Equal"
+    if not toleration.get("key"):
+        return op == "Exists"
+    if toleration.get("key") != taint.get("key"):
+        return False
+    if op == "Exists":
+        return True
+    return op == "Equal" and (toleration.get("value") or "") == (taint.get("value") or "")

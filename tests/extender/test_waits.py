@@ -270,3 +270,25 @@ def test_a_busy_node_kube_scheduler_did_not_ask_about_is_waited_for():
 def test_selects(spec, expected):
     node = {"metadata": {"name": "n", "labels": {"gpu": "h100"}}, "spec": {}}
     assert selects.selects({"spec": spec}, node) is expected
+
+
+GPU_TAINT = {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}
+
+
+@pytest.mark.parametrize(
+    ("tolerations", "node_spec", "expected"),
+    [
+        ([], {"taints": [GPU_TAINT]}, False),
+        ([{"key": "nvidia.com/gpu", "operator": "Exists"}], {"taints": [GPU_TAINT]}, True),
+        ([{"key": "nvidia.com/gpu", "value": "present"}], {"taints": [GPU_TAINT]}, True),
+        ([{"key": "nvidia.com/gpu", "value": "absent"}], {"taints": [GPU_TAINT]}, False),
+        ([{"operator": "Exists"}], {"taints": [GPU_TAINT]}, True),  # tolerates everything
+        ([{"operator": "Exists", "effect": "NoExecute"}], {"taints": [GPU_TAINT]}, False),
+        ([{"key": "x", "operator": "Exists"}], {"taints": [GPU_TAINT]}, False),
+        ([], {"taints": [{**GPU_TAINT, "effect": "PreferNoSchedule"}]}, True),
+        ([{"operator": "Exists"}], {"unschedulable": True}, False),  # cordoned
+    ],
+)
+def test_taints_are_matched_against_the_pods_tolerations(tolerations, node_spec, expected):
+    node = {"metadata": {"name": "n", "labels": {}}, "spec": node_spec}
+    assert selects.selects({"spec": {"tolerations": tolerations}}, node) is expected
