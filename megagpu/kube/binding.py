@@ -25,12 +25,15 @@ def bind(
     annotations: dict[str, str],
 ) -> None:
     """Create the Binding; raises AlreadyBound on a 409, ApiException otherwise."""
-    body = client.V1Binding(
-        metadata=client.V1ObjectMeta(
-            name=name, namespace=namespace, uid=uid, annotations=annotations or None
-        ),
-        target=client.V1ObjectReference(kind="Node", api_version="v1", name=node),
-    )
+    metadata: dict[str, object] = {"name": name, "namespace": namespace, "uid": uid}
+    if annotations:
+        metadata["annotations"] = annotations
+    body = {  # a dict: the client serializes it as is (model objects cost a walk per bind)
+        "apiVersion": "v1",
+        "kind": "Binding",
+        "metadata": metadata,
+        "target": {"kind": "Node", "apiVersion": "v1", "name": node},
+    }
     try:
         kube_client.send(core.create_namespaced_binding, namespace, body)
     except ApiException as e:
