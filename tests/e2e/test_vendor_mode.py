@@ -24,6 +24,7 @@ from kubernetes import client
 from megagpu.core import model
 from megagpu.devcluster import cluster, components, processes, runtime
 from megagpu.kube import convert, names, render
+from tests.e2e import fake_nodes
 from tests.e2e import gw as g
 
 RUN_S = 6.0
@@ -53,24 +54,15 @@ def vendor_nodes(suffix: str) -> list[tuple[model.Node, str]]:
 @pytest.fixture
 def nodes(api: client.ApiClient) -> Iterator[tuple[str, list[dict[str, Any]]]]:
     """The test's fake nodes, labelled so its workloads can be pinned to them; deleted after."""
-    core = client.CoreV1Api(api)
     label = f"vendor-{uuid.uuid4().hex[:6]}"
-    made = []
+    bodies = []
     for node, resource in vendor_nodes(label):
         body = convert.fake_node(node)
-        body["metadata"]["labels"]["megagpu.io/e2e"] = label
-        status = body.pop("status")
         for kind in ("capacity", "allocatable"):
-            count = status[kind].pop(names.RESOURCE_GPU)
-            status[kind][resource] = count
-        core.create_node(body)
-        core.patch_node_status(node.name, {"status": status})
-        made.append({**body, "status": status})
-    try:
-        yield label, made
-    finally:
-        for body in made:
-            core.delete_node(body["metadata"]["name"])
+            body["status"][kind][resource] = body["status"][kind].pop(names.RESOURCE_GPU)
+        bodies.append(body)
+    with fake_nodes.made(api, label, bodies):
+        yield label, bodies
 
 
 @pytest.fixture

@@ -41,6 +41,7 @@ from megagpu.core import model, qpolicy, qstate
 from megagpu.devcluster import components, runtime
 from megagpu.kube import convert, names, qstore, render
 from megagpu.operator import publish, tools
+from tests.e2e import fake_nodes
 from tests.e2e import gw as g
 from tests.e2e.test_extender import METRICS, requests_by_verb
 from tests.e2e.test_scheduler_extender import wait_for
@@ -67,21 +68,10 @@ def nodes(label: str) -> list[model.Node]:
 @pytest.fixture
 def pair(api: client.ApiClient) -> Iterator[tuple[str, list[dict[str, Any]]]]:
     """The two fake nodes, labelled so the test's workloads can be pinned to them."""
-    core = client.CoreV1Api(api)
     label = uuid.uuid4().hex[:6]
-    made = []
-    for node in nodes(label):
-        body = convert.fake_node(node)
-        body["metadata"]["labels"]["megagpu.io/e2e"] = label
-        status = body.pop("status")
-        core.create_node(body)
-        core.patch_node_status(node.name, {"status": status})
-        made.append({**body, "status": status})
-    try:
-        yield label, made
-    finally:
-        for body in made:
-            core.delete_node(body["metadata"]["name"])
+    bodies = [convert.fake_node(node) for node in nodes(label)]
+    with fake_nodes.made(api, label, bodies):
+        yield label, bodies
 
 
 def manifest(

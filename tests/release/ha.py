@@ -18,8 +18,8 @@ from megagpu.devcluster import nodeconfig, realnodes
 REPORT = "echo '{\"megagpu.io/work\": 20}' > /dev/termination-log"
 
 
-def quick_workload(name: str, node: Any) -> dict[str, Any]:
-    """A one-device GpuWorkload pinned to the real node that reports 20 GFLOP and ends."""
+def workload(name: str, node: Any, command: list[str]) -> dict[str, Any]:
+    """A one-device GpuWorkload pinned to the real node, running ``command`` (20 GFLOP)."""
     return {
         "apiVersion": "megagpu.io/v1alpha1",
         "kind": "GpuWorkload",
@@ -39,13 +39,18 @@ def quick_workload(name: str, node: Any) -> dict[str, Any]:
                             "name": "w",
                             "image": "localhost/megagpu:dev",
                             "imagePullPolicy": "Never",
-                            "command": ["sh", "-c", REPORT],
+                            "command": command,
                         }
                     ],
                 }
             },
         },
     }
+
+
+def quick_workload(name: str, node: Any) -> dict[str, Any]:
+    """A workload whose ``sh`` reports its work and ends: a hundred take a few minutes."""
+    return workload(name, node, ["sh", "-c", REPORT])
 
 
 def sandbox_pid(node: realnodes.RealNode, pod: str, namespace: str) -> int:

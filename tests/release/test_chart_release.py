@@ -140,32 +140,7 @@ def test_the_probe_pod_publishes_its_node_and_serves_its_devices(release):
 
 
 def bench_workload(name: str, node: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "GpuWorkload",
-        "metadata": {"name": name},
-        "spec": {
-            "workloadType": "training",
-            "model": "bench-gemm",
-            "gpus": 1,
-            "backends": ["cuda"],
-            "work": {"amount": 20, "unit": "GFLOP"},
-            "template": {
-                "spec": {
-                    "nodeSelector": {"kubernetes.io/hostname": node.name},
-                    "tolerations": [{"key": nodeconfig.TAINT, "operator": "Exists"}],
-                    "containers": [
-                        {
-                            "name": "w",
-                            "image": "localhost/megagpu:dev",
-                            "imagePullPolicy": "Never",
-                            "command": ["python", "-c", EXEC_REPORT],
-                        }
-                    ],
-                }
-            },
-        },
-    }
+    return ha.workload(name, node, ["python", "-c", EXEC_REPORT])
 
 
 EXEC_REPORT = (
