@@ -193,7 +193,7 @@ def within(before: dict[str, dict[str, float]], after: dict[str, dict[str, float
 def latency_phase(port: int, metrics_port: int, names: list[str], tmp: Path) -> dict[str, Any]:
     """The load generator's client-side latency and the server-side histogram shares."""
     before = server_buckets(metrics_port)
-    result = extender_load.drive(port, names, tmp)
+    result = extender_load.drive(port, names, tmp, None)  # no declared size: no prediction
     result["server_side"] = within(before, server_buckets(metrics_port))
     return result
 
