@@ -174,7 +174,9 @@ def test_heavy_tailed_sizes_learn_true_speeds(api, namespace, cold_policy):
         f"on the fastest device: first 50 {first}, last 50 {last}"
     )
     assert ema > -0.5
-    assert last > first, (first, last)
+    # the benchmark priors often pick right from the start (first 50 up to 49 of 50 measured),
+    # so the learned policy is judged by itself: at the floor's exploration, 90% on the fastest
+    assert last >= 45, (first, last)
 
 
 def test_a_report_far_from_the_declaration_is_learned_unsized(api, namespace, cold_policy):
