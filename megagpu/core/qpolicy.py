@@ -103,6 +103,10 @@ class Params:
     explore_margin: float = 0.7
     """Exploration only tries devices whose value is within this of the best (0.7 ~ 2x slower),
     so that a long job is never sent to a device believed to be far slower."""
+    explore_margin_min: float = 0.3
+    """The margin narrows toward this (0.3 ~ 1.35x) as a pair's speed is measured for the
+    workload: ``min + (margin - min) / sqrt(1 + seen)``. A pair measured a few times as clearly
+    slower is no longer tried (its drift still follows the device); near ties always are."""
     throughput_ema: float = 0.3
     """Weight of a new observation in the per-(workload, device) throughput average."""
     drift_rate: float = 0.3
@@ -118,6 +122,12 @@ class Params:
                 f"baseline must be one of {baselines.BASELINES}, got {self.baseline!r}"
             )
         model.check_finite("explore_margin", self.explore_margin)
+        model.check_finite("explore_margin_min", self.explore_margin_min)
+        if not 0 <= self.explore_margin_min <= self.explore_margin:
+            raise model.ValidationError(
+                "explore_margin_min must be in [0, explore_margin], got "
+                f"{self.explore_margin_min} (explore_margin {self.explore_margin})"
+            )
         for name in (
             "learning_rate",
             "epsilon_start",
@@ -380,6 +390,16 @@ class QPolicy:
         self._actions[key] = per_action
         return per_action
 
+    def _margins(self, workload: model.Workload, action_keys: tuple[str, ...]) -> np.ndarray:
+        """The exploration margin of each action key, narrowed by its measured outcomes."""
+        wkey, mkey = self.keys(workload)
+        p = self.params
+        seen = np.zeros(len(action_keys))
+        for aid, akey in enumerate(action_keys):
+            cell = self.workloads.get(wkey, {}).get(akey) or self.models.get(mkey, {}).get(akey)
+            seen[aid] = cell.seen if cell is not None else 0.0
+        return p.explore_margin_min + (p.explore_margin - p.explore_margin_min) / np.sqrt(1 + seen)
+
     # --- deciding ----------------------------------------------------------------------
     def choose(
         self, workload: model.Workload, view: fleet.View, rng: random.Random
@@ -394,7 +414,8 @@ class QPolicy:
             mode = "forced"
         elif rng.random() < self.epsilon:
             aids = view.fleet.row_action_id[view.rows]
-            options = np.unique(aids[values >= values[best] - self.params.explore_margin])
+            margins = self._margins(workload, view.fleet.action_keys)[aids]
+            options = np.unique(aids[values >= values[best] - margins])
             pick = options[rng.randrange(len(options))]
             masked = np.where(aids == pick, values, -np.inf)
             explored = int(np.argmax(masked))

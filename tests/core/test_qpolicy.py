@@ -98,6 +98,33 @@ def test_shadow_follows_the_baseline_and_reports_regret():
     assert policy.observe(outcome("s", w, SLOW, 5.0))
 
 
+def test_a_pair_measured_clearly_slower_is_no_longer_explored():
+    # SLOW is 2x slower by its benchmark (log 0.69, inside the 0.7 margin) and measured 1.7x
+    policy = no_replay(epsilon_start=1.0, epsilon_min=1.0)
+    w = workload(work=100.0)
+    v = view([SLOW, FAST], w)
+
+    def explored() -> int:
+        return sum(policy.choose(w, v, random.Random(i)).row == 0 for i in range(200))
+
+    assert explored() > 50  # untried: within the margin, explored half the time
+    policy.observe(outcome("f", w, FAST, 17.0))
+    for i in range(3):
+        policy.observe(outcome(f"s{i}", w, SLOW, 10.0))
+    assert explored() == 0
+    near = no_replay(epsilon_start=1.0, epsilon_min=1.0)  # a near tie is always explored
+    near.values(w, v)
+    near.observe(outcome("f", w, FAST, 12.0))
+    for i in range(20):
+        near.observe(outcome(f"s{i}", w, SLOW, 10.0))
+    assert sum(near.choose(w, v, random.Random(i)).row == 0 for i in range(200)) > 50
+
+
+def test_the_margin_cannot_narrow_past_itself():
+    with pytest.raises(model.ValidationError, match="explore_margin_min"):
+        qpolicy.Params(explore_margin=0.3, explore_margin_min=0.5)
+
+
 def test_epsilon_decays_to_its_floor():
     policy = qpolicy.QPolicy(qpolicy.Params(epsilon_start=0.5, epsilon_min=0.05, epsilon_decay=0.9))
     w = workload()
