@@ -56,6 +56,8 @@ DEAD = 0.15
 """Median surprises within x1.16 leave a drift where it is: noise, not a change of the device."""
 ESTABLISHED = 2.0
 """Evidence (in reported sizes) a pair's average needs before its surprises inform a drift."""
+MEASURED = 3.0
+"""Outcomes of known size before a pair's spread narrows its exploration margin."""
 DRIFT_BOUND = math.log(16)
 """A device's drift stays within x1/16 .. x16 of the speed its throughputs were learned at."""
 UNMEASURED = (1.0, 1.0, 1.0)
@@ -103,10 +105,13 @@ class Params:
     explore_margin: float = 0.7
     """Exploration only tries devices whose value is within this of the best (0.7 ~ 2x slower),
     so that a long job is never sent to a device believed to be far slower."""
-    explore_margin_min: float = 0.3
-    """The margin narrows toward this (0.3 ~ 1.35x) as a pair's speed is measured for the
-    workload: ``min + (margin - min) / sqrt(1 + seen)``. A pair measured a few times as clearly
-    slower is no longer tried (its drift still follows the device); near ties always are."""
+    explore_margin_min: float = 0.1
+    """Once a pair and the best one are measured (``MEASURED`` outcomes each), exploration tries
+    it only while its measured throughput is within ``min + explore_z * noise`` (log, at most
+    ``explore_margin``) of the best's, noise being the standard error of the two averages: a pair measured clearly slower
+    is no longer tried, near ties still are (0.1 ~ 1.1x); a device's drift still follows it."""
+    explore_z: float = 2.0
+    """Standard errors of the gap that keep a measured pair explored."""
     throughput_ema: float = 0.3
     """Weight of a new observation in the per-(workload, device) throughput average."""
     drift_rate: float = 0.3
@@ -123,6 +128,7 @@ class Params:
             )
         model.check_finite("explore_margin", self.explore_margin)
         model.check_finite("explore_margin_min", self.explore_margin_min)
+        model.check_finite("explore_z", self.explore_z)
         if not 0 <= self.explore_margin_min <= self.explore_margin:
             raise model.ValidationError(
                 "explore_margin_min must be in [0, explore_margin], got "
@@ -150,15 +156,28 @@ class Params:
 
 
 class Cell:
-    """One learned (key, action) entry: value, visits and throughput average."""
+    """One learned (key, action) entry: value, visits, throughput average and its spread."""
 
-    __slots__ = ("q", "n", "throughput", "seen")
+    __slots__ = ("q", "n", "throughput", "seen", "spread")
 
-    def __init__(self, q: float, n: int = 0, throughput: float = 0.0, seen: float = 0.0) -> None:
+    def __init__(
+        self,
+        q: float,
+        n: int = 0,
+        throughput: float = 0.0,
+        seen: float = 0.0,
+        spread: float = 0.0,
+    ) -> None:
         self.q, self.n, self.throughput = q, n, throughput
         self.seen = seen
         """Outcomes of known size averaged into ``throughput`` (a declared size counts
         ``DECLARED_WEIGHT``): a running mean of the first ones, then a moving average."""
+        self.spread = spread
+        """Variance of an outcome's log throughput around the average (averaged the same way)."""
+
+    def squared_error(self, ema: float) -> float:
+        """Variance of the average itself: of a mean of ``seen``, or at least of the EMA's."""
+        return self.spread * max(1 / self.seen, ema / (2 - ema))
 
 
 Table = dict[str, dict[str, Cell]]
@@ -390,15 +409,31 @@ class QPolicy:
         self._actions[key] = per_action
         return per_action
 
-    def _margins(self, workload: model.Workload, action_keys: tuple[str, ...]) -> np.ndarray:
-        """The exploration margin of each action key, narrowed by its measured outcomes."""
+    def _measured_verdicts(
+        self, workload: model.Workload, action_keys: tuple[str, ...], best: int
+    ) -> np.ndarray:
+        """Per action key, against action ``best``: 1 worth exploring, 0 measured clearly
+        slower, nan when either is not measured yet (the value margin decides)."""
         wkey, mkey = self.keys(workload)
         p = self.params
-        seen = np.zeros(len(action_keys))
-        for aid, akey in enumerate(action_keys):
+        verdicts = np.full(len(action_keys), np.nan)
+        cells = []
+        for akey in action_keys:
             cell = self.workloads.get(wkey, {}).get(akey) or self.models.get(mkey, {}).get(akey)
-            seen[aid] = cell.seen if cell is not None else 0.0
-        return p.explore_margin_min + (p.explore_margin - p.explore_margin_min) / np.sqrt(1 + seen)
+            cells.append(cell if cell is not None and cell.seen >= MEASURED else None)
+        reference = cells[best]
+        if reference is None:
+            return verdicts
+        ema = p.throughput_ema
+        for aid, cell in enumerate(cells):
+            if cell is not None:
+                gap = math.log(reference.throughput / cell.throughput) + (
+                    self.drift.get(action_keys[best], 0.0) - self.drift.get(action_keys[aid], 0.0)
+                )
+                noise = math.sqrt(cell.squared_error(ema) + reference.squared_error(ema))
+                allowed = min(p.explore_margin, p.explore_margin_min + p.explore_z * noise)
+                verdicts[aid] = gap <= allowed
+        return verdicts
 
     # --- deciding ----------------------------------------------------------------------
     def choose(
@@ -414,8 +449,10 @@ class QPolicy:
             mode = "forced"
         elif rng.random() < self.epsilon:
             aids = view.fleet.row_action_id[view.rows]
-            margins = self._margins(workload, view.fleet.action_keys)[aids]
-            options = np.unique(aids[values >= values[best] - margins])
+            verdicts = self._measured_verdicts(workload, view.fleet.action_keys, int(aids[best]))
+            near = values >= values[best] - self.params.explore_margin
+            worth = np.where(np.isnan(verdicts[aids]), near, verdicts[aids] == 1.0)
+            options = np.unique(aids[worth])
             pick = options[rng.randrange(len(options))]
             masked = np.where(aids == pick, values, -np.inf)
             explored = int(np.argmax(masked))
@@ -449,6 +486,10 @@ class QPolicy:
             weight = 1.0 if reported else DECLARED_WEIGHT
             for table, key in ((self.workloads, wkey), (self.models, mkey)):
                 cell = self._cell(table, key, wkey, mkey, akey)
+                if cell.seen > 0 and cell.throughput > 0:
+                    error = math.log(throughput / cell.throughput) ** 2
+                    rate = weight * max(self.params.throughput_ema, 1 / cell.seen)
+                    cell.spread += min(rate, 1.0) * (error - cell.spread)
                 cell.seen += weight
                 mean = 1 / cell.seen >= self.params.throughput_ema
                 rate = weight * max(self.params.throughput_ema, 1 / cell.seen)

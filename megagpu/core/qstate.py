@@ -33,7 +33,13 @@ def _checksum(body: dict[str, Any]) -> str:
 
 def _table(table: qpolicy.Table) -> dict[str, list[float]]:
     return {
-        f"{key}|{akey}": [round(c.q, 6), c.n, round(c.throughput, 6), round(c.seen, 4)]
+        f"{key}|{akey}": [
+            round(c.q, 6),
+            c.n,
+            round(c.throughput, 6),
+            round(c.seen, 4),
+            round(c.spread, 6),
+        ]
         for key, row in table.items()
         for akey, c in row.items()
     }
@@ -41,10 +47,12 @@ def _table(table: qpolicy.Table) -> dict[str, list[float]]:
 
 def _untable(flat: dict[str, list[float]]) -> qpolicy.Table:
     table: qpolicy.Table = {}
-    for joined, (q, n, thr, *seen) in flat.items():
+    for joined, (q, n, thr, *rest) in flat.items():
         key, _, akey = joined.rpartition("|")
-        count = float(seen[0]) if seen else float(float(thr) > 0)
-        table.setdefault(key, {})[akey] = qpolicy.Cell(float(q), int(n), float(thr), count)
+        count = float(rest[0]) if rest else float(float(thr) > 0)  # saved before 'seen' was
+        spread = float(rest[1]) if len(rest) > 1 else 0.0  # saved before 'spread' was
+        cell = qpolicy.Cell(float(q), int(n), float(thr), count, spread)
+        table.setdefault(key, {})[akey] = cell
     return table
 
 
