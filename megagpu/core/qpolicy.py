@@ -108,8 +108,9 @@ class Params:
     explore_margin_min: float = 0.1
     """Once a pair and the best one are measured (``MEASURED`` outcomes each), exploration tries
     it only while its measured throughput is within ``min + explore_z * noise`` (log, at most
-    ``explore_margin``) of the best's, noise being the standard error of the two averages: a pair measured clearly slower
-    is no longer tried, near ties still are (0.1 ~ 1.1x); a device's drift still follows it."""
+    ``explore_margin``) of the best's, noise being the standard error of the two averages: a
+    pair measured clearly slower is no longer tried, near ties still are (0.1 ~ 1.1x); a
+    device's drift still follows it."""
     explore_z: float = 2.0
     """Standard errors of the gap that keep a measured pair explored."""
     throughput_ema: float = 0.3
@@ -412,8 +413,11 @@ class QPolicy:
     def _measured_verdicts(
         self, workload: model.Workload, action_keys: tuple[str, ...], best: int
     ) -> np.ndarray:
-        """Per action key, against action ``best``: 1 worth exploring, 0 measured clearly
-        slower, nan when either is not measured yet (the value margin decides)."""
+        """Per action key, against action ``best``: 1 worth exploring, 0 not.
+
+        0 when measured clearly slower; nan when either is not measured yet (the value margin
+        decides then).
+        """
         wkey, mkey = self.keys(workload)
         p = self.params
         verdicts = np.full(len(action_keys), np.nan)
