@@ -27,6 +27,7 @@ Writes benchmarks/results/gpu-loop-<card>.json (and .png with matplotlib).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import random
@@ -384,11 +385,7 @@ def loop(args: argparse.Namespace) -> int:
             "complete": complete,
             "node": info,
             "classes": [k._asdict() for k in classes],
-            "params": {
-                "epsilon_start": policy.params.epsilon_start,
-                "epsilon_min": policy.params.epsilon_min,
-                "learning_rate": policy.params.learning_rate,
-            },
+            "params": dataclasses.asdict(policy.params),
             "duration_s": round(time.monotonic() - start, 1),
             "summary": summarize(placements, audit) if placements else {},
             "placements": [
