@@ -57,7 +57,18 @@ DEAD = 0.15
 ESTABLISHED = 2.0
 """Evidence (in reported sizes) a pair's average needs before its surprises inform a drift."""
 MEASURED = 3.0
-"""Outcomes of known size before a pair's spread narrows its exploration margin."""
+"""Outcomes of known size a pair and the best one need before their measured gap, not only the
+value margin, decides whether the pair is explored."""
+EXPLORE_FLOOR = 0.1
+"""Once both are measured, exploration tries a pair only while its measured throughput is within
+``EXPLORE_FLOOR + EXPLORE_Z`` standard errors of the gap (log) of the best's: a pair measured
+clearly slower is dropped, near ties (0.1 ~ 1.1x) and pairs too noisy to tell are not.
+Constants, not ``Params``: a saved state's parameters must load in older releases."""
+EXPLORE_Z = 2.0
+RECHECK = 0.2
+"""Share of exploration draws that ignore the measured gap (the value margin alone decides), so
+a device measured slower is retried now and then and one that got faster is found: with the
+floor epsilon and two options, about one decision in 200."""
 DRIFT_BOUND = math.log(16)
 """A device's drift stays within x1/16 .. x16 of the speed its throughputs were learned at."""
 UNMEASURED = (1.0, 1.0, 1.0)
@@ -90,7 +101,8 @@ class Params:
     epsilon_start: float = 0.2
     """Initial exploration rate."""
     epsilon_min: float = 0.05
-    """Exploration floor, so a device that changes speed is noticed."""
+    """Exploration floor, so that a device that changes speed is noticed (one measured clearly
+    slower only through ``RECHECK`` draws; an exploited one through its drift)."""
     epsilon_decay: float = 0.995
     """Multiplied into epsilon after each decision."""
     ucb_bonus: float = 0.0
@@ -104,15 +116,8 @@ class Params:
     shared context weights cost more JCT than they gained."""
     explore_margin: float = 0.7
     """Exploration only tries devices whose value is within this of the best (0.7 ~ 2x slower),
-    so that a long job is never sent to a device believed to be far slower."""
-    explore_margin_min: float = 0.1
-    """Once a pair and the best one are measured (``MEASURED`` outcomes each), exploration tries
-    it only while its measured throughput is within ``min + explore_z * noise`` (log, at most
-    ``explore_margin``) of the best's, noise being the standard error of the two averages: a
-    pair measured clearly slower is no longer tried, near ties still are (0.1 ~ 1.1x); a
-    device's drift still follows it."""
-    explore_z: float = 2.0
-    """Standard errors of the gap that keep a measured pair explored."""
+    so that a long job is never sent to a device believed to be far slower; a measured device
+    must also pass ``EXPLORE_FLOOR`` (but for ``RECHECK`` draws)."""
     throughput_ema: float = 0.3
     """Weight of a new observation in the per-(workload, device) throughput average."""
     drift_rate: float = 0.3
@@ -128,13 +133,6 @@ class Params:
                 f"baseline must be one of {baselines.BASELINES}, got {self.baseline!r}"
             )
         model.check_finite("explore_margin", self.explore_margin)
-        model.check_finite("explore_margin_min", self.explore_margin_min)
-        model.check_finite("explore_z", self.explore_z)
-        if not 0 <= self.explore_margin_min <= self.explore_margin:
-            raise model.ValidationError(
-                "explore_margin_min must be in [0, explore_margin], got "
-                f"{self.explore_margin_min} (explore_margin {self.explore_margin})"
-            )
         for name in (
             "learning_rate",
             "epsilon_start",
@@ -174,7 +172,13 @@ class Cell:
         """Outcomes of known size averaged into ``throughput`` (a declared size counts
         ``DECLARED_WEIGHT``): a running mean of the first ones, then a moving average."""
         self.spread = spread
-        """Variance of an outcome's log throughput around the average (averaged the same way)."""
+        """Variance of an outcome's log throughput around the average (averaged the same way,
+        unclipped: a straggler widens it, which only keeps the pair explored longer); nan when
+        unknown (a state saved before it was kept)."""
+
+    def measured(self) -> bool:
+        """Enough outcomes of known size, a throughput and a known spread to compare."""
+        return self.seen >= MEASURED and self.throughput > 0 and not math.isnan(self.spread)
 
     def squared_error(self, ema: float) -> float:
         """Variance of the average itself: of a mean of ``seen``, or at least of the EMA's."""
@@ -415,28 +419,26 @@ class QPolicy:
     ) -> np.ndarray:
         """Per action key, against action ``best``: 1 worth exploring, 0 not.
 
-        0 when measured clearly slower; nan when either is not measured yet (the value margin
-        decides then).
+        0 when measured clearly slower; nan when it or the best is not measured at one level
+        (the workload key, else its model) and the value margin alone decides.
         """
         wkey, mkey = self.keys(workload)
-        p = self.params
         verdicts = np.full(len(action_keys), np.nan)
-        cells = []
-        for akey in action_keys:
-            cell = self.workloads.get(wkey, {}).get(akey) or self.models.get(mkey, {}).get(akey)
-            cells.append(cell if cell is not None and cell.seen >= MEASURED else None)
-        reference = cells[best]
-        if reference is None:
-            return verdicts
-        ema = p.throughput_ema
-        for aid, cell in enumerate(cells):
-            if cell is not None:
+        ema = self.params.throughput_ema
+        for table, key in ((self.workloads, wkey), (self.models, mkey)):
+            row = table.get(key, {})
+            reference = row.get(action_keys[best])
+            if reference is None or not reference.measured():
+                continue
+            for aid, akey in enumerate(action_keys):
+                cell = row.get(akey)
+                if not np.isnan(verdicts[aid]) or cell is None or not cell.measured():
+                    continue
                 gap = math.log(reference.throughput / cell.throughput) + (
-                    self.drift.get(action_keys[best], 0.0) - self.drift.get(action_keys[aid], 0.0)
+                    self.drift.get(action_keys[best], 0.0) - self.drift.get(akey, 0.0)
                 )
                 noise = math.sqrt(cell.squared_error(ema) + reference.squared_error(ema))
-                allowed = min(p.explore_margin, p.explore_margin_min + p.explore_z * noise)
-                verdicts[aid] = gap <= allowed
+                verdicts[aid] = gap <= EXPLORE_FLOOR + EXPLORE_Z * noise
         return verdicts
 
     # --- deciding ----------------------------------------------------------------------
@@ -453,10 +455,12 @@ class QPolicy:
             mode = "forced"
         elif rng.random() < self.epsilon:
             aids = view.fleet.row_action_id[view.rows]
-            verdicts = self._measured_verdicts(workload, view.fleet.action_keys, int(aids[best]))
             near = values >= values[best] - self.params.explore_margin
-            worth = np.where(np.isnan(verdicts[aids]), near, verdicts[aids] == 1.0)
-            options = np.unique(aids[worth])
+            if rng.random() >= RECHECK:
+                keys = view.fleet.action_keys
+                verdicts = self._measured_verdicts(workload, keys, int(aids[best]))[aids]
+                near &= np.isnan(verdicts) | (verdicts == 1.0)
+            options = np.unique(aids[near])
             pick = options[rng.randrange(len(options))]
             masked = np.where(aids == pick, values, -np.inf)
             explored = int(np.argmax(masked))
@@ -493,7 +497,10 @@ class QPolicy:
                 if cell.seen > 0 and cell.throughput > 0:
                     error = math.log(throughput / cell.throughput) ** 2
                     rate = weight * max(self.params.throughput_ema, 1 / cell.seen)
-                    cell.spread += min(rate, 1.0) * (error - cell.spread)
+                    if math.isnan(cell.spread):
+                        cell.spread = error
+                    else:
+                        cell.spread += min(rate, 1.0) * (error - cell.spread)
                 cell.seen += weight
                 mean = 1 / cell.seen >= self.params.throughput_ema
                 rate = weight * max(self.params.throughput_ema, 1 / cell.seen)

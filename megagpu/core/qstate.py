@@ -32,17 +32,14 @@ def _checksum(body: dict[str, Any]) -> str:
 
 
 def _table(table: qpolicy.Table) -> dict[str, list[float]]:
-    return {
-        f"{key}|{akey}": [
-            round(c.q, 6),
-            c.n,
-            round(c.throughput, 6),
-            round(c.seen, 4),
-            round(c.spread, 6),
-        ]
-        for key, row in table.items()
-        for akey, c in row.items()
-    }
+    flat: dict[str, list[float]] = {}
+    for key, row in table.items():
+        for akey, c in row.items():
+            cell = [round(c.q, 6), c.n, round(c.throughput, 6), round(c.seen, 4)]
+            if not math.isnan(c.spread):  # unknown: left out, as states from before it were
+                cell.append(round(c.spread, 6))
+            flat[f"{key}|{akey}"] = cell
+    return flat
 
 
 def _untable(flat: dict[str, list[float]]) -> qpolicy.Table:
@@ -50,7 +47,7 @@ def _untable(flat: dict[str, list[float]]) -> qpolicy.Table:
     for joined, (q, n, thr, *rest) in flat.items():
         key, _, akey = joined.rpartition("|")
         count = float(rest[0]) if rest else float(float(thr) > 0)  # saved before 'seen' was
-        spread = float(rest[1]) if len(rest) > 1 else 0.0  # saved before 'spread' was
+        spread = float(rest[1]) if len(rest) > 1 else math.nan  # unknown: saved before it was
         cell = qpolicy.Cell(float(q), int(n), float(thr), count, spread)
         table.setdefault(key, {})[akey] = cell
     return table
@@ -128,7 +125,8 @@ def loads(text: str) -> qpolicy.QPolicy:
 
 
 def _restore(body: dict[str, Any]) -> qpolicy.QPolicy:
-    raw = dict(body["params"])
+    known = {f.name for f in dataclasses.fields(qpolicy.Params)}
+    raw = {k: v for k, v in body["params"].items() if k in known}  # a newer release's: dropped
     raw["rewards"] = reward.RewardWeights(**raw["rewards"])
     policy = qpolicy.QPolicy(qpolicy.Params(**raw))
     q = body["q"]

@@ -1,4 +1,5 @@
 import json
+import math
 import random
 
 import pytest
@@ -36,6 +37,30 @@ def test_round_trip_keeps_values_and_counters():
     assert policy.drift and again.drift == pytest.approx(policy.drift, abs=1e-6)
     assert list(again.learned_uids) == list(policy.learned_uids)
     assert not again.observe(outcome("u3", w, SLOW, 5.0))
+
+
+def test_spreads_survive_and_a_state_from_before_them_loads_as_unknown():
+    policy = trained()
+    cells = [c for row in policy.workloads.values() for c in row.values()]
+    again = qstate.loads(qstate.dumps(policy))
+    kept = [c for row in again.workloads.values() for c in row.values()]
+    assert any(c.spread > 0 for c in cells)
+    assert [c.spread for c in kept] == pytest.approx([c.spread for c in cells], abs=1e-6)
+    doc = qstate.to_document(policy)
+    for table in ("workloads", "models"):  # as written before the spread was kept
+        doc["q"][table] = {k: v[:4] for k, v in doc["q"][table].items()}
+    doc["checksum"] = qstate._checksum({k: v for k, v in doc.items() if k != "checksum"})
+    old = qstate.from_document(doc)
+    olds = [c for row in old.workloads.values() for c in row.values()]
+    assert olds and all(math.isnan(c.spread) and not c.measured() for c in olds)
+    assert "nan" not in qstate.dumps(old).lower()  # unknown is left out, never written as NaN
+
+
+def test_parameters_of_a_newer_release_are_ignored():
+    doc = qstate.to_document(trained())
+    doc["params"]["a_knob_from_a_newer_release"] = 1.0
+    doc["checksum"] = qstate._checksum({k: v for k, v in doc.items() if k != "checksum"})
+    assert qstate.from_document(doc).params == trained().params
 
 
 def test_tampering_is_detected():
