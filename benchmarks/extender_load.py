@@ -292,8 +292,8 @@ def server_means(metrics_port: int) -> dict[str, float]:
     return {v: 1000 * float(sums[v]) / max(float(counts[v]), 1) for v in sums}
 
 
-def create_pending(core: Any, namespace: str, scheduler_name: str) -> None:
-    """Create the namespace and its PODS pods for ``scheduler_name`` (not running yet)."""
+def create_pending(core: Any, namespace: str, scheduler_name: str, pods: int = PODS) -> None:
+    """Create the namespace and its ``pods`` pods for ``scheduler_name`` (not running yet)."""
     from concurrent.futures import ThreadPoolExecutor
 
     from kubernetes import client
@@ -310,26 +310,26 @@ def create_pending(core: Any, namespace: str, scheduler_name: str) -> None:
         core.create_namespaced_pod(namespace, pod)
 
     with ThreadPoolExecutor(8) as pool:
-        list(pool.map(create, range(PODS)))
+        list(pool.map(create, range(pods)))
 
 
-def bind_rate(core: Any, namespace: str) -> float:
+def bind_rate(core: Any, namespace: str, pods: int = PODS) -> float:
     """Pods bound per second, from the first bind to the last (seen by a watch)."""
     from kubernetes import watch
 
     bound: dict[str, float] = {}
     deadline = time.monotonic() + 300
-    while len(bound) < PODS and time.monotonic() < deadline:
+    while len(bound) < pods and time.monotonic() < deadline:
         stream = watch.Watch()  # a watch may end early: the next one lists again
         for event in stream.stream(core.list_namespaced_pod, namespace, timeout_seconds=60):
             pod = event["object"]
             if pod.spec.node_name and pod.metadata.name not in bound:
                 bound[pod.metadata.name] = time.monotonic()
-                if len(bound) == PODS:
+                if len(bound) == pods:
                     stream.stop()
-    if len(bound) < PODS:
-        raise SystemExit(f"only {len(bound)} of {PODS} pods were bound in 300 s")
-    return (PODS - 1) / (max(bound.values()) - min(bound.values()))
+    if len(bound) < pods:
+        raise SystemExit(f"only {len(bound)} of {pods} pods were bound in 300 s")
+    return (pods - 1) / (max(bound.values()) - min(bound.values()))
 
 
 def scheduling_rate(
@@ -338,6 +338,7 @@ def scheduling_rate(
     nodes: int = 50,
     limits: tuple[str, ...] = ("", "_qps1000"),
     rounds: int = ROUNDS,
+    pods: int = PODS,
 ) -> dict[str, Any]:
     """Pods per second of one kube-scheduler profile with the extender and without it.
 
@@ -404,14 +405,14 @@ def scheduling_rate(
                 doc["clientConnection"].update(qps=1000, burst=1000)
             conf = scheduler.write(tmp / f"{name}.yaml", doc)
             namespace = f"rate-{name}"
-            create_pending(core, namespace, f"bench-{name}")
+            create_pending(core, namespace, f"bench-{name}", pods)
             sched = subprocess.Popen(
                 scheduler.argv(binaries.binary("kube-scheduler"), conf, processes.free_port()),
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
             started.append(sched)
-            rates.setdefault(label, []).append(bind_rate(core, namespace))
+            rates.setdefault(label, []).append(bind_rate(core, namespace, pods))
             if url is not None and extender_cmd is None:
                 rates["server_mean_ms"] = server_means(metrics_port)
             sched.terminate()

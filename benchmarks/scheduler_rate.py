@@ -5,7 +5,8 @@ Issue 19's goal: at least 0.8 at 1,000 nodes with kube-scheduler's own client li
 Each round starts a kube-scheduler on a dev cluster of its own (kwok fake nodes of 8 devices)
 with PODS pending pods, without and then with the extender (alternating); pods per second are
 from the first bind to the last, seen by a watch. Writes benchmarks/results/scheduler-rate.json
-and .md. Run: python benchmarks/scheduler_rate.py [--nodes 1000] [--rounds 3] [--throttled]
+and .md. Run: python benchmarks/scheduler_rate.py [--nodes 1000] [--rounds 3] [--pods 300]
+[--throttled]
 """
 
 from __future__ import annotations
@@ -29,20 +30,23 @@ def main() -> None:
     parser.add_argument("--nodes", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--throttled", action="store_true", help="also the default 50/s limit")
+    parser.add_argument(
+        "--pods", type=int, default=extender_load.PODS, help="pending pods per round"
+    )
     args = parser.parse_args()
     limits = ("_qps1000", "") if args.throttled else ("_qps1000",)
     with tempfile.TemporaryDirectory() as tmp:
         rates = extender_load.scheduling_rate(
-            Path(tmp), nodes=args.nodes, limits=limits, rounds=args.rounds
+            Path(tmp), nodes=args.nodes, limits=limits, rounds=args.rounds, pods=args.pods
         )
-    result = {**common.header(), "nodes": args.nodes, "pods": extender_load.PODS, **rates}
+    result = {**common.header(), "nodes": args.nodes, "pods": args.pods, **rates}
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "scheduler-rate.json").write_text(json.dumps(result, indent=1))
     lines = [
         f"# kube-scheduler pods/s with the extender over without\n\nCommand: "
         f"`{result['command']}`; commit {result['commit']}; {result['date']}; "
         f"{result['machine']['cpu']}, {result['machine']['cores']} cores (shared with the "
-        f"control plane). {args.nodes} kwok fake nodes of 8 devices, {extender_load.PODS} pods "
+        f"control plane). {args.nodes} kwok fake nodes of 8 devices, {args.pods} pods "
         f"created pending, then the scheduler started; {args.rounds} rounds, without and with "
         "alternating; pods/s from the first bind to the last. Goal: ratio >= 0.8 with "
         "kube-scheduler's client limit lifted.\n",
