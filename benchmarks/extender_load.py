@@ -193,15 +193,17 @@ def occupy(port: int, nodes: list[str]) -> None:
             post("bind", {"PodName": uid, "PodNamespace": "ml", "PodUID": uid, "Node": name})
 
 
-def drive(port: int, names: list[str], tmp: Path, work: float | None) -> dict[str, Any]:
-    """Run the Go load generator on core 1 against the extender on ``port``."""
+def drive(
+    port: int, names: list[str], tmp: Path, work: float | None, core: int = 1
+) -> dict[str, Any]:
+    """Run the Go load generator on ``core`` against the extender on ``port``."""
     (tmp / "pod.json").write_text(json.dumps(real_pod("UID", work)))
     (tmp / "names.json").write_text(json.dumps(names))
     out = subprocess.run(
         [
             "taskset",
             "-c",
-            "1",
+            str(core),
             str(load_generator()),
             "-url",
             f"http://127.0.0.1:{port}",
