@@ -56,6 +56,22 @@ def assess(
     return waiting.plan(workload, view, settings, run_times, predict_running, source)
 
 
+def earliest_confident(
+    run_s: np.ndarray, sigma: np.ndarray, view: fleet.View, bound: float
+) -> int | None:
+    """Index into ``view.rows`` of the earliest predicted finish, when all are confident.
+
+    Confident: every row's spread is below ``bound``; exploring could then teach little and
+    would cost a slower run. None with fewer than two rows or any prediction missing or unsure.
+
+    ``run_s`` and ``sigma``: the predicted run time and its spread of each of ``view.rows``.
+    """
+    free = len(view.rows)
+    if free < 2 or np.isnan(sigma[:free]).any() or sigma[:free].max() >= bound:
+        return None
+    return int(np.argmin(run_s[:free] * (1.0 + 1e-6 * view.free_share())))
+
+
 class LearnedPolicy:
     """The Q-policy with predicted run times and learned waiting."""
 
@@ -106,13 +122,11 @@ class LearnedPolicy:
 
     def _confident(self, found: waiting.Assessment, view: fleet.View) -> ports.Choice | None:
         """The free row of earliest predicted finish, when every free row's is confident."""
-        free = len(view.rows)
-        sigma = found.sigma[:free]
-        if free < 2 or np.isnan(sigma).any() or sigma.max() >= self.settings.confident:
+        index = earliest_confident(found.run_s, found.sigma, view, self.settings.confident)
+        if index is None:
             return None
-        run = found.run_s[:free] * (1.0 + 1e-6 * view.free_share())
-        index = int(np.argmin(run))
-        return ports.Choice(int(view.rows[index]), "exploit", -run, int(view.rows[index]))
+        row = int(view.rows[index])
+        return ports.Choice(row, "exploit", -found.run_s[: len(view.rows)], row)
 
     def observe(self, outcome: model.Outcome) -> bool:
         """Learn ``outcome`` (the Q-policy and the size history)."""

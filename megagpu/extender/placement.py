@@ -17,7 +17,7 @@ from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
-from megagpu.core import fleet, model, qpolicy, scoring
+from megagpu.core import fleet, learned, model, ports, qpolicy, scoring
 from megagpu.extender import ledger as ledger_mod
 from megagpu.extender import protocol
 from megagpu.extender import waits as waits_mod
@@ -299,7 +299,8 @@ class Placement:
         if len(rows) == 0:
             answer = protocol.HostPriorities(prefixes, np.zeros(len(index), dtype=np.int64))
             return Decided(workload, node_names, layout.generation, policy, policy.version, answer)
-        choice = policy.choose(workload, fleet.View(f, rows, free, queue_length=0), self.rng)
+        view = fleet.View(f, rows, free, queue_length=0)
+        choice = self._confident(policy, workload, view) or policy.choose(workload, view, self.rng)
         node_values = np.full(len(f.nodes), -np.inf)
         np.maximum.at(node_values, f.row_node[rows], choice.values)
         chosen_index = int(f.row_node[choice.row])
@@ -333,6 +334,27 @@ class Placement:
         return Decided(
             workload, node_names, layout.generation, policy, policy.version, answer, remembered
         )
+
+    def _confident(
+        self, policy: qpolicy.QPolicy, workload: model.Workload, view: fleet.View
+    ) -> ports.Choice | None:
+        """The row of earliest predicted finish when every candidate's prediction is confident.
+
+        The simulator's ``learned`` runs the same rule; never in shadow mode (the baseline
+        decides there).
+        """
+        if policy.params.mode == "shadow":
+            return None
+        predicted = self.waits.predictions(policy, workload, view.fleet)
+        aids = view.fleet.row_action_id[view.rows]
+        bound = self.waits.settings.confident
+        index = learned.earliest_confident(
+            predicted.seconds[aids], predicted.sigma[aids], view, bound
+        )
+        if index is None:
+            return None
+        row = int(view.rows[index])
+        return ports.Choice(row, "exploit", policy.values(workload, view), row)
 
     def _positions(self, node_names: tuple[str, ...], layout: ledger_mod.Layout) -> np.ndarray:
         """Fleet index of every name; the last filter's answer when these are the names it kept.

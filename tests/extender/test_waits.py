@@ -1,6 +1,7 @@
 """Predictions in decisions and waiting in filter (issue 18)."""
 
 import asyncio
+import dataclasses
 import json
 import random
 
@@ -18,12 +19,12 @@ NAMES = ["fast-0", "slow-0"]
 NOW = 1_800_000_000.0
 
 
-def trained() -> qpolicy.QPolicy:
-    """A policy that has seen the pods' class run at 10 units/s on fast and 1/s on slow."""
-    policy = qpolicy.QPolicy(qpolicy.Params(epsilon_start=0.0, epsilon_min=0.0))
+def trained(slow_s: float = 100.0, epsilon: float = 0.0) -> qpolicy.QPolicy:
+    """A policy that has seen the pods' class run 100 units in 10 s on fast, ``slow_s`` on slow."""
+    policy = qpolicy.QPolicy(qpolicy.Params(epsilon_start=epsilon, epsilon_min=epsilon))
     w = convert.workload_from_pod(pod("seed", **{"megagpu.io/work-amount": "100"}))
     for i in range(4):
-        for device, seconds in (("fast", 10.0), ("slow", 100.0)):
+        for device, seconds in (("fast", 10.0), ("slow", slow_s)):
             policy.observe(
                 model.Outcome(
                     uid=f"o{i}{device}",
@@ -47,12 +48,14 @@ class Clock:
         return self.now
 
 
-def make(max_wait_s: float = 60.0) -> tuple[placement.Placement, Recorder, Clock]:
+def make(
+    max_wait_s: float = 60.0, policy: qpolicy.QPolicy | None = None
+) -> tuple[placement.Placement, Recorder, Clock]:
     clock, recorder = Clock(), Recorder()
     w = waits.Waits(settings=waiting.Settings(max_wait_s=max_wait_s), clock=clock)
     p = placement.Placement(
         ledger.Ledger([FAST, SLOW]),
-        server.FixedPolicy(trained()),
+        server.FixedPolicy(policy or trained()),
         recorder,
         random.Random(0),
         waits=w,
@@ -163,6 +166,33 @@ def test_decisions_carry_predictions_for_the_choice_and_alternatives():
     assert job.prediction is not None and job.prediction.seconds == pytest.approx(10.0, rel=0.01)
     p.release("a")
     assert p.waits.jobs.on("fast-0") == []
+
+
+def chosen(p: placement.Placement, uid: str, **extra: str) -> str:
+    """The node prioritize gives the top score to (both nodes free)."""
+    p.filter(args(pod(uid, **extra), NAMES))
+    answer = p.prioritize(args(pod(uid, **extra), NAMES)).as_list()
+    p.release(uid)
+    return str(max(answer, key=lambda host: host["Score"])["Host"])
+
+
+def test_confident_predictions_place_on_the_earliest_finish_without_exploring():
+    # slow is 1.5x slower: within the exploration margin, so an always-exploring policy tries it
+    # on its gap-ignoring draws, unless every prediction is confident (the simulator's rule)
+    p, _, _ = make(policy=trained(slow_s=15.0, epsilon=1.0))
+    sized_choices = [chosen(p, f"s{i}", **{"megagpu.io/work-amount": "100"}) for i in range(60)]
+    assert set(sized_choices) == {"fast-0"}
+    # an unsized pod has no prediction: the Q-policy decides, and explores
+    unsized_choices = [chosen(p, f"u{i}") for i in range(60)]
+    assert "slow-0" in unsized_choices
+
+
+def test_shadow_mode_leaves_the_choice_to_its_baseline():
+    policy = trained(slow_s=15.0)
+    policy.params = dataclasses.replace(policy.params, mode="shadow", baseline="random")
+    p, _, _ = make(policy=policy)
+    choices = {chosen(p, f"s{i}", **{"megagpu.io/work-amount": "100"}) for i in range(30)}
+    assert choices == {"fast-0", "slow-0"}
 
 
 def test_forced_binds_carry_the_prediction_of_their_node():
