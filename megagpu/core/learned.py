@@ -121,10 +121,17 @@ class LearnedPolicy:
         return choice._replace(prediction=prediction, reason=reason)
 
     def _confident(self, found: waiting.Assessment, view: fleet.View) -> ports.Choice | None:
-        """The free row of earliest predicted finish, when every free row's is confident."""
+        """The free row of earliest predicted finish, when every free row's is confident.
+
+        Counted as a decision of the Q-policy (its epsilon decays), as the operator counts every
+        placement the extender decided; never in shadow mode (the baseline decides there).
+        """
+        if self.policy.params.mode == "shadow":
+            return None
         index = earliest_confident(found.run_s, found.sigma, view, self.settings.confident)
         if index is None:
             return None
+        self.policy.decisions += 1
         row = int(view.rows[index])
         return ports.Choice(row, "exploit", -found.run_s[: len(view.rows)], row)
 

@@ -18,7 +18,8 @@ class Choice(NamedTuple):
     mode: str
     """exploit, explore or forced."""
     values: np.ndarray
-    """The policy's value of every candidate row (same order as ``view.rows``)."""
+    """The policy's value of every candidate row (same order as ``view.rows``); higher is
+    better (the simulator's earliest-finish placements give minus the predicted seconds)."""
     learned_row: int = -1
     """Shadow mode: the row the learned policy would have chosen."""
     regret: float = 0.0

@@ -17,7 +17,7 @@ from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
-from megagpu.core import fleet, learned, model, ports, qpolicy, scoring
+from megagpu.core import fleet, learned, model, ports, qpolicy, scoring, waiting
 from megagpu.extender import ledger as ledger_mod
 from megagpu.extender import protocol
 from megagpu.extender import waits as waits_mod
@@ -76,8 +76,9 @@ class Remembered:
     scores: dict[str, int]
     version: int
     workload: model.Workload
-    shadow: str = ""
-    """In shadow mode: what the learned policy would have done instead."""
+    reason: str = ""
+    """Why, where the node is not simply the one of highest value: in shadow mode, what the
+    learned policy would have done instead; the earliest confident finish."""
     predictions: dict[str, model.Prediction | None] | None = None
     """Predicted run time on the chosen node and the top alternatives, where known."""
 
@@ -310,10 +311,10 @@ class Placement:
         top = _top(requested)
         values = {node_names[i]: float(requested[i]) for i in top if np.isfinite(requested[i])}
         scores_top = {node_names[i]: int(node_scores[i]) for i in top}
-        shadow = ""
+        reason = choice.reason
         if policy.params.mode == "shadow":
             learned = f.nodes[int(f.row_node[choice.learned_row])].name
-            shadow = (
+            reason = (
                 f"shadow: {policy.params.baseline} decided; the learned policy would "
                 f"choose {learned} (estimated regret {choice.regret:.3f})"
             )
@@ -325,7 +326,7 @@ class Placement:
             scores_top,
             policy.version,
             workload,
-            shadow,
+            reason,
             self.waits.top(
                 policy, workload, f, layout.positions, rows, choice, [node_names[i] for i in top]
             ),
@@ -354,7 +355,12 @@ class Placement:
         if index is None:
             return None
         row = int(view.rows[index])
-        return ports.Choice(row, "exploit", policy.values(workload, view), row)
+        run = waiting.duration(float(predicted.seconds[aids[index]]))
+        reason = (
+            f"exploit: earliest predicted finish ({run}); every candidate's prediction is "
+            f"confident (spread below {bound})"
+        )
+        return ports.Choice(row, "exploit", policy.values(workload, view), row, reason=reason)
 
     def _positions(self, node_names: tuple[str, ...], layout: ledger_mod.Layout) -> np.ndarray:
         """Fleet index of every name; the last filter's answer when these are the names it kept.
@@ -470,7 +476,7 @@ class Placement:
         elif seen.node == node.name:
             mode, backend, version = seen.mode, seen.backend, seen.version
             values, node_scores = seen.values, seen.scores
-            reason = seen.shadow or (
+            reason = seen.reason or (
                 f"{mode}: highest value for {workload.model} on {backend}/{node.device_class}"
             )
         else:

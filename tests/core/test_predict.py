@@ -184,3 +184,21 @@ def test_no_wait_on_a_size_guessed_from_a_heavy_tailed_history():
     assert not found.wait
     declared = workload("d", model_name="h", declared=model.Work(100.0))
     assert learned.assess(policy, declared, busy_view(declared, 3600.0, 1.0)).wait
+
+
+def test_confident_placement_counts_a_decision_and_never_overrides_shadow_mode():
+    policy = qpolicy.QPolicy()
+    for i in range(5):  # declared and reported alike: sizes and speeds both known closely
+        for device, seconds in (("fast", 10.0), ("slow", 12.0)):
+            w = workload(f"{device}{i}", work=100.0, declared=model.Work(100.0))
+            policy.observe(outcome(w, device, seconds, 100.0))
+    both_free = fleet.View(F, np.asarray([0, 1]), np.asarray([2, 2]))
+    w = workload("b", declared=model.Work(100.0))
+    placing = learned.LearnedPolicy(policy)
+    before = policy.decisions
+    choice = placing.choose(w, both_free, random.Random(0))
+    assert choice.row == 0 and choice.mode == "exploit"
+    assert policy.decisions == before + 1
+    policy.params = dataclasses.replace(policy.params, mode="shadow", baseline="random")
+    rows = {placing.choose(w, both_free, random.Random(i)).row for i in range(20)}
+    assert rows == {0, 1}

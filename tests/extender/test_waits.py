@@ -49,10 +49,11 @@ class Clock:
 
 
 def make(
-    max_wait_s: float = 60.0, policy: qpolicy.QPolicy | None = None
+    max_wait_s: float = 60.0, policy: qpolicy.QPolicy | None = None, confident: float = 0.2
 ) -> tuple[placement.Placement, Recorder, Clock]:
     clock, recorder = Clock(), Recorder()
-    w = waits.Waits(settings=waiting.Settings(max_wait_s=max_wait_s), clock=clock)
+    settings = waiting.Settings(max_wait_s=max_wait_s, confident=confident)
+    w = waits.Waits(settings=settings, clock=clock)
     p = placement.Placement(
         ledger.Ledger([FAST, SLOW]),
         server.FixedPolicy(policy or trained()),
@@ -179,12 +180,17 @@ def chosen(p: placement.Placement, uid: str, **extra: str) -> str:
 def test_confident_predictions_place_on_the_earliest_finish_without_exploring():
     # slow is 1.5x slower: within the exploration margin, so an always-exploring policy tries it
     # on its gap-ignoring draws, unless every prediction is confident (the simulator's rule)
-    p, _, _ = make(policy=trained(slow_s=15.0, epsilon=1.0))
-    sized_choices = [chosen(p, f"s{i}", **{"megagpu.io/work-amount": "100"}) for i in range(60)]
-    assert set(sized_choices) == {"fast-0"}
-    # an unsized pod has no prediction: the Q-policy decides, and explores
-    unsized_choices = [chosen(p, f"u{i}") for i in range(60)]
-    assert "slow-0" in unsized_choices
+    for confident, expected in ((0.2, {"fast-0"}), (0.0, {"fast-0", "slow-0"})):
+        p, rec, _ = make(policy=trained(slow_s=15.0, epsilon=1.0), confident=confident)
+        work = {"megagpu.io/work-amount": "100"}
+        assert {chosen(p, f"s{i}", **work) for i in range(60)} == expected
+    p, rec, _ = make(policy=trained(slow_s=15.0, epsilon=1.0))
+    p.filter(args(sized("r"), NAMES))
+    p.prioritize(args(sized("r"), NAMES))
+    asyncio.run(p.bind(binding("r", "fast-0")))
+    decision = json.loads(rec.calls[-1][1]["megagpu.io/decision"])
+    assert decision["mode"] == "exploit"
+    assert decision["reason"].startswith("exploit: earliest predicted finish (10 s)")
 
 
 def test_shadow_mode_leaves_the_choice_to_its_baseline():
