@@ -251,3 +251,15 @@ def test_a_pod_waits_for_a_faster_busy_node_and_a_bound_one_is_placed(api, names
     assert mdape < 25
     after = requests_by_verb()
     assert all(after.get(v, 0) > verbs.get(v, 0) for v in ("filter", "prioritize", "bind"))
+
+
+def test_confident_predictions_place_on_the_earliest_finish(api, namespace, pair, seeded):
+    """Both nodes free and every prediction sharp: prioritize's rule, not the Q-policy, decides."""
+    label, made = pair
+    fast = made[0]["metadata"]["name"]
+    g.create(api, namespace, manifest("sure", label, WAITER_S, made[0]))
+    sure = g.wait_phase(api, namespace, "sure", ("Running", "Succeeded"), timeout_s=60)
+    assert sure["status"]["node"] == fast
+    decision = sure["status"]["decision"]
+    assert decision["reason"].startswith("exploit: earliest predicted finish"), decision
+    assert decision["predictedSeconds"] == pytest.approx(WAITER_S, rel=0.2)
