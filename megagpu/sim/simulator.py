@@ -9,6 +9,10 @@ the queue and is offered again whenever something happens (a job ends or arrives
 as kube-scheduler retries an unschedulable pod. The bound is the simulator's: ``max_wait_s``
 from the job's first wait (and its deadline); once it has passed the job is offered no busy
 rows, and a wait then is an error (``ports.WaitError``).
+
+Within a priority the queue is in arrival order, as kube-scheduler's PrioritySort keeps it;
+``queue_order`` replaces that with a key of the caller's (``benchmarks/sim_queue_order.py`` measures
+what ordering by job size would be worth).
 """
 
 from __future__ import annotations
@@ -178,6 +182,9 @@ class _Ahead(Mapping[int, Sequence[fleet.Running]]):
 
 PolicyFactory = Callable[[baselines.ThroughputFn], ports.Policy]
 """Builds a policy, given the true current throughput (only the oracle uses it)."""
+QueueOrder = Callable[[ports.Policy, Job], float]
+"""A job's place in the queue within its priority (smaller first), given the run's policy; it is
+read once, when the job arrives."""
 
 
 def simulate(
@@ -188,10 +195,12 @@ def simulate(
     backfill_window: int = 256,
     max_wait_s: float = waiting.Settings().max_wait_s,
     progress: Progress | None = None,
+    queue_order: QueueOrder | None = None,
 ) -> RunResult:
     """Run the policy over ``scenario`` and return a record per job.
 
     ``max_wait_s``: how long a waiting policy may keep a job pending (from its first wait).
+    ``queue_order``: the queue's order within a priority (None: arrival).
     """
     rng = random.Random(seed)
     f = fleet.Fleet.build(scenario.nodes)
@@ -401,8 +410,9 @@ def simulate(
             free[joined] = slots[joined]
         while next_arrival < total and scenario.jobs[jobs[next_arrival]].arrival_s <= now:
             index = jobs[next_arrival]
-            w = scenario.jobs[index].workload
-            bisect.insort(queue, (-w.priority_rank, scenario.jobs[index].arrival_s, index))
+            job = scenario.jobs[index]
+            key = job.arrival_s if queue_order is None else queue_order(policy, job)
+            bisect.insort(queue, (-job.workload.priority_rank, key, index))
             next_arrival += 1
         schedule()
         if next_arrival >= total and not running and not pending_joins and queue:

@@ -87,6 +87,26 @@ def test_priority_then_arrival_order():
     assert order == ["j0", "j2", "j1"]
 
 
+def test_a_queue_order_replaces_arrival_within_a_priority():
+    nodes = (node("only-0", "fast", devices=1),)
+    table = hardware.ThroughputTable([hardware.ThroughputRow("m", "fast", "cuda", 1, 1.0)])
+
+    def job(i: int, arrival_s: float, work: float, priority: str = "normal") -> simulator.Job:
+        w = model.Workload(f"j{i}", "training", "m", 1, work=work, priority=priority)
+        return simulator.Job(arrival_s, w)
+
+    # j0 holds the node; then a long, a short, and a long critical one arrive
+    jobs = (job(0, 0.0, 10.0), job(1, 1.0, 50.0), job(2, 2.0, 5.0), job(3, 3.0, 40.0, "critical"))
+    scenario = simulator.Scenario(nodes, jobs, table)
+
+    def started(order: simulator.QueueOrder | None) -> list[str]:
+        result = simulator.simulate(scenario, runner.factory("random"), 0, queue_order=order)
+        return [r.uid for r in sorted(result.records, key=lambda r: r.start_s)]
+
+    assert started(None) == ["j0", "j3", "j1", "j2"]
+    assert started(lambda policy, job: job.workload.work) == ["j0", "j3", "j2", "j1"]
+
+
 def test_slowdown_and_join_change_the_cluster_midway():
     base = tiny(80)
     middle = base.jobs[40].arrival_s
