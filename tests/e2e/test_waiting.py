@@ -257,6 +257,15 @@ def test_confident_predictions_place_on_the_earliest_finish(api, namespace, pair
     """Both nodes free and every prediction sharp: prioritize's rule, not the Q-policy, decides."""
     label, made = pair
     fast = made[0]["metadata"]["name"]
+    core = client.CoreV1Api(api)
+
+    def schedulable(name: str) -> bool:
+        node = core.read_node(name)
+        ready = any(c.type == "Ready" and c.status == "True" for c in node.status.conditions or [])
+        return ready and not node.spec.taints
+
+    for name in (n["metadata"]["name"] for n in made):  # else only one may be a candidate
+        wait_for(lambda name=name: schedulable(name), 60, f"{name} ready and untainted")
     g.create(api, namespace, manifest("sure", label, WAITER_S, made[0]))
     sure = g.wait_phase(api, namespace, "sure", ("Running", "Succeeded"), timeout_s=60)
     assert sure["status"]["node"] == fast
