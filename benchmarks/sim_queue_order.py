@@ -4,12 +4,12 @@ The waiting rule decides *where* a job goes and whether it holds out for a busy 
 in which pending jobs are offered is kube-scheduler's (priority, then arrival). At high load the
 average JCT depends mostly on that order. This measures, on the report seeds of ``make bench-sim``:
 
-- ``arrival``: the queue as kube-scheduler keeps it (what every number in sim.md uses);
+- ``arrival``: the queue as kube-scheduler keeps it without megagpu's size classes;
 - ``true size``: shortest first by the job's true run time on its fastest device (a reference,
   as ``oracle_greedy`` and ``earliest_finish`` are: no scheduler knows it);
-- ``predicted``: shortest first by learned's own predicted run time on its fastest device when
-  the job arrives; a job it cannot predict (no size, or a class never seen) goes first, so that
-  its class is learned.
+- ``predicted``: learned as it runs (sim.md, and the operator with ``--queue-by-size``): by the
+  size bucket (``predict.queue_bucket``) of its own predicted run time on its fastest device
+  when the job arrives; a job it cannot predict queues in the middle bucket.
 
 The key is read once, at arrival, so a long job can wait behind every shorter one that comes
 later: the p99 JCT and the p95 queue time show what that costs. Writes
@@ -29,7 +29,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import common  # noqa: E402
-from megagpu.core import fleet, learned, ports, predict  # noqa: E402
+from megagpu.core import fleet, ports  # noqa: E402
 from megagpu.io import presets  # noqa: E402
 from megagpu.sim import evaluation, runner, simulator  # noqa: E402
 
@@ -58,19 +58,12 @@ def true_size(scenario: simulator.Scenario) -> simulator.QueueOrder:
     return key
 
 
-def predicted(scenario: simulator.Scenario) -> simulator.QueueOrder:
-    """Shortest first by learned's predicted run time on its fastest device (unknown: first)."""
-    f = fleet.Fleet.build(scenario.nodes)
-
-    def key(policy: ports.Policy, job: simulator.Job) -> float:
-        assert isinstance(policy, learned.LearnedPolicy)
-        seconds, _, _ = predict.action_run_times(policy.policy, job.workload, f)
-        return 0.0 if np.isnan(seconds).all() else float(np.nanmin(seconds))
-
-    return key
+def arrival(scenario: simulator.Scenario) -> simulator.QueueOrder:
+    """Every job the same rank: arrival order (learned's own ranking off)."""
+    return lambda policy, job: 0.0
 
 
-ORDERS = {"arrival": None, "true size": true_size, "predicted": predicted}
+ORDERS = {"arrival": arrival, "true size": true_size, "predicted": None}
 
 
 def measure(name: str) -> dict[str, Any]:
@@ -87,7 +80,7 @@ def measure(name: str) -> dict[str, Any]:
                 scenario,
                 runner.factory(policy),
                 seed,
-                queue_order=None if make is None else make(scenario),
+                queue_order=None if make is None else make(scenario),  # None: the policy's
             )
             m = evaluation.metrics(run, oracle)
             row = found.setdefault(f"{policy} / {order}", {})
@@ -107,9 +100,10 @@ def report(result: dict[str, Any]) -> str:
         f"{result['machine']['cpu']}, {result['machine']['cores']} cores. Seeds {SEEDS}, the "
         "report seeds of sim.md. Ratios are over oracle_greedy's with the queue in arrival "
         "order, per seed, then averaged. `true size`: shortest first by the true run time on "
-        "the job's fastest device (a reference: no scheduler knows it); `predicted`: shortest "
-        "first by learned's own prediction at arrival (unpredictable jobs first). The key is "
-        "read once, at arrival: nothing ages, so long jobs can wait behind later short ones.\n",
+        "the job's fastest device (a reference: no scheduler knows it); `predicted`: learned as "
+        "it runs, by the size bucket of its own prediction at arrival (unpredictable jobs in the "
+        "middle bucket). The key is read once, at arrival: nothing ages, so long jobs can wait "
+        "behind later short ones.\n",
     ]
     for name, rows in result["presets"].items():
         lines += [

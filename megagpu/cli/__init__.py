@@ -131,6 +131,12 @@ def _parser() -> argparse.ArgumentParser:
         "--namespace", default="megagpu-system", help="release namespace (Lease, Q-state)"
     )
     op.add_argument("--resource-mode", choices=("megagpu", "vendor"), default="megagpu")
+    op.add_argument(
+        "--queue-by-size",
+        action="store_true",
+        help="within a priority, shorter predicted run times first (needs the PriorityClasses "
+        "megagpu-<priority>-q0..q8 the chart and megagpu dev make)",
+    )
     op.add_argument("--liveness", default="http://127.0.0.1:8081/healthz")
     op.add_argument("--metrics", default="127.0.0.1:8080", help="HOST:PORT of /metrics")
     pr = sub.add_parser("probe", help="probe CUDA, Vulkan and CPU devices; DCGM-style metrics")

@@ -101,6 +101,7 @@ def cmd_operator(args: argparse.Namespace) -> int:
             args.kubeconfig,
             args.namespace,
             resource_mode=args.resource_mode,
+            queue_by_size=args.queue_by_size,
             liveness=args.liveness,
             metrics_listen=_host_port(args.metrics),
         )

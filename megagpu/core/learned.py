@@ -135,6 +135,10 @@ class LearnedPolicy:
         row = int(view.rows[index])
         return ports.Choice(row, "exploit", -found.run_s[: len(view.rows)], row)
 
+    def queue_rank(self, workload: model.Workload) -> float:
+        """The queue's size bucket of ``workload``'s predicted run time (shorter first)."""
+        return predict.queue_bucket(predict.best_run_time(self.policy, workload))
+
     def observe(self, outcome: model.Outcome) -> bool:
         """Learn ``outcome`` (the Q-policy and the size history)."""
         return self.policy.observe(outcome)

@@ -9,6 +9,7 @@ No size, or no throughput in work units (nothing observed for the class), gives 
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Iterable, Sequence
 
@@ -92,3 +93,37 @@ def mdape(pairs: Sequence[tuple[float | None, float]]) -> float | None:
     """Median absolute percentage error over (predicted, actual) pairs that have a prediction."""
     errors = [percentage_error(p, a) for p, a in pairs if p is not None and a > 0]
     return float(np.median(errors)) if errors else None
+
+
+QUEUE_EDGES_S = (60.0, 300.0, 900.0, 3600.0, 4 * 3600.0, 12 * 3600.0, 86400.0, 3 * 86400.0)
+"""Upper edges of the queue's size buckets (a minute ... three days; the last is open): kube-
+scheduler orders its queue by priority, so the operator gives each bucket a PriorityClass."""
+QUEUE_BUCKETS = len(QUEUE_EDGES_S) + 1
+UNKNOWN_BUCKET = (QUEUE_BUCKETS - 1) / 2
+"""Where a workload with no prediction queues: the middle, so that saying nothing about a
+job's size neither jumps the queue nor sends it to the back."""
+
+
+def best_run_time(policy: qpolicy.QPolicy, workload: model.Workload) -> float | None:
+    """Predicted run time of ``workload`` on the fastest device pair the policy knows for it."""
+    wkey, mkey = policy.keys(workload)
+    size = policy.sizes.size(mkey, workload)
+    if size is None:
+        return None
+    scale = policy.scale(wkey, mkey)
+    best = None
+    for akey in policy.benchmarks:
+        if akey.split("/", 1)[0] not in workload.backends:
+            continue
+        found = throughput(policy, wkey, mkey, akey, scale)
+        if found is not None and found[0] > 0:
+            seconds = size.amount / found[0]
+            best = seconds if best is None else min(best, seconds)
+    return best
+
+
+def queue_bucket(seconds: float | None) -> float:
+    """The queue's size bucket of a predicted run time: 0 (a minute or less) first."""
+    if seconds is None or not math.isfinite(seconds):
+        return UNKNOWN_BUCKET
+    return float(bisect.bisect_left(QUEUE_EDGES_S, seconds))

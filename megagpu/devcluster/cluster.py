@@ -38,7 +38,7 @@ from megagpu.devcluster import (
 from megagpu.devcluster.errors import DevClusterError
 from megagpu.io import cluster_spec
 from megagpu.io.errors import InputError
-from megagpu.kube import convert, names
+from megagpu.kube import convert, names, priorities
 
 DEFAULT_NAME = "megagpu"
 NAME_VARIABLE = "MEGAGPU_DEV_CLUSTER"
@@ -398,7 +398,7 @@ def _bootstrap(p: Paths, nodes: list[model.Node], out: Output) -> None:
         ],
     )
     kubectl.run(p.kubeconfig, ["apply", "--server-side", "-f", str(BOOTSTRAP)])
-    manifests = [convert.fake_node(n) for n in nodes]
+    manifests = [*priorities.manifests(), *(convert.fake_node(n) for n in nodes)]
     kubectl.run(
         p.kubeconfig, ["apply", "--server-side", "-f", "-"], stdin=yaml.safe_dump_all(manifests)
     )

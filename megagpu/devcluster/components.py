@@ -90,6 +90,7 @@ def operator(kubeconfig: Path, liveness_port: int = 8081, metrics_port: int = 80
             f"http://127.0.0.1:{liveness_port}/healthz",
             "--metrics",
             f"127.0.0.1:{metrics_port}",
+            "--queue-by-size",  # the dev cluster has the size buckets' PriorityClasses
         ),
         (liveness_port, metrics_port),
         f"http://127.0.0.1:{liveness_port}/healthz",

@@ -133,6 +133,12 @@ class Store:
         self.bytes_written = 0
         """Bytes of ConfigMap data sent by saves and snapshots (for benchmarks)."""
 
+    @property
+    def seen_version(self) -> str | None:
+        """The resourceVersion this store last read or wrote (None before either)."""
+        with self._lock:
+            return self._seen[0]
+
     def load(self, cached: bool = False) -> Loaded:
         """The current policy and resourceVersion (policy None when absent or unusable).
 

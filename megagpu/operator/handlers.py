@@ -17,9 +17,9 @@ import kopf
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from megagpu.core import model
+from megagpu.core import model, predict, qpolicy
 from megagpu.kube import client as kube_client
-from megagpu.kube import convert, names, qstore, render, retry
+from megagpu.kube import convert, names, priorities, qstore, render, retry
 from megagpu.operator import outcomes, publish, status, templates, waits
 
 GW = (names.GROUP, names.VERSION, names.GPUWORKLOADS)
@@ -56,6 +56,11 @@ class Memo:
     publisher: publish.Publisher = field(default_factory=publish.Publisher)
     nodes: dict[str, model.Node] = field(default_factory=dict)
     """Every Node as the node watch last saw it (what learning needs of the fleet)."""
+    queue_by_size: bool = False
+    """Give each pod the PriorityClass of its predicted size bucket (``kube.priorities``)."""
+    queue_policy: tuple[str | None, qpolicy.QPolicy | None] = (None, None)
+    """(Q-state resourceVersion, its policy): parsed once per version, for queue classes."""
+    queue_lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 def _gw(memo: Memo, namespace: str, name: str) -> dict[str, Any] | None:
@@ -92,6 +97,8 @@ def start_attempt(gw: dict[str, Any], attempt: int, memo: Memo) -> dict[str, Any
         pod = render.render_pod(gw, attempt, memo.resource_mode)
     except render.TemplateError as e:
         return _invalid(gw, str(e))
+    if memo.queue_by_size:
+        pod["spec"]["priorityClassName"] = queue_class(memo, pod)
     shape = templates.shape(pod)
     try:
         if not memo.validated.known(shape):
@@ -124,6 +131,26 @@ def start_attempt(gw: dict[str, Any], attempt: int, memo: Memo) -> dict[str, Any
             status.condition("Scheduled", False, "Waiting"),
         ),
     }
+
+
+def queue_class(memo: Memo, pod: dict[str, Any]) -> str:
+    """The PriorityClass of ``pod``'s priority and predicted size bucket.
+
+    The prediction is the policy's (its best known device pair); without one, or when the
+    Q-state cannot be read now, the middle bucket.
+    """
+    workload = convert.workload_from_pod(pod)
+    with memo.queue_lock:
+        version, policy = memo.queue_policy
+        if version is None or version != memo.store.seen_version:
+            try:
+                loaded = memo.store.load(cached=True)
+                version, policy = loaded.resource_version, loaded.policy
+                memo.queue_policy = (version, policy)
+            except ApiException:
+                policy = None
+        seconds = None if policy is None else predict.best_run_time(policy, workload)
+    return priorities.class_name(workload.priority, int(predict.queue_bucket(seconds)))
 
 
 def _invalid(gw: dict[str, Any], message: str) -> dict[str, Any]:

@@ -40,6 +40,7 @@ async def run(
     namespace: str,
     *,
     resource_mode: str = "megagpu",
+    queue_by_size: bool = False,
     liveness: str = "http://127.0.0.1:8081/healthz",
     metrics_listen: tuple[str, int] = ("127.0.0.1", 8080),
 ) -> None:
@@ -53,6 +54,7 @@ async def run(
     )
     custom = client.CustomObjectsApi(api)
     memo = handlers.Memo(core, custom, qstore.Store(core, namespace), namespace, resource_mode)
+    memo.queue_by_size = queue_by_size
     memo.metrics = metrics_mod.Metrics(lambda: list(memo.workloads.values()))
     # A standby serves its (empty) metrics too: a Service over every replica answers from any.
     prometheus_client.start_http_server(

@@ -10,9 +10,9 @@ as kube-scheduler retries an unschedulable pod. The bound is the simulator's: ``
 from the job's first wait (and its deadline); once it has passed the job is offered no busy
 rows, and a wait then is an error (``ports.WaitError``).
 
-Within a priority the queue is in arrival order, as kube-scheduler's PrioritySort keeps it;
-``queue_order`` replaces that with a key of the caller's (``benchmarks/sim_queue_order.py`` measures
-what ordering by job size would be worth).
+Within a priority the queue is in arrival order, as kube-scheduler's PrioritySort keeps it,
+unless the policy ranks jobs (``queue_rank``, smaller first: learned's predicted size bucket, the
+PriorityClass the operator gives the pod) or the caller passes ``queue_order``.
 """
 
 from __future__ import annotations
@@ -183,8 +183,8 @@ class _Ahead(Mapping[int, Sequence[fleet.Running]]):
 PolicyFactory = Callable[[baselines.ThroughputFn], ports.Policy]
 """Builds a policy, given the true current throughput (only the oracle uses it)."""
 QueueOrder = Callable[[ports.Policy, Job], float]
-"""A job's place in the queue within its priority (smaller first), given the run's policy; it is
-read once, when the job arrives."""
+"""A job's rank in the queue within its priority (smaller first, then arrival), given the run's
+policy; it is read once, when the job arrives."""
 
 
 def simulate(
@@ -200,7 +200,8 @@ def simulate(
     """Run the policy over ``scenario`` and return a record per job.
 
     ``max_wait_s``: how long a waiting policy may keep a job pending (from its first wait).
-    ``queue_order``: the queue's order within a priority (None: arrival).
+    ``queue_order``: the job's rank within its priority (None: the policy's ``queue_rank``, else
+    arrival order).
     """
     rng = random.Random(seed)
     f = fleet.Fleet.build(scenario.nodes)
@@ -213,6 +214,8 @@ def simulate(
 
     policy = make_policy(true_throughput)
     waits = bool(getattr(policy, "waits", False))
+    ranks = getattr(policy, "queue_rank", None)
+    rank_of = queue_order or (None if ranks is None else lambda _, job: ranks(job.workload))
     running_on: dict[int, list[fleet.Running]] = {}
     jobs_running: dict[int, fleet.Running] = {}
     first_wait: dict[int, float] = {}
@@ -222,7 +225,7 @@ def simulate(
     free = np.where(join_at <= 0, slots, 0)
     pending_joins = sorted((t, i) for i, t in enumerate(join_at) if t > 0)
     jobs = sorted(range(len(scenario.jobs)), key=lambda i: (scenario.jobs[i].arrival_s, i))
-    queue: list[tuple[int, float, int]] = []
+    queue: list[tuple[int, float, float, int]] = []
     running: list[_Running] = []
     records: list[JobRecord | None] = [None] * len(scenario.jobs)
     placed: dict[int, _Placement] = {}
@@ -312,7 +315,7 @@ def simulate(
     def schedule() -> None:
         nonlocal seq, order
         max_free = int(free.max()) if len(free) else 0
-        kept: list[tuple[int, float, int]] = []
+        kept: list[tuple[int, float, float, int]] = []
         scanned = 0
         ahead = _Ahead(len(scenario.nodes), now)
 
@@ -324,7 +327,7 @@ def simulate(
             ahead.block(workload, f.row_node[fits], fits)
 
         for entry in queue:
-            index = entry[2]
+            index = entry[3]
             workload = scenario.jobs[index].workload
             need = max(workload.gpus, 1)
             if scanned >= backfill_window or need > max_free:
@@ -411,8 +414,8 @@ def simulate(
         while next_arrival < total and scenario.jobs[jobs[next_arrival]].arrival_s <= now:
             index = jobs[next_arrival]
             job = scenario.jobs[index]
-            key = job.arrival_s if queue_order is None else queue_order(policy, job)
-            bisect.insort(queue, (-job.workload.priority_rank, key, index))
+            rank = 0.0 if rank_of is None else rank_of(policy, job)
+            bisect.insort(queue, (-job.workload.priority_rank, rank, job.arrival_s, index))
             next_arrival += 1
         schedule()
         if next_arrival >= total and not running and not pending_joins and queue:

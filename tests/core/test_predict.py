@@ -202,3 +202,23 @@ def test_confident_placement_counts_a_decision_and_never_overrides_shadow_mode()
     policy.params = dataclasses.replace(policy.params, mode="shadow", baseline="random")
     rows = {placing.choose(w, both_free, random.Random(i)).row for i in range(20)}
     assert rows == {0, 1}
+
+
+def test_queue_buckets_order_predicted_run_times_and_put_the_unknown_in_the_middle():
+    assert predict.queue_bucket(30.0) == 0 and predict.queue_bucket(60.0) == 0
+    assert predict.queue_bucket(61.0) == 1
+    assert predict.queue_bucket(30 * 86400.0) == predict.QUEUE_BUCKETS - 1
+    buckets = [predict.queue_bucket(10.0**e) for e in range(1, 8)]
+    assert buckets == sorted(buckets)
+    assert predict.queue_bucket(None) == predict.UNKNOWN_BUCKET == (predict.QUEUE_BUCKETS - 1) / 2
+
+
+def test_best_run_time_is_the_fastest_known_pair_the_workload_can_use():
+    policy = trained()  # 100 units: 10 s on fast, 100 s on slow (cuda)
+    sized = workload("b", declared=model.Work(100.0))
+    assert predict.best_run_time(policy, sized) == pytest.approx(10.0)
+    # no declaration: the class's history of reported sizes (all 100) says the same
+    assert predict.best_run_time(policy, workload("h")) == pytest.approx(10.0)
+    assert predict.best_run_time(policy, workload("u", model_name="never-seen")) is None
+    vulkan_only = dataclasses.replace(sized, uid="v", backends=("vulkan",))
+    assert predict.best_run_time(policy, vulkan_only) is None

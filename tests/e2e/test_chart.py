@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from megagpu.devcluster import binaries
+from megagpu.kube import priorities
 from tests.e2e.conftest import ROOT, kubectl
 
 CHART = ROOT / "charts" / "megagpu"
@@ -92,6 +93,26 @@ def probe_container(manifest: str) -> tuple[dict, dict]:
     ds = next(d for d in yaml.safe_load_all(manifest) if d and d["kind"] == "DaemonSet")
     pod = ds["spec"]["template"]["spec"]
     return pod, pod["containers"][0]
+
+
+def test_the_chart_makes_the_priority_classes_the_operator_names(kubeconfig, namespace):
+    docs = list(yaml.safe_load_all(template(kubeconfig, namespace)))
+    rendered = {
+        d["metadata"]["name"]: (d["value"], d["preemptionPolicy"])
+        for d in docs
+        if d and d["kind"] == "PriorityClass"
+    }
+    ours = {
+        m["metadata"]["name"]: (m["value"], m["preemptionPolicy"]) for m in priorities.manifests()
+    }
+    assert rendered == ours
+    operator = next(
+        d for d in docs if d and d["kind"] == "Deployment" and "operator" in d["metadata"]["name"]
+    )
+    assert "--queue-by-size" in operator["spec"]["template"]["spec"]["containers"][0]["args"]
+    # with preemption on, a shorter job's class would preempt a longer one of its own priority
+    preempting = template(kubeconfig, namespace, "--set", "priorityClasses.preemption=true")
+    assert "--queue-by-size" not in preempting
 
 
 def test_the_probe_benchmarks_by_default_and_sees_gpus_as_configured(kubeconfig, namespace):

@@ -272,3 +272,33 @@ def test_confident_predictions_place_on_the_earliest_finish(api, namespace, pair
     decision = sure["status"]["decision"]
     assert decision["reason"].startswith("exploit: earliest predicted finish"), decision
     assert decision["predictedSeconds"] == pytest.approx(WAITER_S, rel=0.2)
+
+
+BLOCK_S = 25.0
+"""Real seconds the node is held: long enough for the queued pods' back-offs to run out."""
+
+
+def test_a_shorter_job_queued_later_starts_first(api, namespace, pair, seeded):
+    """Queue by size: the operator gives a pod the PriorityClass of its predicted size, so when
+    the node frees, kube-scheduler takes the shorter of two pods of one priority first."""
+    label, made = pair
+    fast = made[0]["metadata"]["name"]
+
+    def on_fast(body: dict[str, Any]) -> dict[str, Any]:
+        body["spec"]["template"]["spec"]["nodeSelector"]["kubernetes.io/hostname"] = fast
+        return body
+
+    g.create(api, namespace, on_fast(manifest("blocker", label, BLOCK_S, made[0])))
+    g.wait_phase(api, namespace, "blocker", ("Running",), timeout_s=60)
+    g.create(api, namespace, on_fast(manifest("long", label, 3.0, made[0], 3 * 3600.0)))
+    g.create(api, namespace, on_fast(manifest("short", label, 3.0, made[0], 30.0)))
+    for name, bucket in (("long", 4), ("short", 0)):  # 3 h and 30 s predicted on the H100
+        pod = wait_for(lambda name=name: pod_of(api, namespace, name), 30, f"{name}'s pod")
+        assert pod.spec.priority_class_name == f"megagpu-normal-q{bucket}"
+    assert g.get(api, namespace, "blocker")["status"]["phase"] == "Running"
+    ended = {
+        name: g.wait_phase(api, namespace, name, ("Succeeded",), timeout_s=BLOCK_S + 90)
+        for name in ("short", "long")
+    }
+    started = {name: ended[name]["status"]["startedAt"] for name in ended}
+    assert started["short"] < started["long"], started

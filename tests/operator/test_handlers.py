@@ -220,3 +220,33 @@ def test_a_deliberate_wait_does_not_count_against_the_start_timeout(
     fields = watchdog.check(workload(attemptStartedAt=ago(100)), memo)
     assert fields is not None
     assert fields["conditions"][-1]["message"].endswith("startTimeoutSeconds=5")
+
+
+def test_queue_by_size_gives_the_pod_the_class_of_its_predicted_size(memo: handlers.Memo) -> None:
+    from megagpu.core import model, qpolicy
+    from megagpu.kube import convert
+
+    gw = workload()
+    gw["metadata"]["generation"] = 1
+    gw["spec"] |= {"model": "m", "work": {"amount": 3600.0}, "priority": "high"}
+    gw["spec"]["template"] = {"spec": {"containers": [{"name": "main", "image": "i"}]}}
+    memo.queue_by_size = True
+
+    def created_class() -> str:
+        handlers.start_attempt(gw, 1, memo)
+        pod = memo.core.create_namespaced_pod.call_args.args[1]
+        return str(pod["spec"]["priorityClassName"])
+
+    assert created_class() == "megagpu-high-q4"  # nothing learned yet: the middle bucket
+    policy = qpolicy.QPolicy()
+    w = convert.workload_from_pod(memo.core.create_namespaced_pod.call_args.args[1])
+    for i in range(3):  # 3,600 units in 60 s on the h100: a one-minute job
+        done = model.Outcome(
+            f"o{i}", w, "n1", "cuda", "h100", 60.0, work=3600.0, work_source="reported"
+        )
+        policy.observe(done)
+    memo.store.load = lambda cached=False: qstore.Loaded(policy, "v2", None)  # type: ignore[method-assign]
+    memo.store.seen_version = "v2"  # type: ignore[misc]
+    assert created_class() == "megagpu-high-q0"
+    memo.queue_by_size = False
+    assert created_class() == "megagpu-high"
