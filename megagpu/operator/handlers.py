@@ -9,7 +9,9 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import math
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +31,8 @@ HANDLED = f"{names.GROUP}/{DIFFBASE}"
 """kopf writes this annotation once every create handler has succeeded."""
 KEPT_METADATA = ("name", "namespace", "uid", "generation", "creationTimestamp", "deletionTimestamp")
 WORKERS = 16
+QUEUE_STATE_RETRY_S = 30.0
+"""While no Q-state exists, how often a new pod's queue class reads it again (one GET)."""
 """Threads running handlers: most of their time is spent waiting for the API server."""
 LOG = logging.getLogger("megagpu.operator")
 
@@ -58,8 +62,9 @@ class Memo:
     """Every Node as the node watch last saw it (what learning needs of the fleet)."""
     queue_by_size: bool = False
     """Give each pod the PriorityClass of its predicted size bucket (``kube.priorities``)."""
-    queue_policy: tuple[str | None, qpolicy.QPolicy | None] = (None, None)
-    """(Q-state resourceVersion, its policy): parsed once per version, for queue classes."""
+    queue_policy: tuple[str | None, qpolicy.QPolicy | None, float] = (None, None, -math.inf)
+    """(Q-state resourceVersion, its policy, monotonic time read) for queue classes: parsed once
+    per version; while there is none, read again at most every ``QUEUE_STATE_RETRY_S``."""
     queue_lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -141,14 +146,15 @@ def queue_class(memo: Memo, pod: dict[str, Any]) -> str:
     """
     workload = convert.workload_from_pod(pod)
     with memo.queue_lock:
-        version, policy = memo.queue_policy
-        if version is None or version != memo.store.seen_version:
+        version, policy, read_at = memo.queue_policy
+        seen, now = memo.store.seen_version, time.monotonic()
+        if (version != seen) if seen is not None else now - read_at >= QUEUE_STATE_RETRY_S:
             try:
                 loaded = memo.store.load(cached=True)
                 version, policy = loaded.resource_version, loaded.policy
-                memo.queue_policy = (version, policy)
             except ApiException:
-                policy = None
+                pass  # the last one known, or the middle bucket
+            memo.queue_policy = (version, policy, now)
         seconds = None if policy is None else predict.best_run_time(policy, workload)
     return priorities.class_name(workload.priority, int(predict.queue_bucket(seconds)))
 

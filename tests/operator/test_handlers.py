@@ -22,6 +22,7 @@ class Store:
 
     def __init__(self) -> None:
         self.saved: list[Any] = []
+        self.seen_version: str | None = None
 
     def load(self, cached: bool = False) -> qstore.Loaded:
         return qstore.Loaded(None, None, None)
@@ -245,8 +246,17 @@ def test_queue_by_size_gives_the_pod_the_class_of_its_predicted_size(memo: handl
             f"o{i}", w, "n1", "cuda", "h100", 60.0, work=3600.0, work_source="reported"
         )
         policy.observe(done)
-    memo.store.load = lambda cached=False: qstore.Loaded(policy, "v2", None)  # type: ignore[method-assign]
-    memo.store.seen_version = "v2"  # type: ignore[misc]
-    assert created_class() == "megagpu-high-q0"
+    loads: list[bool] = []
+
+    def load(cached: bool = False) -> qstore.Loaded:
+        loads.append(cached)
+        return qstore.Loaded(policy, "v2", None)
+
+    memo.store.load = load  # type: ignore[method-assign]
+    # no state was found a moment ago: not read again for every pod
+    assert created_class() == "megagpu-high-q4" and loads == []
+    memo.store.seen_version = "v2"  # type: ignore[misc]  # the operator read or wrote one
+    assert created_class() == "megagpu-high-q0" and loads == [True]
+    assert created_class() == "megagpu-high-q0" and loads == [True]  # parsed once per version
     memo.queue_by_size = False
     assert created_class() == "megagpu-high"
