@@ -138,6 +138,7 @@ def calls_per_workload(workloads: int = 300, classes: int = 50, nodes: int = 200
     store = qstore.Store(Counting(api, counts), "megagpu-system", clock=lambda: clock[0])  # type: ignore[arg-type]
     memo = handlers.Memo(Counting(api, counts), Counting(api, counts), store, "megagpu-system")  # type: ignore[arg-type]
     memo.nodes = _nodes(nodes)
+    memo.queue_by_size = True  # as the chart runs it
     names_ = list(memo.nodes)
     rng = random.Random(0)
     posted = mock.Mock(side_effect=lambda *a, **k: counts.update(["create_event (kopf)"]))
