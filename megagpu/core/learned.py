@@ -136,7 +136,12 @@ class LearnedPolicy:
         return ports.Choice(row, "exploit", -found.run_s[: len(view.rows)], row)
 
     def queue_rank(self, workload: model.Workload) -> float:
-        """The queue's size bucket of ``workload``'s predicted run time (shorter first)."""
+        """The queue's size bucket of ``workload``'s predicted run time (shorter first).
+
+        The middle one in shadow mode, where the baseline decides (as the operator does).
+        """
+        if self.policy.params.mode == "shadow":
+            return predict.UNKNOWN_BUCKET
         return predict.queue_bucket(predict.best_run_time(self.policy, workload))
 
     def observe(self, outcome: model.Outcome) -> bool:

@@ -104,15 +104,21 @@ UNKNOWN_BUCKET = (QUEUE_BUCKETS - 1) / 2
 job's size neither jumps the queue nor sends it to the back."""
 
 
-def best_run_time(policy: qpolicy.QPolicy, workload: model.Workload) -> float | None:
-    """Predicted run time of ``workload`` on the fastest device pair the policy knows for it."""
+def best_run_time(
+    policy: qpolicy.QPolicy, workload: model.Workload, actions: Iterable[str] | None = None
+) -> float | None:
+    """Predicted run time of ``workload`` on the fastest device pair it can use.
+
+    ``actions``: the pairs to consider (default: every pair the policy knows); only those of
+    the workload's backends count. None with no size, or no speed known on any of them.
+    """
     wkey, mkey = policy.keys(workload)
     size = policy.sizes.size(mkey, workload)
     if size is None:
         return None
     scale = policy.scale(wkey, mkey)
     best = None
-    for akey in policy.benchmarks:
+    for akey in policy.benchmarks if actions is None else actions:
         if akey.split("/", 1)[0] not in workload.backends:
             continue
         found = throughput(policy, wkey, mkey, akey, scale)

@@ -9,9 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import math
 import threading
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,10 +17,10 @@ import kopf
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from megagpu.core import model, predict, qpolicy
+from megagpu.core import model
 from megagpu.kube import client as kube_client
-from megagpu.kube import convert, names, priorities, qstore, render, retry
-from megagpu.operator import outcomes, publish, status, templates, waits
+from megagpu.kube import convert, names, qstore, render, retry
+from megagpu.operator import outcomes, publish, queueing, status, templates, waits
 
 GW = (names.GROUP, names.VERSION, names.GPUWORKLOADS)
 RUNNING_PHASES = ("Pending", "Scheduling", "Running")
@@ -31,8 +29,6 @@ HANDLED = f"{names.GROUP}/{DIFFBASE}"
 """kopf writes this annotation once every create handler has succeeded."""
 KEPT_METADATA = ("name", "namespace", "uid", "generation", "creationTimestamp", "deletionTimestamp")
 WORKERS = 16
-QUEUE_STATE_RETRY_S = 30.0
-"""While no Q-state exists, how often a new pod's queue class reads it again (one GET)."""
 """Threads running handlers: most of their time is spent waiting for the API server."""
 LOG = logging.getLogger("megagpu.operator")
 
@@ -62,10 +58,7 @@ class Memo:
     """Every Node as the node watch last saw it (what learning needs of the fleet)."""
     queue_by_size: bool = False
     """Give each pod the PriorityClass of its predicted size bucket (``kube.priorities``)."""
-    queue_policy: tuple[str | None, qpolicy.QPolicy | None, float] = (None, None, -math.inf)
-    """(Q-state resourceVersion, its policy, monotonic time read) for queue classes: parsed once
-    per version; while there is none, read again at most every ``QUEUE_STATE_RETRY_S``."""
-    queue_lock: threading.Lock = field(default_factory=threading.Lock)
+    queue_classes: queueing.Classes = field(default_factory=queueing.Classes)
 
 
 def _gw(memo: Memo, namespace: str, name: str) -> dict[str, Any] | None:
@@ -103,7 +96,9 @@ def start_attempt(gw: dict[str, Any], attempt: int, memo: Memo) -> dict[str, Any
     except render.TemplateError as e:
         return _invalid(gw, str(e))
     if memo.queue_by_size:
-        pod["spec"]["priorityClassName"] = queue_class(memo, pod)
+        pod["spec"]["priorityClassName"] = memo.queue_classes.name(
+            memo.store, list(memo.nodes.values()), pod
+        )
     shape = templates.shape(pod)
     try:
         if not memo.validated.known(shape):
@@ -111,6 +106,14 @@ def start_attempt(gw: dict[str, Any], attempt: int, memo: Memo) -> dict[str, Any
             memo.validated.add(shape)
         kube_client.send(memo.core.create_namespaced_pod, meta["namespace"], pod)
     except ApiException as e:
+        if e.status == 403 and memo.queue_by_size and "PriorityClass" in str(e.body):
+            memo.queue_by_size = False  # the size classes were not made: the plain ones
+            LOG.warning(
+                "queue by size is off: %s (create the classes of megagpu.kube.priorities, "
+                "or leave --queue-by-size out)",
+                e.body,
+            )
+            raise kopf.TemporaryError("queue classes missing: retrying", delay=1) from e
         if e.status in (400, 422):
             return _invalid(gw, f"the API server rejected the rendered pod: {e.body or e.reason}")
         if e.status != 409:  # 409: this attempt's pod exists already (a retried handler)
@@ -136,27 +139,6 @@ def start_attempt(gw: dict[str, Any], attempt: int, memo: Memo) -> dict[str, Any
             status.condition("Scheduled", False, "Waiting"),
         ),
     }
-
-
-def queue_class(memo: Memo, pod: dict[str, Any]) -> str:
-    """The PriorityClass of ``pod``'s priority and predicted size bucket.
-
-    The prediction is the policy's (its best known device pair); without one, or when the
-    Q-state cannot be read now, the middle bucket.
-    """
-    workload = convert.workload_from_pod(pod)
-    with memo.queue_lock:
-        version, policy, read_at = memo.queue_policy
-        seen, now = memo.store.seen_version, time.monotonic()
-        if (version != seen) if seen is not None else now - read_at >= QUEUE_STATE_RETRY_S:
-            try:
-                loaded = memo.store.load(cached=True)
-                version, policy = loaded.resource_version, loaded.policy
-            except ApiException:
-                pass  # the last one known, or the middle bucket
-            memo.queue_policy = (version, policy, now)
-        seconds = None if policy is None else predict.best_run_time(policy, workload)
-    return priorities.class_name(workload.priority, int(predict.queue_bucket(seconds)))
 
 
 def _invalid(gw: dict[str, Any], message: str) -> dict[str, Any]:

@@ -290,9 +290,9 @@ def test_a_shorter_job_queued_later_starts_first(api, namespace, pair, seeded):
 
     g.create(api, namespace, on_fast(manifest("blocker", label, BLOCK_S, made[0])))
     g.wait_phase(api, namespace, "blocker", ("Running",), timeout_s=60)
-    g.create(api, namespace, on_fast(manifest("long", label, 3.0, made[0], 3 * 3600.0)))
+    g.create(api, namespace, on_fast(manifest("long", label, 3.0, made[0], 2 * 86400.0)))
     g.create(api, namespace, on_fast(manifest("short", label, 3.0, made[0], 30.0)))
-    for name, bucket in (("long", 4), ("short", 0)):  # 3 h and 30 s predicted on the H100
+    for name, bucket in (("long", 7), ("short", 0)):  # 2 d and 30 s predicted on the H100
         pod = wait_for(lambda name=name: pod_of(api, namespace, name), 30, f"{name}'s pod")
         assert pod.spec.priority_class_name == f"megagpu-normal-q{bucket}"
     assert g.get(api, namespace, "blocker")["status"]["phase"] == "Running"

@@ -18,3 +18,5 @@ def test_shorter_buckets_rank_higher_within_a_priority_and_bands_never_overlap()
     assert all(max(low) < min(high) for low, high in zip(bands, bands[1:], strict=False))
     middle = int(predict.UNKNOWN_BUCKET)
     assert priorities.class_name("normal", middle) == f"megagpu-normal-q{middle}"
+    # a pod with no prediction ranks as one made without queue by size (before an upgrade)
+    assert priorities.value("normal", middle) == priorities.value("normal")

@@ -3,6 +3,7 @@ cache, bad template fields end as a status condition, and kopf watches pods serv
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 from typing import Any
@@ -258,5 +259,41 @@ def test_queue_by_size_gives_the_pod_the_class_of_its_predicted_size(memo: handl
     memo.store.seen_version = "v2"  # type: ignore[misc]  # the operator read or wrote one
     assert created_class() == "megagpu-high-q0" and loads == [True]
     assert created_class() == "megagpu-high-q0" and loads == [True]  # parsed once per version
+    policy.params = dataclasses.replace(policy.params, mode="shadow")  # the baseline decides
+    assert created_class() == "megagpu-high-q4"
     memo.queue_by_size = False
     assert created_class() == "megagpu-high"
+
+
+def test_missing_queue_classes_turn_queue_by_size_off_and_the_attempt_is_retried(
+    memo: handlers.Memo,
+) -> None:
+    gw = workload()
+    gw["spec"]["template"] = {"spec": {"containers": [{"name": "main", "image": "i"}]}}
+    memo.queue_by_size = True
+    refused = ApiException(status=403, reason="Forbidden")
+    refused.body = "no PriorityClass with name megagpu-normal-q4 was found"
+    memo.core.create_namespaced_pod.side_effect = refused
+    with pytest.raises(kopf.TemporaryError):
+        handlers.start_attempt(gw, 1, memo)
+    assert memo.queue_by_size is False
+    memo.core.create_namespaced_pod.side_effect = None
+    handlers.start_attempt(gw, 1, memo)
+    pod = memo.core.create_namespaced_pod.call_args.args[1]
+    assert pod["spec"]["priorityClassName"] == "megagpu-normal"
+
+
+def test_a_pod_whose_annotations_the_policy_cannot_read_gets_the_middle_class(
+    memo: handlers.Memo,
+) -> None:
+    from megagpu.kube import names
+
+    gw = workload()
+    gw["spec"]["template"] = {
+        "metadata": {"annotations": {names.ANN_WORK_AMOUNT: "lots"}},
+        "spec": {"containers": [{"name": "main", "image": "i"}]},
+    }
+    memo.queue_by_size = True
+    handlers.start_attempt(gw, 1, memo)
+    pod = memo.core.create_namespaced_pod.call_args.args[1]
+    assert pod["spec"]["priorityClassName"] == "megagpu-normal-q4"

@@ -106,6 +106,18 @@ def test_a_queue_order_replaces_arrival_within_a_priority():
     assert started(None) == ["j0", "j3", "j1", "j2"]
     assert started(lambda policy, job: job.workload.work) == ["j0", "j3", "j2", "j1"]
 
+    class Ranking(baselines.RandomPolicy):  # a policy that ranks its queue, as learned does
+        def queue_rank(self, workload: model.Workload) -> float:
+            return workload.work
+
+    ranked = simulator.simulate(scenario, lambda _: Ranking(), 0)
+    assert [r.uid for r in sorted(ranked.records, key=lambda r: r.start_s)] == [
+        "j0",
+        "j3",
+        "j2",
+        "j1",
+    ]
+
 
 def test_slowdown_and_join_change_the_cluster_midway():
     base = tiny(80)
