@@ -41,3 +41,11 @@ def header() -> dict[str, Any]:
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "commit": commit,
     }
+
+
+def provenance(result: dict[str, Any]) -> str:
+    """``Command: `...`; commit ...; date; CPU, N cores`` of a result made with ``header``."""
+    return (
+        f"Command: `{result['command']}`; commit {result['commit']}; {result['date']}; "
+        f"{result['machine']['cpu']}, {result['machine']['cores']} cores"
+    )

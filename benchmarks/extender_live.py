@@ -348,8 +348,7 @@ def _measure(size: int, tmp: Path, cores: str) -> dict[str, Any]:
 def report(result: dict[str, Any]) -> str:
     lines = [
         "# Extender with live informers\n",
-        f"Command: `{result['command']}`; commit {result['commit']}; {result['date']}; "
-        f"{result['machine']['cpu']}, {result['machine']['cores']} cores (shared with other "
+        f"{common.provenance(result)} (shared with other "
         "work). A dev cluster of kwok fake nodes (8 devices each) with one GpuNode per node "
         f"whose status is rewritten every {UPDATE_PERIOD_S:.0f} s (spread evenly); the extender "
         "(core 0) watches Nodes, GpuNodes, pods and the Q-state. Idle CPU: extender CPU time "

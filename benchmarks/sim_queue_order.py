@@ -96,8 +96,7 @@ def measure(name: str) -> dict[str, Any]:
 def report(result: dict[str, Any]) -> str:
     lines = [
         "# Queue order by job size (simulator)\n",
-        f"Command: `{result['command']}`; commit {result['commit']}; {result['date']}; "
-        f"{result['machine']['cpu']}, {result['machine']['cores']} cores. Seeds {SEEDS}, the "
+        f"{common.provenance(result)}. Seeds {SEEDS}, the "
         "report seeds of sim.md. Ratios are over oracle_greedy's with the queue in arrival "
         "order, per seed, then averaged. `true size`: shortest first by the true run time on "
         "the job's fastest device (a reference: no scheduler knows it); `predicted`: learned as "
