@@ -70,7 +70,17 @@ def pair(api: client.ApiClient) -> Iterator[tuple[str, list[dict[str, Any]]]]:
     """The two fake nodes, labelled so the test's workloads can be pinned to them."""
     label = uuid.uuid4().hex[:6]
     bodies = [convert.fake_node(node) for node in nodes(label)]
+    core = client.CoreV1Api(api)
+
+    def schedulable(name: str) -> bool:
+        node = core.read_node(name)
+        conditions = node.status.conditions or []
+        ready = any(c.type == "Ready" and c.status == "True" for c in conditions)
+        return ready and not node.spec.taints
+
     with fake_nodes.made(api, label, bodies):
+        for name in (b["metadata"]["name"] for b in bodies):  # else one may be the only candidate
+            wait_for(lambda name=name: schedulable(name), 60, f"{name} ready and untainted")
         yield label, bodies
 
 
@@ -194,7 +204,7 @@ def test_a_pod_waits_for_a_faster_busy_node_and_a_bound_one_is_placed(api, names
     verbs = requests_by_verb()
     g.create(api, namespace, manifest("long", label, LONG_S, made[0], LONG_DECLARED_S))
     long = g.wait_phase(api, namespace, "long", ("Running",), timeout_s=60)
-    assert long["status"]["node"] == fast
+    assert long["status"]["node"] == fast, long["status"].get("decision")
     assert long["status"]["decision"]["predictedSeconds"] == pytest.approx(LONG_DECLARED_S, rel=0.2)
     g.create(api, namespace, manifest("waiter", label, WAITER_S, made[0]))
     late = manifest("impatient", label, IMPATIENT_S, made[0], deadlineSeconds=DEADLINE_S)
@@ -257,15 +267,6 @@ def test_confident_predictions_place_on_the_earliest_finish(api, namespace, pair
     """Both nodes free and every prediction sharp: prioritize's rule, not the Q-policy, decides."""
     label, made = pair
     fast = made[0]["metadata"]["name"]
-    core = client.CoreV1Api(api)
-
-    def schedulable(name: str) -> bool:
-        node = core.read_node(name)
-        ready = any(c.type == "Ready" and c.status == "True" for c in node.status.conditions or [])
-        return ready and not node.spec.taints
-
-    for name in (n["metadata"]["name"] for n in made):  # else only one may be a candidate
-        wait_for(lambda name=name: schedulable(name), 60, f"{name} ready and untainted")
     g.create(api, namespace, manifest("sure", label, WAITER_S, made[0]))
     sure = g.wait_phase(api, namespace, "sure", ("Running", "Succeeded"), timeout_s=60)
     assert sure["status"]["node"] == fast
