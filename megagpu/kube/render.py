@@ -7,7 +7,7 @@ import datetime as dt
 from typing import Any
 
 from megagpu.core import model
-from megagpu.kube import names
+from megagpu.kube import names, priorities
 
 GPU_BACKENDS = ("cuda", "vulkan", "metal")
 DOWNWARD_ENV = {
@@ -73,9 +73,7 @@ def render_pod(gw: dict[str, Any], attempt: int, resource_mode: str = "megagpu")
     if deadline is not None:
         annotations[names.ANN_DEADLINE] = deadline
     pod_spec = {**pod_spec, "restartPolicy": "Never", "schedulerName": names.SCHEDULER_NAME}
-    pod_spec["priorityClassName"] = names.PRIORITY_CLASS.format(
-        priority=spec.get("priority", "normal")
-    )
+    pod_spec["priorityClassName"] = priorities.class_name(spec.get("priority", "normal"))
     pod_spec["affinity"] = _affinity(pod_spec.get("affinity"), backends)
     # only one container (the workload's own) asks for the devices: the kubelet would count a
     # limit on every container (sidecars, init containers) as that many more devices
