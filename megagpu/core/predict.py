@@ -12,6 +12,7 @@ from __future__ import annotations
 import bisect
 import math
 from collections.abc import Iterable, Sequence
+from typing import NamedTuple
 
 import numpy as np
 
@@ -48,38 +49,55 @@ def throughput(
     return estimate * drift, PRIOR_SIGMA
 
 
+class Predictions(NamedTuple):
+    """A workload's predicted run time per action of one fleet, under one policy version."""
+
+    seconds: np.ndarray
+    """Median run time per action (NaN where unknown)."""
+    sigma: np.ndarray
+    """Log spread of the run time: of the size and of the speed."""
+    speed_sigma: np.ndarray
+    """Log spread of the speed alone: what tells one device from another (the size's error is
+    the same on every device)."""
+    source: str
+    """Where the size came from (``declared``, ``history``, ``none``)."""
+
+    def on(self, f: fleet.Fleet, row: int) -> model.Prediction | None:
+        """The prediction on fleet row ``row`` (None when there is none)."""
+        aid = int(f.row_action_id[row])
+        if math.isnan(self.seconds[aid]):
+            return None
+        return model.Prediction(float(self.seconds[aid]), float(self.sigma[aid]), self.source)
+
+
 def action_run_times(
     policy: qpolicy.QPolicy, workload: model.Workload, f: fleet.Fleet
-) -> tuple[np.ndarray, np.ndarray, str]:
-    """(seconds, sigma) per action of ``f`` (NaN where unknown), and the size's source."""
+) -> Predictions:
+    """The predicted run time of ``workload`` on each action of ``f``."""
+    policy.know(f)
     wkey, mkey = policy.keys(workload)
     seconds = np.full(len(f.action_keys), np.nan)
     sigma = np.full(len(f.action_keys), np.nan)
+    speed_sigma = np.full(len(f.action_keys), np.nan)
     size = policy.sizes.size(mkey, workload)
     if size is None:
-        return seconds, sigma, "none"
+        return Predictions(seconds, sigma, speed_sigma, "none")
     scale = policy.scale(wkey, mkey)
     for aid, akey in enumerate(f.action_keys):
         found = throughput(policy, wkey, mkey, akey, scale)
         if found is not None:
             seconds[aid] = size.amount / found[0]
             sigma[aid] = math.hypot(size.sigma, found[1])
-    return seconds, sigma, size.source
+            speed_sigma[aid] = found[1]
+    return Predictions(seconds, sigma, speed_sigma, size.source)
 
 
 def run_times(
     policy: qpolicy.QPolicy, workload: model.Workload, f: fleet.Fleet, rows: Iterable[int]
 ) -> list[model.Prediction | None]:
     """The predicted run time of ``workload`` on each fleet row (None where there is none)."""
-    seconds, sigma, source = action_run_times(policy, workload, f)
-    out: list[model.Prediction | None] = []
-    for row in rows:
-        aid = int(f.row_action_id[int(row)])
-        known = not math.isnan(seconds[aid])
-        out.append(
-            model.Prediction(float(seconds[aid]), float(sigma[aid]), source) if known else None
-        )
-    return out
+    predicted = action_run_times(policy, workload, f)
+    return [predicted.on(f, int(row)) for row in rows]
 
 
 def percentage_error(predicted_s: float, actual_s: float) -> float:

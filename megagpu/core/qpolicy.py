@@ -360,11 +360,7 @@ class QPolicy:
         return self.prior_value(wkey, mkey, akey, scale)
 
     def know(self, f: fleet.Fleet) -> None:
-        """Learn the benchmarks of every action key in ``f`` (for the prior)."""
-        self._fleet = None
-        self._know_fleet(f)
-
-    def _know_fleet(self, f: fleet.Fleet) -> None:
+        """Learn the benchmarks of every action key in ``f`` (for the prior), once per fleet."""
         if f is self._fleet:
             return
         self._fleet = f
@@ -383,7 +379,7 @@ class QPolicy:
 
     def values(self, workload: model.Workload, view: fleet.View) -> np.ndarray:
         """Q of every candidate row, with the context term, UCB bonus and best-fit tie-break."""
-        self._know_fleet(view.fleet)
+        self.know(view.fleet)
         wkey, mkey = self.keys(workload)
         aids = view.fleet.row_action_id[view.rows]
         per_action = self._action_values(wkey, mkey, view.fleet.action_keys)

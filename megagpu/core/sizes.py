@@ -89,6 +89,16 @@ class History:
             return None
         return Size(math.exp(sizes.mean), sizes.spread(HISTORY_SIGMA), "history")
 
+    def small(self, key: str, amount: float, margin: float) -> bool:
+        """Whether ``amount`` is at most e**margin times the typical size ``key`` reported.
+
+        False before ``MIN_HISTORY`` reports.
+        """
+        sizes = self.sizes.get(key)
+        if sizes is None or sizes.n < MIN_HISTORY:
+            return False
+        return math.log(amount) <= sizes.mean + margin
+
     def to_json(self) -> dict[str, dict[str, list[float]]]:
         """The history as JSON-ready data (part of the Q-state)."""
         return {

@@ -59,15 +59,9 @@ class Settings:
     """Busy nodes examined per decision: those of the shortest predicted run time, the most
     free slots first. Bounds a decision's cost on a large cluster (a node's free time walks
     what runs there and the queue ahead); the 17th equally fast node rarely frees sooner."""
-    confident: float = 0.2
-    """The learned policy places on the free row of earliest predicted finish, without
-    exploring, when every free row's prediction has a log spread below this (0: never; it then
-    places where the Q-policy chooses). 0.2: a pair seen once with a declared size that its
-    class's reports confirmed; exploring a long job on a device known to be slower costs hours.
-    Chosen on design seeds 100-104 (0.2, 0.3, 0.6 tried; within seed noise at load 0.7)."""
 
     def __post_init__(self) -> None:
-        for name in ("max_wait_s", "margin", "caution", "max_sigma", "confident"):
+        for name in ("max_wait_s", "margin", "caution", "max_sigma"):
             model.check_finite(f"waiting.{name}", getattr(self, name))
         if self.max_busy_nodes < 0:
             raise model.ValidationError("waiting.max_busy_nodes must be >= 0")

@@ -78,7 +78,8 @@ class Remembered:
     workload: model.Workload
     reason: str = ""
     """Why, where the node is not simply the one of highest value: in shadow mode, what the
-    learned policy would have done instead; the earliest confident finish."""
+    learned policy would have done instead; the earliest finish over predicted or sampled
+    speeds."""
     predictions: dict[str, model.Prediction | None] | None = None
     """Predicted run time on the chosen node and the top alternatives, where known."""
 
@@ -301,7 +302,7 @@ class Placement:
             answer = protocol.HostPriorities(prefixes, np.zeros(len(index), dtype=np.int64))
             return Decided(workload, node_names, layout.generation, policy, policy.version, answer)
         view = fleet.View(f, rows, free, queue_length=0)
-        choice = self._confident(policy, workload, view) or policy.choose(workload, view, self.rng)
+        choice = self._sampled(policy, workload, view) or policy.choose(workload, view, self.rng)
         node_values = np.full(len(f.nodes), -np.inf)
         np.maximum.at(node_values, f.row_node[rows], choice.values)
         chosen_index = int(f.row_node[choice.row])
@@ -336,31 +337,34 @@ class Placement:
             workload, node_names, layout.generation, policy, policy.version, answer, remembered
         )
 
-    def _confident(
+    def _sampled(
         self, policy: qpolicy.QPolicy, workload: model.Workload, view: fleet.View
     ) -> ports.Choice | None:
-        """The row of earliest predicted finish when every candidate's prediction is confident.
+        """The row of earliest finish over sampled speeds, when every candidate has a prediction.
 
-        The simulator's ``learned`` runs the same rule; never in shadow mode (the baseline
-        decides there).
+        The simulator's ``learned`` runs the same rule (``learned.sampled_finish``); never in
+        shadow mode (the baseline decides there).
         """
         if policy.params.mode == "shadow":
             return None
         predicted = self.waits.predictions(policy, workload, view.fleet)
-        aids = view.fleet.row_action_id[view.rows]
-        bound = self.waits.settings.confident
-        index = learned.earliest_confident(
-            predicted.seconds[aids], predicted.sigma[aids], view, bound
-        )
-        if index is None:
+        explores = learned.explores(policy, workload)
+        found = learned.sampled_finish(predicted, view, self.rng if explores else None)
+        if found is None:
             return None
+        index, explored = found
         row = int(view.rows[index])
-        run = waiting.duration(float(predicted.seconds[aids[index]]))
-        reason = (
-            f"exploit: earliest predicted finish ({run}); every candidate's prediction is "
-            f"confident (spread below {bound})"
-        )
-        return ports.Choice(row, "exploit", policy.values(workload, view), row, reason=reason)
+        run = waiting.duration(float(predicted.seconds[view.fleet.row_action_id[row]]))
+        if explored:
+            reason = (
+                f"explore: earliest finish over speeds sampled from what is learned ({run} "
+                "predicted here; a faster device may be believed slower)"
+            )
+        else:
+            sampled = " over sampled speeds" if explores else ""
+            reason = f"exploit: earliest predicted finish{sampled} ({run})"
+        mode = "explore" if explored else "exploit"
+        return ports.Choice(row, mode, policy.values(workload, view), row, reason=reason)
 
     def _positions(self, node_names: tuple[str, ...], layout: ledger_mod.Layout) -> np.ndarray:
         """Fleet index of every name; the last filter's answer when these are the names it kept.

@@ -222,21 +222,6 @@ class _RunningOn(Mapping[int, Sequence[fleet.Running]]):
         return 0
 
 
-class Predictions(NamedTuple):
-    """A workload's predicted run time per action of one fleet, under one policy version."""
-
-    seconds: np.ndarray
-    sigma: np.ndarray
-    source: str
-
-    def on(self, f: fleet.Fleet, row: int) -> model.Prediction | None:
-        """The prediction on fleet row ``row`` (None when there is none)."""
-        aid = int(f.row_action_id[row])
-        if math.isnan(self.seconds[aid]):
-            return None
-        return model.Prediction(float(self.seconds[aid]), float(self.sigma[aid]), self.source)
-
-
 class Waits:
     """Predicted run times per candidate and the wait decision, for filter and prioritize."""
 
@@ -255,13 +240,13 @@ class Waits:
         self._memo_of: tuple[object, int, object] = (None, -1, None)
         self._running: RunningCache = {}
         self._running_of: fleet.Fleet | None = None
-        self._last: tuple[model.Workload, qpolicy.QPolicy, int, fleet.Fleet, Predictions] | None = (
-            None
-        )
+        self._last: (
+            tuple[model.Workload, qpolicy.QPolicy, int, fleet.Fleet, predict.Predictions] | None
+        ) = None
 
     def predictions(
         self, policy: qpolicy.QPolicy, workload: model.Workload, f: fleet.Fleet
-    ) -> Predictions:
+    ) -> predict.Predictions:
         """``predict.action_run_times`` of ``workload``, kept for the last workload asked."""
         last = self._last
         if (
@@ -272,7 +257,7 @@ class Waits:
             and last[3] is f
         ):
             return last[4]
-        found = Predictions(*predict.action_run_times(policy, workload, f))
+        found = predict.action_run_times(policy, workload, f)
         self._last = (workload, policy, policy.version, f, found)
         return found
 

@@ -186,22 +186,52 @@ def test_no_wait_on_a_size_guessed_from_a_heavy_tailed_history():
     assert learned.assess(policy, declared, busy_view(declared, 3600.0, 1.0)).wait
 
 
-def test_confident_placement_counts_a_decision_and_never_overrides_shadow_mode():
-    policy = qpolicy.QPolicy()
-    for i in range(5):  # declared and reported alike: sizes and speeds both known closely
-        for device, seconds in (("fast", 10.0), ("slow", 12.0)):
-            w = workload(f"{device}{i}", work=100.0, declared=model.Work(100.0))
-            policy.observe(outcome(w, device, seconds, 100.0))
-    both_free = fleet.View(F, np.asarray([0, 1]), np.asarray([2, 2]))
-    w = workload("b", declared=model.Work(100.0))
+MID = node("mid-0", "mid", devices=2, fp16=200.0, gbps=1500.0)
+NEAR = fleet.Fleet.build([FAST, MID])
+"""Two devices the datasheets put within the prior's spread of each other (mid about 2x slower)."""
+
+
+def chosen_rows(policy: qpolicy.QPolicy, w: model.Workload, draws: int = 200) -> list[int]:
+    """How often each row of ``NEAR`` (both free) is chosen over ``draws`` decisions."""
+    both_free = fleet.View(NEAR, np.asarray([0, 1]), np.asarray([2, 2]))
     placing = learned.LearnedPolicy(policy)
+    rows = [placing.choose(w, both_free, random.Random(i)).row for i in range(draws)]
+    return [rows.count(0), rows.count(1)]
+
+
+def test_sampled_speeds_try_a_device_believed_slower_until_it_is_measured():
+    policy = qpolicy.QPolicy()
+    for i in range(5):  # the class ran on fast only: mid is known by the calibrated prior
+        policy.observe(outcome(workload(f"f{i}", work=100.0), "fast", 10.0, 100.0))
+    typical = workload("t", declared=model.Work(100.0))
+    fast, mid = chosen_rows(policy, typical)
+    assert 0 < mid < fast  # tried, less often than the device believed faster
+    # ten times the class's typical size: a wrong try would cost too much, so no sampling
+    assert chosen_rows(policy, workload("l", declared=model.Work(1000.0)))[1] == 0
+    for i in range(5):  # measured 3x slower: no longer worth a try
+        policy.observe(outcome(workload(f"m{i}", work=100.0), "mid", 30.0, 100.0))
+    assert chosen_rows(policy, typical)[1] == 0
+
+
+def test_sampled_placement_counts_a_decision_never_samples_when_frozen_nor_overrides_shadow():
+    policy = qpolicy.QPolicy()
+    for i in range(5):
+        policy.observe(outcome(workload(f"f{i}", work=100.0), "fast", 10.0, 100.0))
+    typical = workload("t", declared=model.Work(100.0))
     before = policy.decisions
-    choice = placing.choose(w, both_free, random.Random(0))
-    assert choice.row == 0 and choice.mode == "exploit"
-    assert policy.decisions == before + 1
+    chosen_rows(policy, typical, draws=10)
+    assert policy.decisions == before + 10
+    policy.params = dataclasses.replace(policy.params, mode="frozen")
+    assert chosen_rows(policy, typical)[1] == 0
     policy.params = dataclasses.replace(policy.params, mode="shadow", baseline="random")
-    rows = {placing.choose(w, both_free, random.Random(i)).row for i in range(20)}
-    assert rows == {0, 1}
+    fast, mid = chosen_rows(policy, typical, draws=40)
+    assert fast > 0 and mid > 0
+
+
+def test_a_candidate_without_a_prediction_leaves_the_choice_to_the_q_policy():
+    predicted = predict.action_run_times(qpolicy.QPolicy(), workload("u"), NEAR)
+    view = fleet.View(NEAR, np.asarray([0, 1]), np.asarray([2, 2]))
+    assert learned.sampled_finish(predicted, view, random.Random(0)) is None
 
 
 def test_queue_buckets_order_predicted_run_times_and_put_the_unknown_in_the_middle():

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from megagpu.core import model, qpolicy, qstate, work
+from megagpu.core import model, qpolicy, qstate, sizes, work
 from tests.helpers import node, view
 
 DEVICES = ("v100", "p100", "k80")
@@ -160,3 +160,12 @@ def test_the_report_wins_unless_it_cannot_be_used(declared, report, expected):
 def test_a_declared_amount_must_be_positive_and_finite(amount):
     with pytest.raises(model.ValidationError, match="work.amount"):
         model.Work(amount, "tokens")
+
+
+def test_small_means_within_a_margin_of_the_typical_size_the_class_reported():
+    history = sizes.History()
+    assert not history.small("m", 1.0, 1.0)  # nothing reported: nothing is known small
+    for i, size in enumerate((10.0, 100.0, 1000.0)):
+        history.observe("m", ran(job(f"j{i}", size), "v100", 1.0, "reported"))
+    assert history.small("m", 100.0 * math.e * 0.99, 1.0)  # typical: the geometric mean, 100
+    assert not history.small("m", 100.0 * math.e * 1.01, 1.0)

@@ -264,8 +264,9 @@ def test_a_pod_waits_for_a_faster_busy_node_and_a_bound_one_is_placed(api, names
     assert all(after.get(v, 0) > verbs.get(v, 0) for v in ("filter", "prioritize", "bind"))
 
 
-def test_confident_predictions_place_on_the_earliest_finish(api, namespace, pair, seeded):
-    """Both nodes free and every prediction sharp: prioritize's rule, not the Q-policy, decides."""
+def test_sharp_predictions_place_on_the_earliest_finish(api, namespace, pair, seeded):
+    """Both nodes free and every speed measured closely: prioritize places by sampled speeds,
+    not by the Q-policy, and a close measure leaves nothing to try on the slower node."""
     label, made = pair
     fast = made[0]["metadata"]["name"]
     g.create(api, namespace, manifest("sure", label, WAITER_S, made[0]))
