@@ -114,8 +114,9 @@ def _parser() -> argparse.ArgumentParser:
     ext.add_argument(
         "--max-wait-seconds",
         type=float,
-        default=24 * 3600.0,
-        help="longest a pod is kept pending for a busy, faster node, from its first wait",
+        default=30 * 86400.0,
+        help="longest a pod is kept pending for a busy, faster node, from its first wait "
+        "(each pod also at most its own predicted run time on the best free node)",
     )
     ext.add_argument("--host", default="127.0.0.1")
     ext.add_argument("--port", type=int, default=8888)

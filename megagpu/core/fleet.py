@@ -263,6 +263,8 @@ class View:
     """The clock the running jobs' start times are on."""
     wait_left_s: float = 0.0
     """How much longer the workload may be kept pending (0: it must be placed now)."""
+    waited_s: float = 0.0
+    """How long the workload has been kept pending already (from its first wait)."""
 
     def free_share(self) -> np.ndarray:
         """Free share of each candidate row's node, 0..1."""

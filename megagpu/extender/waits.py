@@ -5,8 +5,9 @@ fed by the pod informer or by snapshot-mode bind. ``Waits`` answers filter's que
 this pod stay pending for a busy, faster node? The wait is bounded by ``Settings.max_wait_s``
 from the pod's first wait (the earlier of what this process saw and the pod's
 ``megagpu.io/waiting-since`` annotation, which the operator writes once, so a restart does not
-reset it), by the workload's deadline (``megagpu.io/deadline``) and by its start timeout (a
-pod not Running within startTimeoutSeconds of its creation fails its attempt).
+reset it), by the pod's own predicted run time on the best free node (``Settings.wait_share``)
+and by the workload's deadline (``megagpu.io/deadline``). The operator's start timeout runs
+from the bind, not through a deliberate wait.
 """
 
 from __future__ import annotations
@@ -276,7 +277,7 @@ class Waits:
         ``passed``: fleet indices of the nodes filter keeps; ``busy_nodes``: those that fit the
         pod but lack free devices (or CPU slots) now, asked only when a wait is possible.
         """
-        left = self.wait_left(policy, workload, pod, f)
+        left, waited = self.wait_left(policy, workload, pod, f)
         if left <= 0:
             return None
         busy = busy_nodes()
@@ -286,7 +287,7 @@ class Waits:
         capacity[busy] = np.iinfo(np.int32).max
         rows = rows_on(f, workload, free, passed)
         found = self.assess(
-            policy, workload, f, free, rows, f.feasible_rows(workload, capacity), left
+            policy, workload, f, free, rows, f.feasible_rows(workload, capacity), left, waited
         )
         return found.reason if found.wait else None
 
@@ -338,30 +339,30 @@ class Waits:
         workload: model.Workload,
         pod: dict[str, Any],
         f: fleet.Fleet,
-    ) -> float:
-        """How much longer the pod may be kept pending (0: place it now).
+    ) -> tuple[float, float]:
+        """How much longer the pod may be kept pending (0: place it now), and how long it has.
 
         0 also when the workload has no prediction (no size, or nothing learned): it never
         waits. A garbled ``waiting-since`` or ``deadline`` annotation counts as a bound passed:
         the pod is placed rather than kept waiting on a time nobody can read.
         """
         if policy.params.mode == "shadow":
-            return 0.0
+            return 0.0, 0.0
         if np.isnan(self.predictions(policy, workload, f).seconds).all():
-            return 0.0
+            return 0.0, 0.0
         now = self.clock()
         annotations = (pod.get("metadata") or {}).get("annotations") or {}
         first = self._first.get(workload.uid, now)
         if names.ANN_WAITING_SINCE in annotations:
             since = _epoch(annotations[names.ANN_WAITING_SINCE])
             if since is None:
-                return 0.0
+                return 0.0, 0.0
             first = min(first, since)
         left = self.settings.max_wait_s - (now - first)
         if names.ANN_DEADLINE in annotations:
             deadline = _epoch(annotations[names.ANN_DEADLINE])
             left = min(left, deadline - now) if deadline is not None else 0.0
-        return max(left, 0.0)
+        return max(left, 0.0), max(now - first, 0.0)
 
     def assess(
         self,
@@ -372,6 +373,7 @@ class Waits:
         rows: np.ndarray,
         busy_rows: np.ndarray,
         wait_left_s: float,
+        waited_s: float,
     ) -> waiting.Assessment:
         """Predictions over free ``rows`` and ``busy_rows``, and whether to wait.
 
@@ -392,6 +394,7 @@ class Waits:
             running=_RunningOn(self.jobs, f, workload.gpus > 0, self._running),
             now_s=self.clock(),
             wait_left_s=wait_left_s,
+            waited_s=waited_s,
         )
         found = learned.assess(policy, workload, view, self.settings, self._memo)
         if found.wait:

@@ -310,6 +310,7 @@ def simulate(
             ahead=ahead,
             now_s=now,
             wait_left_s=max(left, 0.0) if len(busy) else 0.0,
+            waited_s=now - first_wait.get(index, now),
         )
 
     def schedule() -> None:

@@ -94,7 +94,9 @@ def test_percentage_error_and_its_median():
         predict.percentage_error(1.0, 0.0)
 
 
-def busy_view(w: model.Workload, wait_left_s: float, fast_ends_s: float) -> fleet.View:
+def busy_view(
+    w: model.Workload, wait_left_s: float, fast_ends_s: float, waited_s: float = 0.0
+) -> fleet.View:
     """fast-0 full (one job predicted to end at ``fast_ends_s``), slow-0 free."""
     running = {0: [fleet.Running(w, 0, 0.0, 2, model.Prediction(fast_ends_s, 0.0, "true"))]}
     free = np.asarray([0, 2])
@@ -106,6 +108,7 @@ def busy_view(w: model.Workload, wait_left_s: float, fast_ends_s: float) -> flee
         running=running,
         now_s=0.0,
         wait_left_s=wait_left_s,
+        waited_s=waited_s,
     )
 
 
@@ -140,6 +143,13 @@ def test_assess_does_not_wait_past_the_wait_left_or_without_a_size():
 def test_a_busy_device_that_frees_too_late_is_not_worth_the_wait():
     w = workload("b", declared=model.Work(100.0))
     assert not learned.assess(trained(), w, busy_view(w, 3600.0, 95.0)).wait
+
+
+def test_a_job_waits_in_all_no_longer_than_it_would_run_on_the_best_free_node():
+    # 100 s predicted on the free slow node; fast frees in 20 s and would finish it at 30 s
+    w = workload("b", declared=model.Work(100.0))
+    assert learned.assess(trained(), w, busy_view(w, 3600.0, 20.0, waited_s=70.0)).wait
+    assert not learned.assess(trained(), w, busy_view(w, 3600.0, 20.0, waited_s=85.0)).wait
 
 
 def test_learned_policy_never_waits_when_it_must_place():

@@ -115,6 +115,18 @@ def test_the_wait_bound_holds_from_the_first_wait():
     assert p.filter(args(sized("a"), NAMES))["NodeNames"] == ["slow-0"]
 
 
+def test_a_pod_waits_in_all_no_longer_than_it_would_run_on_the_best_free_node():
+    p, _, clock = make(max_wait_s=3600.0)  # the maximum wait does not bind here
+    busy_fast(p)
+    # overdue, as above; slow-0 would run it in 100 s, so 100 s is the pod's own bound
+    p.waits.jobs.add("busy", p.waits.jobs.on("fast-0")[0]._replace(started_s=NOW - 50.0))
+    assert p.filter(args(sized("a"), NAMES))["NodeNames"] == []
+    clock.now += 98.0
+    assert p.filter(args(sized("a"), NAMES))["NodeNames"] == []
+    clock.now += 3.0
+    assert p.filter(args(sized("a"), NAMES))["NodeNames"] == ["slow-0"]
+
+
 @pytest.mark.parametrize(
     ("key", "value"),
     [
