@@ -128,7 +128,8 @@ def best_run_time(
     """Predicted run time of ``workload`` on the fastest device pair it can use.
 
     ``actions``: the pairs to consider (default: every pair the policy knows); only those of
-    the workload's backends count. None with no size, or no speed known on any of them.
+    the workload's backends count, and CPU pairs exactly for a workload without GPUs (as the
+    Q-policy's). None with no size, or no speed known on any of them.
     """
     wkey, mkey = policy.keys(workload)
     size = policy.sizes.size(mkey, workload)
@@ -137,7 +138,8 @@ def best_run_time(
     scale = policy.scale(wkey, mkey)
     best = None
     for akey in policy.benchmarks if actions is None else actions:
-        if akey.split("/", 1)[0] not in workload.backends:
+        backend = akey.split("/", 1)[0]
+        if backend not in workload.backends or (backend == "cpu") != (workload.gpus == 0):
             continue
         found = throughput(policy, wkey, mkey, akey, scale)
         if found is not None and found[0] > 0:

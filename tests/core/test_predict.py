@@ -262,3 +262,14 @@ def test_best_run_time_is_the_fastest_known_pair_the_workload_can_use():
     assert predict.best_run_time(policy, workload("u", model_name="never-seen")) is None
     vulkan_only = dataclasses.replace(sized, uid="v", backends=("vulkan",))
     assert predict.best_run_time(policy, vulkan_only) is None
+
+
+def test_a_job_without_gpus_is_timed_on_cpus_only_whatever_backends_it_lists():
+    policy = trained()
+    policy.know(fleet.Fleet.build([FAST, SLOW, node("cpu-0", "epyc", backends=("cpu",))]))
+    cpu_job = workload("c", model_name="m", gpus=0, backends=("cuda", "cpu"))
+    ran = model.Outcome("o", cpu_job, "cpu-0", "cpu", "epyc", 1000.0)
+    policy.observe(dataclasses.replace(ran, work=100.0, work_source="reported"))
+    sized = dataclasses.replace(cpu_job, uid="d", declared=model.Work(100.0))
+    # the GPU pairs' priors, calibrated by the CPU run, would say far less than 1000 s
+    assert predict.best_run_time(policy, sized) == pytest.approx(1000.0)
