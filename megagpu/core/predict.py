@@ -3,8 +3,9 @@
 A prediction is the median run time with its spread (the standard deviation of
 log(actual / predicted)). The size comes from ``core.sizes`` (declared, else the class's
 history); the throughput from the Q-policy: the pair's own average, else the model's, else the
-benchmark prior calibrated by the class's observed throughputs, times the device's drift.
-No size, or no throughput in work units (nothing observed for the class), gives None.
+benchmark prior calibrated by the class's observed throughputs (else by its model's at other
+GPU counts, scaled linearly), times the device's drift. No size, or no throughput in work units
+(nothing observed for the model), gives None.
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ MODEL_SIGMA = 0.25
 """Spread when only another memory bucket of the same model ran on the device."""
 PRIOR_SIGMA = 0.5
 """Spread of the calibrated benchmark prior (x1.65): datasheets rank devices, not models."""
+OTHER_COUNTS_SIGMA = math.hypot(PRIOR_SIGMA, 0.5)
+"""Spread of a prior calibrated at other GPU counts of the model: the prior's, and as much
+again for linear scaling (Gavel's jobs run 0.5 to 1 of it per GPU, per device)."""
 
 
 def throughput(
@@ -46,7 +50,7 @@ def throughput(
     if not scale.observed:
         return None
     estimate = scale.best * math.exp(policy.prior_value(wkey, mkey, akey, scale))
-    return estimate * drift, PRIOR_SIGMA
+    return estimate * drift, OTHER_COUNTS_SIGMA if scale.other_counts else PRIOR_SIGMA
 
 
 class Predictions(NamedTuple):

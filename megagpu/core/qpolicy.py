@@ -84,6 +84,9 @@ class Scale(NamedTuple):
     best: float
     observed: bool
     """Whether throughputs were observed (else ``best`` is the fastest usable estimate)."""
+    other_counts: bool = False
+    """Observed only for the model at other GPU counts, scaled linearly to this one: enough
+    to predict a first multi-GPU run's size class, not how each device scales."""
 
 
 @dataclass(frozen=True)
@@ -325,6 +328,32 @@ class QPolicy:
             self.models, mkey, wkey
         )
 
+    def _other_counts(self, wkey: str, mkey: str) -> tuple[float, float] | None:
+        """(scale, best) from the model's throughputs at other GPU counts, scaled linearly.
+
+        Model keys end in ``/g<count>``; a throughput seen with ``g`` GPUs counts as
+        ``target / g`` times it (the geometric mean per device over the other counts).
+        """
+        head, _, count = mkey.rpartition("/g")
+        target = max(int(count), 1)
+        logs: dict[str, list[float]] = {}
+        for key, cells in self.models.items():
+            other_head, _, other = key.rpartition("/g")
+            if other_head != head or key == mkey:
+                continue
+            for akey, cell in cells.items():
+                if cell.throughput > 0:
+                    ratio = target / max(int(other), 1)
+                    logs.setdefault(akey, []).append(math.log(cell.throughput * ratio))
+        if not logs:
+            return None
+        seen = {a: sum(v) / len(v) for a, v in logs.items()}
+        scale = math.exp(
+            sum(v - math.log(self._estimate(wkey, a)) for a, v in seen.items()) / len(seen)
+        )
+        best = max(scale * self._estimate(wkey, a) for a in self._usable(wkey) | set(seen))
+        return scale, best
+
     def reference(self, wkey: str, mkey: str) -> float:
         """Best known throughput for the workload key (model level when the key is new)."""
         found = self._calibrated(wkey, mkey)
@@ -335,6 +364,9 @@ class QPolicy:
         found = self._calibrated(wkey, mkey)
         if found is not None:
             return Scale(*found, observed=True)
+        found = self._other_counts(wkey, mkey)
+        if found is not None:
+            return Scale(*found, observed=True, other_counts=True)
         best = max((self._estimate(wkey, a) for a in self._usable(wkey)), default=0.0)
         return Scale(1.0, best, observed=False)
 

@@ -48,6 +48,20 @@ def test_declared_size_over_learned_throughput():
     assert slow is not None and slow.seconds > fast.seconds and slow.sigma > fast.sigma
 
 
+def test_a_first_multi_gpu_run_is_predicted_from_the_model_at_other_gpu_counts():
+    policy = qpolicy.QPolicy()
+    two = workload("b", gpus=2, declared=model.Work(100.0))
+    assert predict.run_times(policy, two, F, [0, 1]) == [None, None]
+    policy.observe(outcome(workload("a", work=100.0), "fast", 10.0, 100.0))  # one GPU: 10/s
+    fast, slow = predict.run_times(policy, two, F, [0, 1])
+    assert fast is not None and fast.seconds == pytest.approx(5.0)  # two GPUs: 20/s, linearly
+    spread = math.hypot(sizes.DECLARED_SIGMA, predict.OTHER_COUNTS_SIGMA)
+    assert fast.sigma == pytest.approx(spread)
+    assert slow is not None and slow.seconds > fast.seconds
+    another = workload("d", model_name="other", gpus=2, declared=model.Work(100.0))
+    assert predict.run_times(policy, another, F, [0]) == [None]
+
+
 def test_history_gives_an_uncertain_estimate_once_a_class_has_reported_sizes():
     policy = qpolicy.QPolicy()
     for i, work in enumerate((10.0, 100.0, 1000.0)):
