@@ -23,8 +23,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from megagpu.core import fleet, learned, model, ports, predict, qpolicy, waiting
-from megagpu.extender import selects
-from megagpu.kube import convert, names
+from megagpu.kube import convert, names, selects
 
 REMEMBERED = 10_000
 """First-wait times kept for pods still pending (oldest forgotten first)."""

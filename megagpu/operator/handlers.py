@@ -56,6 +56,8 @@ class Memo:
     publisher: publish.Publisher = field(default_factory=publish.Publisher)
     nodes: dict[str, model.Node] = field(default_factory=dict)
     """Every Node as the node watch last saw it (what learning needs of the fleet)."""
+    node_labels: dict[str, dict[str, str]] = field(default_factory=dict)
+    """Every Node's labels (what a pod's node selectors read, for its queue class)."""
     queue_by_size: bool = False
     """Give each pod the PriorityClass of its predicted size bucket (``kube.priorities``)."""
     queue_classes: queueing.Classes = field(default_factory=queueing.Classes)
@@ -97,7 +99,7 @@ def start_attempt(gw: dict[str, Any], attempt: int, memo: Memo) -> dict[str, Any
         return _invalid(gw, str(e))
     if memo.queue_by_size:
         pod["spec"]["priorityClassName"] = memo.queue_classes.name(
-            memo.store, list(memo.nodes.values()), pod
+            memo.store, memo.nodes, memo.node_labels, pod
         )
     shape = templates.shape(pod)
     try:
@@ -159,8 +161,10 @@ def remember_node(node: dict[str, Any], event: str, memo: Memo) -> str:
     name = str((node.get("metadata") or {}).get("name", ""))
     if event == "DELETED":
         memo.nodes.pop(name, None)
+        memo.node_labels.pop(name, None)
     else:
         memo.nodes[name] = convert.node_from_k8s(node)
+        memo.node_labels[name] = dict((node.get("metadata") or {}).get("labels") or {})
     return event
 
 

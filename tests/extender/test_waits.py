@@ -8,8 +8,8 @@ import random
 import pytest
 
 from megagpu.core import model, qpolicy, waiting
-from megagpu.extender import ledger, placement, selects, server, waits
-from megagpu.kube import convert
+from megagpu.extender import ledger, placement, server, waits
+from megagpu.kube import convert, selects
 from tests.extender.helpers import Recorder, args, binding, pod
 from tests.helpers import node
 
@@ -358,3 +358,13 @@ GPU_TAINT = {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"
 def test_taints_are_matched_against_the_pods_tolerations(tolerations, node_spec, expected):
     node = {"metadata": {"name": "n", "labels": {}}, "spec": node_spec}
     assert selects.selects({"spec": {"tolerations": tolerations}}, node) is expected
+
+
+def test_wants_reads_the_pods_selectors_only_not_taints_nor_a_cordon():
+    pinned = {"spec": {"nodeSelector": {"gpu": "h100"}}}
+    held = {"metadata": {"name": "n", "labels": {"gpu": "h100"}}}
+    held["spec"] = {"taints": [GPU_TAINT], "unschedulable": True}
+    assert selects.wants(pinned, held) and not selects.selects(pinned, held)
+    other = {"metadata": {"name": "n", "labels": {"gpu": "t4"}}, "spec": {}}
+    assert not selects.wants(pinned, other)
+    assert not selects.wants({"spec": {"nodeSelector": "garbled"}}, held)

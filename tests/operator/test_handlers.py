@@ -43,6 +43,7 @@ def memo(monkeypatch: pytest.MonkeyPatch) -> handlers.Memo:
     api = mock.Mock()
     m = handlers.Memo(api.core, api.custom, Store(), "megagpu-system")  # type: ignore[arg-type]
     m.nodes["n1"] = node("n1", "h100", devices=8, fp16=800.0, gbps=3000.0)
+    m.node_labels["n1"] = {"megagpu.io/backend.cuda": "true"}
     return m
 
 
@@ -259,6 +260,12 @@ def test_queue_by_size_gives_the_pod_the_class_of_its_predicted_size(memo: handl
     memo.store.seen_version = "v2"  # type: ignore[misc]  # the operator read or wrote one
     assert created_class() == "megagpu-high-q0" and loads == [True]
     assert created_class() == "megagpu-high-q0" and loads == [True]  # parsed once per version
+    # pinned to a T4 node: sized by the T4 (its calibrated prior: over a minute), not the H100
+    memo.nodes["t4"] = node("t4", "t4", devices=1, fp16=65.0, gbps=320.0)
+    memo.node_labels["t4"] = {"megagpu.io/backend.cuda": "true", "pool": "t4"}
+    gw["spec"]["template"]["spec"]["nodeSelector"] = {"pool": "t4"}
+    assert created_class() == "megagpu-high-q1"
+    del gw["spec"]["template"]["spec"]["nodeSelector"]
     policy.params = dataclasses.replace(policy.params, mode="shadow")  # the baseline decides
     assert created_class() == "megagpu-high-q4"
     memo.queue_by_size = False

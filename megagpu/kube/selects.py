@@ -6,7 +6,8 @@ wait for such a node, the extender checks what kube-scheduler would: the pod's n
 required node affinity and tolerations of the node's NoSchedule and NoExecute taints (GPU pools
 are often tainted, ``nvidia.com/gpu=present:NoSchedule``), and that the node is not cordoned.
 It is conservative: an operator it does not implement or a garbled term makes the node no
-candidate.
+candidate. The operator's queue classes ask only whether the pod wants a node at all
+(``wants``): a job pinned to slow nodes is not sized by a fast one it can never run on.
 """
 
 from __future__ import annotations
@@ -20,22 +21,36 @@ Obj = Mapping[str, Any]
 def selects(pod: Obj, node: Obj) -> bool:
     """Whether ``pod``'s nodeSelector, required node affinity and taints allow ``node``."""
     try:
-        return _selects(pod, node)
+        return _schedulable(pod, node) and _wants(pod, node)
     except (AttributeError, TypeError, ValueError):
         return False
 
 
-def _selects(pod: Obj, node: Obj) -> bool:
-    spec, meta = pod.get("spec") or {}, node.get("metadata") or {}
-    labels, name = meta.get("labels") or {}, meta.get("name")
+def wants(pod: Obj, node: Obj) -> bool:
+    """Whether ``pod``'s nodeSelector and required node affinity allow ``node``.
+
+    Its labels and name only: not its taints, which come and go, nor whether it is cordoned.
+    """
+    try:
+        return _wants(pod, node)
+    except (AttributeError, TypeError, ValueError):
+        return False
+
+
+def _schedulable(pod: Obj, node: Obj) -> bool:
     if (node.get("spec") or {}).get("unschedulable"):
         return False
-    tolerations = spec.get("tolerations") or []
-    for taint in (node.get("spec") or {}).get("taints") or []:
-        if taint.get("effect") in ("NoSchedule", "NoExecute") and not any(
-            _tolerates(t, taint) for t in tolerations
-        ):
-            return False
+    tolerations = (pod.get("spec") or {}).get("tolerations") or []
+    return not any(
+        taint.get("effect") in ("NoSchedule", "NoExecute")
+        and not any(_tolerates(t, taint) for t in tolerations)
+        for taint in (node.get("spec") or {}).get("taints") or []
+    )
+
+
+def _wants(pod: Obj, node: Obj) -> bool:
+    spec, meta = pod.get("spec") or {}, node.get("metadata") or {}
+    labels, name = meta.get("labels") or {}, meta.get("name")
     for key, value in (spec.get("nodeSelector") or {}).items():
         if labels.get(key) != value:
             return False
