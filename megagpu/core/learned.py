@@ -70,7 +70,7 @@ def explores(policy: qpolicy.QPolicy, workload: model.Workload) -> bool:
 
 
 def sampled_finish(
-    predicted: predict.Predictions, view: fleet.View, rng: random.Random | None
+    predicted: predict.Predictions, view: fleet.View, rng: random.Random | None, margin: float
 ) -> tuple[int, bool] | None:
     """Index into ``view.rows`` of the earliest finish over sampled speeds; whether it explores.
 
@@ -78,8 +78,10 @@ def sampled_finish(
     device pair's log speed is drawn once from its learned average and spread. A pair never
     run draws from the calibrated prior's wide spread, so a device the datasheets call slower
     is tried about as often as it could be the faster; one measured slower is soon almost never
-    tried. ``rng`` None: no draw, the earliest predicted finish. None with fewer than two rows
-    or a row without a prediction (the Q-policy decides then).
+    tried. Only a row predicted within ``margin`` (log) of the earliest finish is sampled (the
+    Q-policy's ``explore_margin``, about 2x: a device believed far slower is never tried).
+    ``rng`` None: no draw, the earliest predicted finish. None with fewer than two rows or a row
+    without a prediction (the Q-policy decides then).
     """
     rows = view.rows
     if len(rows) < 2:
@@ -94,7 +96,8 @@ def sampled_finish(
         return best, False
     draws = {int(a): rng.gauss(0.0, 1.0) for a in np.unique(aids)}
     z = np.asarray([draws[int(a)] for a in aids])
-    chosen = int(np.argmin(expected + predicted.speed_sigma[aids] * z))
+    sampled = expected + predicted.speed_sigma[aids] * z
+    chosen = int(np.argmin(np.where(expected <= expected[best] + margin, sampled, np.inf)))
     return chosen, bool(aids[chosen] != aids[best])
 
 
@@ -166,7 +169,8 @@ class LearnedPolicy:
         """
         if self.policy.params.mode == "shadow":
             return None
-        found = sampled_finish(predicted, view, rng if explores(self.policy, workload) else None)
+        draws = rng if explores(self.policy, workload) else None
+        found = sampled_finish(predicted, view, draws, self.policy.params.explore_margin)
         if found is None:
             return None
         index, explored = found

@@ -349,7 +349,9 @@ class Placement:
             return None
         predicted = self.waits.predictions(policy, workload, view.fleet)
         explores = learned.explores(policy, workload)
-        found = learned.sampled_finish(predicted, view, self.rng if explores else None)
+        found = learned.sampled_finish(
+            predicted, view, self.rng if explores else None, policy.params.explore_margin
+        )
         if found is None:
             return None
         index, explored = found

@@ -215,9 +215,11 @@ NEAR = fleet.Fleet.build([FAST, MID])
 """Two devices the datasheets put within the prior's spread of each other (mid about 2x slower)."""
 
 
-def chosen_rows(policy: qpolicy.QPolicy, w: model.Workload, draws: int = 200) -> list[int]:
-    """How often each row of ``NEAR`` (both free) is chosen over ``draws`` decisions."""
-    both_free = fleet.View(NEAR, np.asarray([0, 1]), np.asarray([2, 2]))
+def chosen_rows(
+    policy: qpolicy.QPolicy, w: model.Workload, draws: int = 200, f: fleet.Fleet = NEAR
+) -> list[int]:
+    """How often each row of ``f`` (both free) is chosen over ``draws`` decisions."""
+    both_free = fleet.View(f, np.asarray([0, 1]), np.asarray([2, 2]))
     placing = learned.LearnedPolicy(policy)
     rows = [placing.choose(w, both_free, random.Random(i)).row for i in range(draws)]
     return [rows.count(0), rows.count(1)]
@@ -235,6 +237,16 @@ def test_sampled_speeds_try_a_device_believed_slower_until_it_is_measured():
     for i in range(5):  # measured 3x slower: no longer worth a try
         policy.observe(outcome(workload(f"m{i}", work=100.0), "mid", 30.0, 100.0))
     assert chosen_rows(policy, typical)[1] == 0
+
+
+def test_a_device_believed_far_slower_is_never_sampled():
+    policy = qpolicy.QPolicy()
+    for i in range(5):  # slow: known by its datasheet only, over 2x slower than fast
+        policy.observe(outcome(workload(f"f{i}", work=100.0), "fast", 10.0, 100.0))
+    typical = workload("t", declared=model.Work(100.0))
+    assert chosen_rows(policy, typical, draws=400, f=F)[1] == 0
+    policy.params = dataclasses.replace(policy.params, explore_margin=5.0)
+    assert chosen_rows(policy, typical, draws=400, f=F)[1] > 0  # the margin is what keeps it
 
 
 def test_sampled_placement_counts_a_decision_never_samples_when_frozen_nor_overrides_shadow():
@@ -255,7 +267,7 @@ def test_sampled_placement_counts_a_decision_never_samples_when_frozen_nor_overr
 def test_a_candidate_without_a_prediction_leaves_the_choice_to_the_q_policy():
     predicted = predict.action_run_times(qpolicy.QPolicy(), workload("u"), NEAR)
     view = fleet.View(NEAR, np.asarray([0, 1]), np.asarray([2, 2]))
-    assert learned.sampled_finish(predicted, view, random.Random(0)) is None
+    assert learned.sampled_finish(predicted, view, random.Random(0), 0.7) is None
 
 
 def test_queue_buckets_order_predicted_run_times_and_put_the_unknown_in_the_middle():
