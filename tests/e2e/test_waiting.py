@@ -323,3 +323,15 @@ def test_a_shorter_job_queued_later_starts_first(api, namespace, pair, seeded):
     }
     started = {name: ended[name]["status"]["startedAt"] for name in ended}
     assert started["short"] < started["long"], started
+
+
+def test_a_pod_pinned_to_the_slower_node_is_queued_by_its_speed_there(api, namespace, pair, seeded):
+    """Queue by size reads the pod's node selectors: 30 s predicted on the H100 would be q0, but
+    the pod may only run on the T4, 12.8x slower (384 s): q2."""
+    label, made = pair
+    t4 = made[1]["metadata"]["name"]
+    body = manifest("pinned", label, 3.0, made[0], 30.0)
+    body["spec"]["template"]["spec"]["nodeSelector"]["kubernetes.io/hostname"] = t4
+    g.create(api, namespace, body)
+    pod = wait_for(lambda: pod_of(api, namespace, "pinned"), 30, "pinned's pod")
+    assert pod.spec.priority_class_name == "megagpu-normal-q2"
