@@ -37,7 +37,8 @@ def assess(
     settings = settings or waiting.Settings()
     f = view.fleet
     memo = {} if memo is None else memo
-    predicted = predicted or predict.action_run_times(policy, workload, f)
+    if predicted is None:
+        predicted = predict.action_run_times(policy, workload, f)
 
     def run_times(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         aids = f.row_action_id[rows]
@@ -56,8 +57,10 @@ def assess(
 
 EXPLORE_SIZE = 1.0
 """Placement samples speeds only for a job at most e**EXPLORE_SIZE (x2.7) times its class's
-typical reported size: a device tried on a short job teaches as much as on a long one, and a
-wrong try costs less. Chosen on design seeds 100-104 (-1, 0, 1 and 2 tried; 1 best at gavel-0.3)."""
+typical size (of the sizes it reported or declared): a device tried on a short job teaches as
+much as on a long one, and a wrong try costs less. A job without a declared size is believed
+typical, so it samples. Chosen on design seeds 100-104 (-1, 0, 1 and 2 tried; 1 best at
+gavel-0.3)."""
 
 
 def explores(policy: qpolicy.QPolicy, workload: model.Workload) -> bool:

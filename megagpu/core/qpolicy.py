@@ -332,18 +332,22 @@ class QPolicy:
         """(scale, best) from the model's throughputs at other GPU counts, scaled linearly.
 
         Model keys end in ``/g<count>``; a throughput seen with ``g`` GPUs counts as
-        ``target / g`` times it (the geometric mean per device over the other counts).
+        ``target / g`` times it (the geometric mean per device over the other counts). Runs
+        without GPUs (``g0``, on CPU pairs) neither give nor take: CPU and GPU speeds differ by
+        far more than any scaling.
         """
         head, _, count = mkey.rpartition("/g")
-        target = max(int(count), 1)
+        target = int(count)
+        if target == 0:
+            return None
         logs: dict[str, list[float]] = {}
         for key, cells in self.models.items():
             other_head, _, other = key.rpartition("/g")
-            if other_head != head or key == mkey:
+            if other_head != head or key == mkey or int(other) == 0:
                 continue
             for akey, cell in cells.items():
                 if cell.throughput > 0:
-                    ratio = target / max(int(other), 1)
+                    ratio = target / int(other)
                     logs.setdefault(akey, []).append(math.log(cell.throughput * ratio))
         if not logs:
             return None
@@ -351,8 +355,10 @@ class QPolicy:
         scale = math.exp(
             sum(v - math.log(self._estimate(wkey, a)) for a, v in seen.items()) / len(seen)
         )
-        best = max(scale * self._estimate(wkey, a) for a in self._usable(wkey) | set(seen))
-        return scale, best
+        usable = self._usable(wkey)
+        if not usable:
+            return None
+        return scale, max(scale * self._estimate(wkey, a) for a in usable)
 
     def reference(self, wkey: str, mkey: str) -> float:
         """Best known throughput for the workload key (model level when the key is new)."""

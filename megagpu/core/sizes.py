@@ -90,7 +90,7 @@ class History:
         return Size(math.exp(sizes.mean), sizes.spread(HISTORY_SIGMA), "history")
 
     def small(self, key: str, amount: float, margin: float) -> bool:
-        """Whether ``amount`` is at most e**margin times the typical size ``key`` reported.
+        """Whether ``amount`` is at most e**margin times the typical size ``key`` was told.
 
         False before ``MIN_HISTORY`` reports.
         """

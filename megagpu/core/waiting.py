@@ -70,6 +70,8 @@ class Settings:
     def __post_init__(self) -> None:
         for name in ("max_wait_s", "wait_share", "margin", "caution", "max_sigma"):
             model.check_finite(f"waiting.{name}", getattr(self, name))
+        if self.wait_share < 0:
+            raise model.ValidationError("waiting.wait_share must be >= 0")
         if self.max_busy_nodes < 0:
             raise model.ValidationError("waiting.max_busy_nodes must be >= 0")
 

@@ -395,7 +395,8 @@ class Waits:
             wait_left_s=wait_left_s,
             waited_s=waited_s,
         )
-        found = learned.assess(policy, workload, view, self.settings, self._memo)
+        predicted = self.predictions(policy, workload, f)
+        found = learned.assess(policy, workload, view, self.settings, self._memo, predicted)
         if found.wait:
             self._first.setdefault(workload.uid, view.now_s)
             self._first.move_to_end(workload.uid)

@@ -98,8 +98,11 @@ def start_attempt(gw: dict[str, Any], attempt: int, memo: Memo) -> dict[str, Any
     except render.TemplateError as e:
         return _invalid(gw, str(e))
     if memo.queue_by_size:
-        pod["spec"]["priorityClassName"] = memo.queue_classes.name(
-            memo.store, memo.nodes, memo.node_labels, pod
+        pod["spec"]["priorityClassName"] = memo.queue_classes.name(  # copies: the node
+            memo.store,
+            dict(memo.nodes),
+            dict(memo.node_labels),
+            pod,  # watch changes them
         )
     shape = templates.shape(pod)
     try:
@@ -179,7 +182,9 @@ def _node(memo: Memo, name: str) -> model.Node | None:
         if e.status == 404:
             return None
         raise
-    return memo.nodes.setdefault(name, convert.node_from_k8s(json.loads(raw.data)))
+    node = json.loads(raw.data)
+    memo.node_labels.setdefault(name, dict((node.get("metadata") or {}).get("labels") or {}))
+    return memo.nodes.setdefault(name, convert.node_from_k8s(node))
 
 
 def remember_workload(gw: dict[str, Any], event: str, memo: Memo) -> None:

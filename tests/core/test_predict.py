@@ -62,6 +62,16 @@ def test_a_first_multi_gpu_run_is_predicted_from_the_model_at_other_gpu_counts()
     assert predict.run_times(policy, another, F, [0]) == [None]
 
 
+def test_runs_without_gpus_never_predict_runs_with_them_nor_the_other_way():
+    policy = qpolicy.QPolicy()
+    policy.know(fleet.Fleet.build([FAST, node("cpu-0", "epyc", backends=("cpu",))]))
+    cpu_only = workload("a", gpus=0, backends=("cuda", "cpu"), work=100.0)
+    ran = model.Outcome("o", cpu_only, "cpu-0", "cpu", "epyc", 1000.0)
+    policy.observe(dataclasses.replace(ran, work=100.0, work_source="reported"))
+    one_gpu = workload("b", gpus=1, declared=model.Work(100.0))
+    assert predict.run_times(policy, one_gpu, F, [0, 1]) == [None, None]
+
+
 def test_history_gives_an_uncertain_estimate_once_a_class_has_reported_sizes():
     policy = qpolicy.QPolicy()
     for i, work in enumerate((10.0, 100.0, 1000.0)):

@@ -226,7 +226,7 @@ def test_a_deliberate_wait_does_not_count_against_the_start_timeout(
 
 
 def test_queue_by_size_gives_the_pod_the_class_of_its_predicted_size(memo: handlers.Memo) -> None:
-    from megagpu.core import model, qpolicy
+    from megagpu.core import fleet, model, qpolicy
     from megagpu.kube import convert
 
     gw = workload()
@@ -248,6 +248,8 @@ def test_queue_by_size_gives_the_pod_the_class_of_its_predicted_size(memo: handl
             f"o{i}", w, "n1", "cuda", "h100", 60.0, work=3600.0, work_source="reported"
         )
         policy.observe(done)
+    t4 = node("t4", "t4", devices=1, fp16=65.0, gbps=320.0)
+    policy.know(fleet.Fleet.build([memo.nodes["n1"], t4]))  # as learning left it: both kinds
     loads: list[bool] = []
 
     def load(cached: bool = False) -> qstore.Loaded:
@@ -260,11 +262,12 @@ def test_queue_by_size_gives_the_pod_the_class_of_its_predicted_size(memo: handl
     memo.store.seen_version = "v2"  # type: ignore[misc]  # the operator read or wrote one
     assert created_class() == "megagpu-high-q0" and loads == [True]
     assert created_class() == "megagpu-high-q0" and loads == [True]  # parsed once per version
-    # pinned to a T4 node: sized by the T4 (its calibrated prior: over a minute), not the H100
-    memo.nodes["t4"] = node("t4", "t4", devices=1, fp16=65.0, gbps=320.0)
+    # pinned to a T4 node: sized by the T4 (never run there: its datasheet, about 10x slower
+    # than the H100's), not by the H100 it cannot run on
+    memo.nodes["t4"] = t4
     memo.node_labels["t4"] = {"megagpu.io/backend.cuda": "true", "pool": "t4"}
     gw["spec"]["template"]["spec"]["nodeSelector"] = {"pool": "t4"}
-    assert created_class() == "megagpu-high-q1"
+    assert created_class() == "megagpu-high-q2"
     del gw["spec"]["template"]["spec"]["nodeSelector"]
     policy.params = dataclasses.replace(policy.params, mode="shadow")  # the baseline decides
     assert created_class() == "megagpu-high-q4"
