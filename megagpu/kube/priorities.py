@@ -3,8 +3,8 @@
 kube-scheduler takes pending pods by priority, then by age. With ``--queue-by-size`` the operator
 gives each pod the class of its priority and of its predicted run time (``predict.queue_bucket``),
 so that within one priority shorter jobs go first: in the simulator this takes learned's average
-JCT at load 0.7 from 0.67 to 0.56 x oracle_greedy's, and its p99 from 0.70 to 1.14 x: nothing
-ages a waiting pod (benchmarks/results/sim-queue-order.md, 2026-12-06 19:25 UTC). Bands stay
+JCT at load 0.7 from 0.74 to 0.52 x oracle_greedy's, and its p99 from 0.74 to 0.93 x: nothing
+ages a waiting pod (benchmarks/results/sim-queue-order.md, 2026-12-06 20:16 UTC). Bands stay
 apart (a bucket moves its priority's value by at most 40 of 1,000); the middle bucket, where a
 pod with no prediction goes, has the plain class's value; no class preempts. Values cannot
 change once released (a PriorityClass's value is immutable): ``STEP`` and the buckets are fixed

@@ -2,7 +2,7 @@
 
 kube-scheduler takes pending pods by priority, then by age, so these classes put shorter
 predicted jobs first within one priority. Nothing ages a pod once it is made: a long job can wait
-behind shorter ones that come after it (in the simulator at load 0.7, learned's p99 JCT is 1.14 x
+behind shorter ones that come after it (in the simulator at load 0.7, learned's p99 JCT is 0.93 x
 oracle_greedy's). The prediction comes from the Q-state as this operator last read or wrote it,
 over the device pairs of the nodes it knows that the pod's nodeSelector and required node
 affinity allow; with none, in shadow mode, or when the state cannot be read, a pod gets the
