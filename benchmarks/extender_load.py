@@ -341,11 +341,17 @@ def scheduling_rate(
     limits: tuple[str, ...] = ("", "_qps1000"),
     rounds: int = ROUNDS,
     pods: int = PODS,
+    ways: tuple[str, ...] = ("without", "with"),
 ) -> dict[str, Any]:
-    """Pods per second of one kube-scheduler profile with the extender and without it.
+    """Pods per second of kube-scheduler in each of ``ways``, rounds alternating.
 
-    ``limits``: "" runs kube-scheduler with its default client limit (50 requests/s),
-    "_qps1000" with it lifted (qps and burst 1,000); each as ``rounds`` alternating pairs.
+    ``with``: the megagpu-scheduler profile calling the extender (``extender_cmd``, else
+    megagpu's); ``without``: the same profile without it (no score plugin and no extender, so
+    kube-scheduler stops at the first feasible node); ``stock``: kube-scheduler's default
+    profile and percentageOfNodesToScore, what a cluster without megagpu runs; ``minimal``: the
+    profile calling tests/e2e/fake_extender.py (echoes, scores one node, binds), the protocol's
+    own cost. ``limits``: "" runs kube-scheduler with its default client limit (50
+    requests/s), "_qps1000" with it lifted (qps and burst 1,000).
     """
     from kubernetes import client, config
 
@@ -380,34 +386,41 @@ def scheduling_rate(
     rates: dict[str, Any] = {}
     started: list[subprocess.Popen[bytes]] = []
     try:
+        wait_schedulable(core, nodes)
         ext_port, metrics_port = processes.free_port(), processes.free_port()
         component = components.extender(kubeconfig, ext_port, metrics_port)
-        command = extender_cmd or [sys.executable, "-m", "megagpu", *component.args]
-        command = [c.format(port=ext_port, kubeconfig=kubeconfig) for c in command]
-        extender = subprocess.Popen(
-            command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        started.append(extender)
-        wait_port(ext_port)
-        url_ = f"http://127.0.0.1:{ext_port}"
-        runs = [
-            (f"{way}{limit}", url)
-            for limit in limits
-            for _ in range(rounds)
-            for way, url in (("without", None), ("with", url_))
-        ]
-        for round_, (label, url) in enumerate(runs):
+        commands = {
+            "with": extender_cmd or [sys.executable, "-m", "megagpu", *component.args],
+            "minimal": [sys.executable, "-m", "tests.e2e.fake_extender", "{port}", "{kubeconfig}"]
+            + ["h100-3"],
+        }
+        runs = [(way, f"{way}{limit}") for limit in limits for _ in range(rounds) for way in ways]
+        for round_, (way, label) in enumerate(runs):
             name = f"{label.replace('_', '-')}-{round_}"  # a DNS label
+            url = None
+            if way in commands:  # an extender runs only in its own rounds, started afresh
+                command = [c.format(port=ext_port, kubeconfig=kubeconfig) for c in commands[way]]
+                started.append(
+                    subprocess.Popen(
+                        command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+                    )
+                )
+                wait_port(ext_port)
+                url = f"http://127.0.0.1:{ext_port}"
             doc = scheduler.config(
                 kubeconfig, scheduler.ExtenderOptions(url=url or "x"), f"bench-{name}"
             )
             if url is None:
                 del doc["extenders"]
+            if way == "stock":
+                del doc["percentageOfNodesToScore"], doc["profiles"][0]["plugins"]
             if label.endswith("qps1000"):  # kube-scheduler's own client limit (50/s) lifted
                 doc["clientConnection"].update(qps=1000, burst=1000)
             conf = scheduler.write(tmp / f"{name}.yaml", doc)
             namespace = f"rate-{name}"
             create_pending(core, namespace, f"bench-{name}", pods)
+            if way == "with" and extender_cmd is None:
+                wait_ready(metrics_port)
             sched = subprocess.Popen(
                 scheduler.argv(binaries.binary("kube-scheduler"), conf, processes.free_port()),
                 stdout=subprocess.DEVNULL,
@@ -415,10 +428,12 @@ def scheduling_rate(
             )
             started.append(sched)
             rates.setdefault(label, []).append(bind_rate(core, namespace, pods))
-            if url is not None and extender_cmd is None:
+            if way == "with" and extender_cmd is None:
                 rates["server_mean_ms"] = server_means(metrics_port)
-            sched.terminate()
-            sched.wait()
+            for process in reversed(started):
+                process.terminate()
+                process.wait()
+            started.clear()
             core.delete_namespace(namespace)
             while namespace in {n.metadata.name for n in core.list_namespace().items}:
                 time.sleep(0.5)  # its pods hold devices the next run needs
@@ -428,10 +443,44 @@ def scheduling_rate(
             process.wait()
         subprocess.run([*megagpu, "down"], env=env, cwd=ROOT, capture_output=True, check=False)
     for suffix in limits:
-        rates[f"ratio_with_over_without{suffix}"] = statistics.median(
-            rates[f"with{suffix}"]
-        ) / statistics.median(rates[f"without{suffix}"])
+        for way in ways:
+            if way != "with":
+                rates[f"ratio_with_over_{way}{suffix}"] = statistics.median(
+                    rates[f"with{suffix}"]
+                ) / statistics.median(rates[f"{way}{suffix}"])
     return rates
+
+
+def wait_ready(metrics_port: int) -> None:
+    """Wait until the extender's /readyz answers 200 (every cache synced)."""
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/readyz", timeout=5):
+                return
+        except (urllib.error.URLError, OSError):
+            time.sleep(0.2)
+    raise SystemExit("the extender was not ready in 120 s")
+
+
+def wait_schedulable(core: Any, nodes: int) -> None:
+    """Wait until all ``nodes`` are Ready and untainted (a fresh cluster's are not at first)."""
+    deadline, ready = time.monotonic() + 300, []
+    while time.monotonic() < deadline:
+        items = core.list_node().items
+        ready = [
+            n
+            for n in items
+            if not n.spec.taints
+            and any(c.type == "Ready" and c.status == "True" for c in n.status.conditions or [])
+        ]
+        if len(ready) >= nodes:
+            return
+        time.sleep(1)
+    raise SystemExit(f"only {len(ready)} of {nodes} nodes became Ready and untainted in 300 s")
 
 
 def main() -> None:
