@@ -220,21 +220,6 @@ def latency_phase(
     return result
 
 
-def wait_ready(url: str, process: subprocess.Popen[bytes], timeout_s: float = 600) -> float:
-    start = time.monotonic()
-    while time.monotonic() - start < timeout_s:
-        if process.poll() is not None:
-            raise SystemExit(f"extender exited with {process.returncode}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return time.monotonic() - start
-        except OSError:
-            pass
-        time.sleep(0.5)
-    raise SystemExit(f"extender not ready after {timeout_s} s")
-
-
 def measure(size: int, tmp: Path, cores: str) -> dict[str, Any]:
     """One dev cluster of ``size`` nodes, the updates, the extender: idle CPU and latency.
 
@@ -301,7 +286,9 @@ def _measure(size: int, tmp: Path, cores: str) -> dict[str, Any]:
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-        result["extender_ready_s"] = round(wait_ready(component.ready_url, extender), 1)
+        result["extender_ready_s"] = round(
+            extender_load.wait_ready(component.ready_url, extender), 1
+        )
         updater.thread.start()
         time.sleep(SETTLE_S)
         before, t0 = cpu_seconds(extender.pid), time.monotonic()
