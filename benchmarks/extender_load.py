@@ -46,6 +46,8 @@ MINIMAL_EXTENDER = [sys.executable, "-m", "tests.e2e.fake_extender", "{port}", "
     "h100-3"
 ]
 """An extender that echoes filter, scores one node 10 and binds: the protocol's own cost."""
+MINIMAL_GO = ["-port", "{port}", "-kubeconfig", "{kubeconfig}", "-preferred", "h100-3"]
+"""Arguments of the same in Go with client-go (benchmarks/extender_minimal): the compiled floor."""
 PODS = 300
 ROUNDS = 2
 LATENCY_ROUNDS = 5
@@ -136,17 +138,22 @@ def real_pod(uid: str, work: float | None = None) -> dict:
     }
 
 
-def load_generator() -> Path:
-    """Build benchmarks/extender_load (Go, standard library only) into the cache once."""
+def go_tool(source: str, name: str) -> Path:
+    """Build the Go program in benchmarks/``source`` into the cache as ``name``, once."""
     from megagpu.devcluster import binaries
 
-    source = ROOT / "benchmarks" / "extender_load"
-    target = binaries.cache_root() / "tools" / "extenderload"
-    newest = max(p.stat().st_mtime for p in source.iterdir())
+    folder = ROOT / "benchmarks" / source
+    target = binaries.cache_root() / "tools" / name
+    newest = max(p.stat().st_mtime for p in folder.iterdir())
     if not target.exists() or target.stat().st_mtime < newest:
         target.parent.mkdir(parents=True, exist_ok=True)
-        subprocess.run(["go", "build", "-o", str(target), "."], cwd=source, check=True)
+        subprocess.run(["go", "build", "-o", str(target), "."], cwd=folder, check=True)
     return target
+
+
+def load_generator() -> Path:
+    """benchmarks/extender_load (Go, standard library only), built into the cache once."""
+    return go_tool("extender_load", "extenderload")
 
 
 def learned_state(path: Path) -> Path:
@@ -354,8 +361,9 @@ def scheduling_rate(
     kube-scheduler stops at the first feasible node); ``stock``: kube-scheduler's default
     profile and percentageOfNodesToScore, what a cluster without megagpu runs; ``minimal``: the
     profile calling tests/e2e/fake_extender.py (echoes, scores one node, binds), the protocol's
-    own cost. ``limits``: "" runs kube-scheduler with its default client limit (50
-    requests/s), "_qps1000" with it lifted (qps and burst 1,000).
+    own cost; ``minimal-go``: the same in Go (benchmarks/extender_minimal). ``limits``: ""
+    runs kube-scheduler with its default client limit (50 requests/s), "_qps1000" with it
+    lifted (qps and burst 1,000).
     """
     from kubernetes import client, config
 
@@ -395,11 +403,13 @@ def scheduling_rate(
         for round_, (way, label) in enumerate(runs):
             name = f"{label.replace('_', '-')}-{round_}"  # a DNS label
             url, extender = None, None
-            if way in ("with", "minimal"):  # an extender runs only in its own rounds, afresh
+            if way != "stock" and way != "without":  # an extender, only in its own rounds
                 ext_port, metrics_port = processes.free_port(), processes.free_port()
                 component = components.extender(kubeconfig, ext_port, metrics_port)
                 if way == "minimal":
                     command = MINIMAL_EXTENDER
+                elif way == "minimal-go":
+                    command = [str(go_tool("extender_minimal", "extenderminimal")), *MINIMAL_GO]
                 else:
                     command = extender_cmd or [sys.executable, "-m", "megagpu", *component.args]
                 extender = subprocess.Popen(

@@ -6,10 +6,10 @@ Each round starts a kube-scheduler on a dev cluster of its own (kwok fake nodes 
 all Ready first) with PODS pending pods; the ways alternate round by round: ``stock``
 (kube-scheduler's default profile: what runs without megagpu), ``without`` (the
 megagpu-scheduler profile without its extender: no score plugin, so kube-scheduler takes the
-first feasible node), ``with`` (megagpu's extender) and ``minimal`` (an extender that echoes and
-binds: the protocol's own cost). Pods per second are from the first bind to the last, seen by a
-watch. Writes benchmarks/results/scheduler-rate.json and .md. Run: python
-benchmarks/scheduler_rate.py [--nodes 1000] [--rounds 3] [--pods 1000] [--throttled]
+first feasible node), ``with`` (megagpu's extender), ``minimal`` and ``minimal-go`` (an extender
+that echoes and binds, in Python and in Go: the protocol's own cost). Pods per second are from the
+first bind to the last, seen by a watch. Writes benchmarks/results/scheduler-rate.json and .md.
+Run: python benchmarks/scheduler_rate.py [--nodes 1000] [--rounds 3] [--pods 1000] [--throttled]
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def main() -> None:
     parser.add_argument("--pods", type=int, default=1000, help="pending pods per round")
     args = parser.parse_args()
     limits = ("_qps1000", "") if args.throttled else ("_qps1000",)
-    ways = ("stock", "without", "with", "minimal")
+    ways = ("stock", "without", "with", "minimal", "minimal-go")
     with tempfile.TemporaryDirectory() as tmp:
         rates = extender_load.scheduling_rate(
             Path(tmp),
@@ -59,8 +59,9 @@ def main() -> None:
         "(kube-scheduler's default profile, no extender: what a cluster without megagpu runs), "
         "first fit (the megagpu-scheduler profile without its extender: with no score plugin "
         "kube-scheduler stops at the first feasible node), minimal (that profile calling an "
-        "extender that echoes filter, scores one node and binds: tests/e2e/fake_extender.py) "
-        "and megagpu's extender. Goal: megagpu over stock >= 0.8 with kube-scheduler's client "
+        "extender that echoes filter, scores one node and binds: tests/e2e/fake_extender.py, "
+        "and the same in Go with client-go: benchmarks/extender_minimal) and megagpu's "
+        "extender. Goal: megagpu over stock >= 0.8 with kube-scheduler's client "
         "limit lifted.\n",
         "| kube-scheduler client limit | way | pods/s per round | median | megagpu over it |",
         "|---|---|---|---|---|",
@@ -68,7 +69,8 @@ def main() -> None:
     labels = {
         "stock": "stock kube-scheduler",
         "without": "first fit (megagpu profile, no extender)",
-        "minimal": "minimal extender",
+        "minimal": "minimal extender (Python)",
+        "minimal-go": "minimal extender (Go, client-go)",
         "with": "megagpu's extender",
     }
     for suffix in limits:
