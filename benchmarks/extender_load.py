@@ -42,8 +42,13 @@ CONCURRENCY = 8
 """Requests in flight in the throughput phase (kube-scheduler binds in parallel, but filters
 and prioritizes one pod at a time: the latency phase is the realistic one)."""
 RATE_SECONDS = 5.0
-MINIMAL_EXTENDER = [sys.executable, "-m", "tests.e2e.fake_extender", "{port}", "{kubeconfig}"] + [
-    "h100-3"
+MINIMAL_EXTENDER = [
+    sys.executable,
+    "-m",
+    "tests.e2e.fake_extender",
+    "{port}",
+    "{kubeconfig}",
+    "h100-3",
 ]
 """An extender that echoes filter, scores one node 10 and binds: the protocol's own cost."""
 MINIMAL_GO = ["-port", "{port}", "-kubeconfig", "{kubeconfig}", "-preferred", "h100-3"]
@@ -403,14 +408,14 @@ def scheduling_rate(
         for round_, (way, label) in enumerate(runs):
             name = f"{label.replace('_', '-')}-{round_}"  # a DNS label
             url, extender = None, None
-            if way != "stock" and way != "without":  # an extender, only in its own rounds
+            if way not in ("stock", "without"):  # an extender, only in its own rounds
                 ext_port, metrics_port = processes.free_port(), processes.free_port()
-                component = components.extender(kubeconfig, ext_port, metrics_port)
                 if way == "minimal":
                     command = MINIMAL_EXTENDER
                 elif way == "minimal-go":
                     command = [str(go_tool("extender_minimal", "extenderminimal")), *MINIMAL_GO]
                 else:
+                    component = components.extender(kubeconfig, ext_port, metrics_port)
                     command = extender_cmd or [sys.executable, "-m", "megagpu", *component.args]
                 extender = subprocess.Popen(
                     [c.format(port=ext_port, kubeconfig=kubeconfig) for c in command],
@@ -522,7 +527,6 @@ def main() -> None:
     if args.latency_only:
         kept = json.loads((RESULTS / "extender.json").read_text())
     with tempfile.TemporaryDirectory() as tmp:
-        fake = MINIMAL_EXTENDER
         result: dict[str, Any] = {**common.header(), "latency_one_core": {}}
         if args.baseline:
             result["latency_without_predictions"] = {}
@@ -540,7 +544,8 @@ def main() -> None:
                 result[key] = kept[key]
         else:
             result["pods_per_second"] = scheduling_rate(Path(tmp))
-            result["pods_per_second_minimal_extender"] = scheduling_rate(Path(tmp) / "m", fake)
+            minimal = scheduling_rate(Path(tmp) / "m", MINIMAL_EXTENDER)
+            result["pods_per_second_minimal_extender"] = minimal
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "extender.json").write_text(json.dumps(result, indent=1))
 

@@ -90,9 +90,10 @@ class History:
         return Size(math.exp(sizes.mean), sizes.spread(HISTORY_SIGMA), "history")
 
     def small(self, key: str, amount: float, margin: float) -> bool:
-        """Whether ``amount`` is at most e**margin times the typical size ``key`` was told.
+        """Whether ``amount`` is at most e**margin times ``key``'s typical size.
 
-        False before ``MIN_HISTORY`` reports.
+        The typical size is of the sizes ``key`` reported or declared; False before
+        ``MIN_HISTORY`` of them.
         """
         sizes = self.sizes.get(key)
         if sizes is None or sizes.n < MIN_HISTORY:

@@ -98,12 +98,9 @@ def start_attempt(gw: dict[str, Any], attempt: int, memo: Memo) -> dict[str, Any
     except render.TemplateError as e:
         return _invalid(gw, str(e))
     if memo.queue_by_size:
-        pod["spec"]["priorityClassName"] = memo.queue_classes.name(  # copies: the node
-            memo.store,
-            dict(memo.nodes),
-            dict(memo.node_labels),
-            pod,  # watch changes them
-        )
+        # copies of the node maps: the node watch changes them from another thread
+        nodes, labels = dict(memo.nodes), dict(memo.node_labels)
+        pod["spec"]["priorityClassName"] = memo.queue_classes.name(memo.store, nodes, labels, pod)
     shape = templates.shape(pod)
     try:
         if not memo.validated.known(shape):

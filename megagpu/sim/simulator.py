@@ -354,8 +354,10 @@ def simulate(
             if choice.wait:
                 if view.wait_left_s <= 0:
                     raise ports.WaitError(f"{policy.name} kept {workload.uid} past its wait bound")
-                if index not in first_wait:  # the job's own bound (its predicted run time) has
-                    first_wait[index] = now  # no wake of its own: the next event retries it
+                # the job's own bound (its predicted run time) has no wake of its own: the next
+                # event retries it
+                if index not in first_wait:
+                    first_wait[index] = now
                     heapq.heappush(wakes, now + max_wait_s)
                 job_ahead = fleet.Running(workload, choice.row, now, need, choice.prediction)
                 ahead.wait(int(f.row_node[choice.row]), job_ahead)
