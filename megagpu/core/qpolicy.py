@@ -34,7 +34,18 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from megagpu.core import baselines, features, fleet, model, ports, prior, replay, reward, sizes
+from megagpu.core import (
+    baselines,
+    features,
+    fleet,
+    model,
+    ports,
+    prior,
+    replay,
+    reward,
+    scaling,
+    sizes,
+)
 
 MODES = ("active", "shadow", "frozen")
 LEARNED_UIDS = 4096
@@ -234,6 +245,9 @@ class QPolicy:
         """The fleet whose benchmarks were learned last (held, so that its identity is unique)."""
         self._speeds: dict[tuple[Any, ...], float] = {}
         """The prior's speed by its inputs (profile, benchmarks): a pure function, memoized."""
+        self._scaling: scaling.DeviceScaling | None = None
+        """How devices scale with the GPU count (built on first use from ``workloads``, kept
+        up to date by ``observe``, built again when the benchmarks change)."""
         self._actions: dict[tuple[str, str, tuple[str, ...]], np.ndarray] = {}
         self._actions_of: tuple[int, Params | None] = (-1, None)
         """Per-action values by (workload key, model key, action keys), valid for one
@@ -286,6 +300,22 @@ class QPolicy:
         return wkey, features.model_key(workload, cls)
 
     def _estimate(self, wkey: str, akey: str) -> float:
+        """The prior's speed of a pair: the datasheet's, times how the device scales."""
+        if self._scaling is None:
+            self._scaling = scaling.DeviceScaling()
+            for key in self.workloads:
+                self._scaling.update(key, self._measured_logs(key))
+        return self._datasheet_speed(wkey, akey) * math.exp(self._scaling.factor(wkey, akey))
+
+    def _measured_logs(self, wkey: str) -> dict[str, float]:
+        """log(throughput / datasheet speed) per device ``wkey`` has a throughput on."""
+        return {
+            akey: math.log(cell.throughput / self._datasheet_speed(wkey, akey))
+            for akey, cell in self.workloads.get(wkey, {}).items()
+            if cell.throughput > 0
+        }
+
+    def _datasheet_speed(self, wkey: str, akey: str) -> float:
         inputs = (
             self.profiles.get(wkey, ("training", 0.7, "fp16", "")),
             self.benchmarks.get(akey, (1.0, *UNMEASURED)),
@@ -410,10 +440,13 @@ class QPolicy:
                 float(f.row_fp32_tflops[rows].max()),
                 float(f.row_mem_gbps[rows].max()),
             )
-            self.benchmarks[akey] = (
+            measured = (
                 float(f.row_efficiency[rows].max()),
                 *(speeds if any(speeds) else UNMEASURED),
             )
+            if self.benchmarks.get(akey) != measured:
+                self.benchmarks[akey] = measured
+                self._scaling = None
 
     def values(self, workload: model.Workload, view: fleet.View) -> np.ndarray:
         """Q of every candidate row, with the context term, UCB bonus and best-fit tie-break."""
@@ -539,6 +572,8 @@ class QPolicy:
                 mean = 1 / cell.seen >= self.params.throughput_ema
                 rate = weight * max(self.params.throughput_ema, 1 / cell.seen)
                 cell.throughput = _toward(cell.throughput, throughput, rate, clip=not mean)
+            if self._scaling is not None:
+                self._scaling.update(wkey, self._measured_logs(wkey))
         item = replay.Transition(
             wkey,
             mkey,
