@@ -305,7 +305,7 @@ class QPolicy:
             self._scaling = scaling.DeviceScaling()
             for key in self.workloads:
                 self._scaling.update(key, self._measured_logs(key))
-        return self._datasheet_speed(wkey, akey) * math.exp(self._scaling.factor(wkey, akey))
+        return self._datasheet_speed(wkey, akey) * self._scaling.factor(wkey, akey)
 
     def _measured_logs(self, wkey: str) -> dict[str, float]:
         """log(throughput / datasheet speed) per device ``wkey`` has a throughput on."""

@@ -20,6 +20,7 @@ oracle_greedy at gavel-0.5 and 0.7 (seeds 100-119) 0.835 -> 0.811 and 0.622 -> 0
 from __future__ import annotations
 
 import functools
+import math
 
 SHRINK = 1.0
 """Pseudo-count of a factor of 1: one key's evidence moves a factor half-way."""
@@ -33,29 +34,33 @@ def group(wkey: str) -> str:
 
 
 class DeviceScaling:
-    """Log speed factors per (group, device), from the keys measured on several devices."""
+    """Speed factors per (group, device), from the keys measured on several devices."""
 
     def __init__(self) -> None:
         self._terms: dict[str, dict[str, float]] = {}
         """Workload key -> its centred log ratio per device (keys of two devices or more)."""
         self._sums: dict[tuple[str, str], tuple[float, int]] = {}
         """(group, device) -> (sum of the terms, how many)."""
+        self._factors: dict[tuple[str, str], float] = {}
+        """(group, device) -> its speed factor (read on every prior estimate, so kept)."""
 
     def update(self, wkey: str, logs: dict[str, float]) -> None:
         """Replace ``wkey``'s terms: ``logs`` is log(throughput / estimate) per measured device."""
         key_group = group(wkey)
         for akey, term in self._terms.pop(wkey, {}).items():
-            total, count = self._sums[(key_group, akey)]
-            self._sums[(key_group, akey)] = (total - term, count - 1)
+            self._add(key_group, akey, -term, -1)
         if len(logs) < 2:
             return
         mean = sum(logs.values()) / len(logs)
         self._terms[wkey] = {akey: value - mean for akey, value in logs.items()}
         for akey, term in self._terms[wkey].items():
-            total, count = self._sums.get((key_group, akey), (0.0, 0))
-            self._sums[(key_group, akey)] = (total + term, count + 1)
+            self._add(key_group, akey, term, 1)
+
+    def _add(self, key_group: str, akey: str, term: float, count: int) -> None:
+        total, n = self._sums.get((key_group, akey), (0.0, 0))
+        self._sums[(key_group, akey)] = (total + term, n + count)
+        self._factors[(key_group, akey)] = math.exp((total + term) / (n + count + SHRINK))
 
     def factor(self, wkey: str, akey: str) -> float:
-        """The log speed factor of device ``akey`` for ``wkey``'s group (0 when unknown)."""
-        total, count = self._sums.get((group(wkey), akey), (0.0, 0))
-        return total / (count + SHRINK)
+        """How much faster device ``akey`` runs ``wkey``'s group than its datasheet says."""
+        return self._factors.get((group(wkey), akey), 1.0)
