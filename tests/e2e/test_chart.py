@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import uuid
 from pathlib import Path
@@ -86,6 +87,48 @@ def test_every_rendered_object_passes_a_server_side_dry_run(kubeconfig, namespac
         assert "DaemonSet" not in kinds and kinds.count("Deployment") == 1
     if "scheduler.enabled=false" in values:
         assert "t-megagpu-scheduler" not in manifest and "megagpu-viewer" not in manifest
+
+
+def qos_class(kubeconfig: Path, namespace: str, manifest: str) -> str:
+    """The QoS class the API server gives a pod of the scheduler Deployment's template."""
+    deployment = next(
+        d
+        for d in yaml.safe_load_all(manifest)
+        if d and d["kind"] == "Deployment" and d["metadata"]["name"].endswith("-scheduler")
+    )
+    spec = {**deployment["spec"]["template"]["spec"], "serviceAccountName": "default"}
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "qos"}, "spec": spec}
+    done = kubectl(
+        kubeconfig,
+        "create",
+        "--dry-run=server",
+        "-n",
+        namespace,
+        "-o",
+        "json",
+        "-f",
+        "-",
+        stdin=json.dumps(pod),
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)["status"]["qosClass"]
+
+
+def test_the_large_cluster_values_make_the_scheduler_pod_guaranteed(kubeconfig, namespace):
+    """examples/chart/large-cluster.yaml (docs/operations.md): whole CPUs for the extender."""
+    ready = kubectl(
+        kubeconfig,
+        "wait",
+        "--for=create",
+        "serviceaccount/default",
+        "-n",
+        namespace,
+        "--timeout=60s",
+    )
+    assert ready.returncode == 0, ready.stderr
+    assert qos_class(kubeconfig, namespace, template(kubeconfig, namespace)) == "Burstable"
+    large = template(kubeconfig, namespace, "-f", str(ROOT / "examples/chart/large-cluster.yaml"))
+    assert qos_class(kubeconfig, namespace, large) == "Guaranteed"
 
 
 def probe_container(manifest: str) -> tuple[dict, dict]:
