@@ -98,33 +98,16 @@ def qos_class(kubeconfig: Path, namespace: str, manifest: str) -> str:
     )
     spec = {**deployment["spec"]["template"]["spec"], "serviceAccountName": "default"}
     pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "qos"}, "spec": spec}
-    done = kubectl(
-        kubeconfig,
-        "create",
-        "--dry-run=server",
-        "-n",
-        namespace,
-        "-o",
-        "json",
-        "-f",
-        "-",
-        stdin=json.dumps(pod),
-    )
+    create = ["create", "--dry-run=server", "-n", namespace, "-o", "json", "-f", "-"]
+    done = kubectl(kubeconfig, *create, stdin=json.dumps(pod))
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)["status"]["qosClass"]
 
 
 def test_the_large_cluster_values_make_the_scheduler_pod_guaranteed(kubeconfig, namespace):
     """examples/chart/large-cluster.yaml (docs/operations.md): whole CPUs for the extender."""
-    ready = kubectl(
-        kubeconfig,
-        "wait",
-        "--for=create",
-        "serviceaccount/default",
-        "-n",
-        namespace,
-        "--timeout=60s",
-    )
+    default_account = ["wait", "--for=create", "serviceaccount/default", "-n", namespace]
+    ready = kubectl(kubeconfig, *default_account, "--timeout=60s")
     assert ready.returncode == 0, ready.stderr
     assert qos_class(kubeconfig, namespace, template(kubeconfig, namespace)) == "Burstable"
     large = template(kubeconfig, namespace, "-f", str(ROOT / "examples/chart/large-cluster.yaml"))
