@@ -299,13 +299,21 @@ class QPolicy:
         )
         return wkey, features.model_key(workload, cls)
 
-    def _estimate(self, wkey: str, akey: str) -> float:
-        """The prior's speed of a pair: the datasheet's, times how the device scales."""
+    def device_scaling(self) -> scaling.DeviceScaling:
+        """How devices scale with the GPU count, built from ``workloads`` when it is not kept.
+
+        A loaded Q-state builds it at once (``qstate``), off a scheduler's request path;
+        new benchmarks build it again on first use (about 1 us per measured pair).
+        """
         if self._scaling is None:
             self._scaling = scaling.DeviceScaling()
             for key in self.workloads:
                 self._scaling.update(key, self._measured_logs(key))
-        return self._datasheet_speed(wkey, akey) * self._scaling.factor(wkey, akey)
+        return self._scaling
+
+    def _estimate(self, wkey: str, akey: str) -> float:
+        """The prior's speed of a pair: the datasheet's, times how the device scales."""
+        return self._datasheet_speed(wkey, akey) * self.device_scaling().factor(wkey, akey)
 
     def _measured_logs(self, wkey: str) -> dict[str, float]:
         """log(throughput / datasheet speed) per device ``wkey`` has a throughput on."""
@@ -572,8 +580,8 @@ class QPolicy:
                 mean = 1 / cell.seen >= self.params.throughput_ema
                 rate = weight * max(self.params.throughput_ema, 1 / cell.seen)
                 cell.throughput = _toward(cell.throughput, throughput, rate, clip=not mean)
-            if self._scaling is not None:
-                self._scaling.update(wkey, self._measured_logs(wkey))
+                if table is self.workloads and self._scaling is not None:
+                    self._scaling.update(wkey, self._measured_logs(wkey))
         item = replay.Transition(
             wkey,
             mkey,

@@ -154,4 +154,5 @@ def _restore(body: dict[str, Any]) -> qpolicy.QPolicy:
         policy.replay.add(replay.Transition(w, m, a, int(ctx), float(thr), bool(ok), bool(late)))
     policy.remember_learned(str(uid) for uid in body["learned_uids"])
     policy.version = int(body["version"])
+    policy.device_scaling()
     return policy
