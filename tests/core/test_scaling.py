@@ -1,6 +1,8 @@
 import math
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from megagpu.core import fleet, model, predict, qpolicy, qstate, scaling
 from tests.helpers import node, workload
@@ -90,3 +92,22 @@ def test_a_key_measured_again_replaces_its_terms_and_one_device_says_nothing():
     s.update("training/solo/g8/m24", {"a": 5.0})
     assert s.factor(other, "a") == pytest.approx(1.0)
     assert s.factor(other, "never-seen") == 1.0
+
+
+KEYS = st.sampled_from(["training/a/g8/m8", "training/b/g8/m8", "training/org/c/g8/m24"])
+LOGS = st.dictionaries(st.sampled_from(["x", "y", "z"]), st.floats(-5, 5), max_size=3)
+
+
+@given(st.lists(st.tuples(KEYS, LOGS), max_size=40))
+def test_incremental_updates_end_where_a_fresh_build_from_the_last_terms_does(updates):
+    kept, last = scaling.DeviceScaling(), {}
+    for wkey, logs in updates:
+        kept.update(wkey, logs)
+        last[wkey] = logs
+    fresh = scaling.DeviceScaling()
+    for wkey, logs in last.items():
+        fresh.update(wkey, logs)
+    for akey in ("x", "y", "z"):
+        assert kept.factor("training/d/g8/m80", akey) == pytest.approx(
+            fresh.factor("training/d/g8/m80", akey), rel=1e-9, abs=1e-9
+        )
