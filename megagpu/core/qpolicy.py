@@ -246,8 +246,8 @@ class QPolicy:
         self._speeds: dict[tuple[Any, ...], float] = {}
         """The prior's speed by its inputs (profile, benchmarks): a pure function, memoized."""
         self._scaling: scaling.DeviceScaling | None = None
-        """How devices scale with the GPU count (built on first use from ``workloads``, kept
-        up to date by ``observe``, built again when the benchmarks change)."""
+        """How devices scale with the GPU count (built from ``workloads`` by
+        ``device_scaling``, kept up to date by ``observe``, dropped when benchmarks change)."""
         self._actions: dict[tuple[str, str, tuple[str, ...]], np.ndarray] = {}
         self._actions_of: tuple[int, Params | None] = (-1, None)
         """Per-action values by (workload key, model key, action keys), valid for one
