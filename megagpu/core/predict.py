@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from megagpu.core import fleet, model, qpolicy
+from megagpu.core import calibration, fleet, model, qpolicy
 
 OBSERVED_SIGMA = 0.1
 """Spread of a pair's throughput average after one reported outcome (shrinks as 1/sqrt(seen)):
@@ -32,7 +32,7 @@ again for linear scaling (Gavel's jobs run 0.5 to 1 of it per GPU, per device)."
 
 
 def throughput(
-    policy: qpolicy.QPolicy, wkey: str, mkey: str, akey: str, scale: qpolicy.Scale | None = None
+    policy: qpolicy.QPolicy, wkey: str, mkey: str, akey: str, scale: calibration.Scale | None = None
 ) -> tuple[float, float] | None:
     """(learned throughput in work units/s, its log spread), or None when none is known.
 

@@ -2,10 +2,11 @@
 
 Q(s, a) = Q_table[workload key, action key] + theta[context], a linear value over one-hot
 features (``core.features``). An unseen (workload, action) pair backs off to the model-level
-table, then to the prior: the benchmark speed of the device, calibrated by the throughputs seen
-for this workload on other devices. Rewards are ``log(throughput / best known throughput)``
-(``core.reward``), recomputed at replay time against the current best and, for successes, from
-the pair's current throughput average (so a device that changed speed is not pulled back).
+table, then to the prior (``core.calibration``): the benchmark speed of the device, calibrated
+by the throughputs seen for this workload on other devices. Rewards are
+``log(throughput / best known throughput)`` (``core.reward``), recomputed at replay time against
+the current best and, for successes, from the pair's current throughput average (so a device
+that changed speed is not pulled back).
 A device's drift, a log speed factor learned from every workload's outcomes on it, is added to
 its values: a device that silently slows is known from its first few outcomes, not per workload.
 
@@ -30,12 +31,13 @@ import random
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 
 from megagpu.core import (
     baselines,
+    calibration,
     features,
     fleet,
     model,
@@ -50,8 +52,6 @@ from megagpu.core import (
 MODES = ("active", "shadow", "frozen")
 LEARNED_UIDS = 4096
 RECENT_REWARDS = 100
-MEMO_ENTRIES = 4096
-"""Entries a memo holds before it starts over (the prior's speeds, per-action values)."""
 STEP = math.log(2)
 """Largest log surprise (x2) one step of a device's drift counts for."""
 AVERAGE_STEP = 0.25
@@ -82,22 +82,6 @@ a device measured slower is retried now and then and one that got faster is foun
 floor epsilon and two options, about one decision in 200."""
 DRIFT_BOUND = math.log(16)
 """A device's drift stays within x1/16 .. x16 of the speed its throughputs were learned at."""
-UNMEASURED = (1.0, 1.0, 1.0)
-"""(fp16 TFLOP/s, fp32 TFLOP/s, GB/s) the prior assumes of a device whose speed is unknown: one
-the policy has not seen, or whose nodes published no benchmarks (0 means not measured, never a
-speed of 0: that prior would make every measured device a million times faster)."""
-
-
-class Scale(NamedTuple):
-    """The prior's calibration for one workload key: Q = log(scale * estimate / best)."""
-
-    scale: float
-    best: float
-    observed: bool
-    """Whether throughputs were observed (else ``best`` is the fastest usable estimate)."""
-    other_counts: bool = False
-    """Observed only for the model at other GPU counts, scaled linearly to this one: enough
-    to predict a first multi-GPU run's size class, not how each device scales."""
 
 
 @dataclass(frozen=True)
@@ -202,7 +186,7 @@ class Cell:
 Table = dict[str, dict[str, Cell]]
 
 
-class QPolicy:
+class QPolicy(calibration.BenchmarkPrior):
     """Q-learning scheduler with replay, epsilon-greedy exploration and benchmark priors."""
 
     name = "learned"
@@ -299,133 +283,9 @@ class QPolicy:
         )
         return wkey, features.model_key(workload, cls)
 
-    def device_scaling(self) -> scaling.DeviceScaling:
-        """How devices scale with the GPU count, built from ``workloads`` when it is not kept.
-
-        A loaded Q-state builds it at once (``qstate``), off a scheduler's request path;
-        new benchmarks build it again on first use (about 1 us per measured pair).
-        """
-        if self._scaling is None:
-            self._scaling = scaling.DeviceScaling()
-            for key in self.workloads:
-                self._scaling.update(key, self._measured_logs(key))
-        return self._scaling
-
-    def _estimate(self, wkey: str, akey: str) -> float:
-        """The prior's speed of a pair: the datasheet's, times how the device scales."""
-        return self._datasheet_speed(wkey, akey) * self.device_scaling().factor(wkey, akey)
-
-    def _measured_logs(self, wkey: str) -> dict[str, float]:
-        """log(throughput / datasheet speed) per device ``wkey`` has a throughput on."""
-        return {
-            akey: math.log(cell.throughput / self._datasheet_speed(wkey, akey))
-            for akey, cell in self.workloads.get(wkey, {}).items()
-            if cell.throughput > 0
-        }
-
-    def _datasheet_speed(self, wkey: str, akey: str) -> float:
-        inputs = (
-            self.profiles.get(wkey, ("training", 0.7, "fp16", "")),
-            self.benchmarks.get(akey, (1.0, *UNMEASURED)),
-        )
-        speed = self._speeds.get(inputs)
-        if speed is None:
-            (kind, intensity, precision, _), (eff, fp16, fp32, gbps) = inputs
-            speed = float(prior.relative_speed(kind, intensity, eff, fp16, fp32, gbps, precision))
-            if len(self._speeds) >= MEMO_ENTRIES:
-                self._speeds.clear()
-            self._speeds[inputs] = speed
-        return speed
-
-    def _calibration(self, table: Table, key: str, wkey: str) -> tuple[float, float] | None:
-        """(scale, best known throughput) at one level, or None when nothing was observed."""
-        seen = {a: c.throughput for a, c in table.get(key, {}).items() if c.throughput > 0}
-        if not seen:
-            return None
-        logs = [math.log(t / self._estimate(wkey, a)) for a, t in seen.items()]
-        scale = math.exp(sum(logs) / len(logs))
-        best = max(
-            seen.get(a, scale * self._estimate(wkey, a)) for a in self._usable(wkey) | set(seen)
-        )
-        return scale, best
-
-    def _usable(self, wkey: str) -> set[str]:
-        """Known action keys that can run the workload key (cpu exactly when it has no GPUs)."""
-        backends = self.profiles.get(wkey, ("", 0.0, "", ""))[3].split(",")
-        cpu_only = "/g0/" in wkey
-        return {
-            a
-            for a in self.benchmarks
-            if (a.startswith("cpu/") == cpu_only)
-            and (not backends[0] or a.split("/", 1)[0] in backends)
-        }
-
-    def _calibrated(self, wkey: str, mkey: str) -> tuple[float, float] | None:
-        """(scale, best known throughput) for the workload key, else its model, else None."""
-        return self._calibration(self.workloads, wkey, wkey) or self._calibration(
-            self.models, mkey, wkey
-        )
-
-    def _other_counts(self, wkey: str, mkey: str) -> tuple[float, float] | None:
-        """(scale, best) from the model's throughputs at other GPU counts, scaled linearly.
-
-        Model keys end in ``/g<count>``; a throughput seen with ``g`` GPUs counts as
-        ``target / g`` times it (the geometric mean per device over the other counts). Runs
-        without GPUs (``g0``, on CPU pairs) neither give nor take: CPU and GPU speeds differ by
-        far more than any scaling.
-        """
-        head, _, count = mkey.rpartition("/g")
-        target = int(count)
-        if target == 0:
-            return None
-        logs: dict[str, list[float]] = {}
-        for key, cells in self.models.items():
-            other_head, _, other = key.rpartition("/g")
-            if other_head != head or key == mkey or int(other) == 0:
-                continue
-            for akey, cell in cells.items():
-                if cell.throughput > 0:
-                    ratio = target / int(other)
-                    logs.setdefault(akey, []).append(math.log(cell.throughput * ratio))
-        if not logs:
-            return None
-        seen = {a: sum(v) / len(v) for a, v in logs.items()}
-        scale = math.exp(
-            sum(v - math.log(self._estimate(wkey, a)) for a, v in seen.items()) / len(seen)
-        )
-        usable = self._usable(wkey)
-        if not usable:
-            return None
-        return scale, max(scale * self._estimate(wkey, a) for a in usable)
-
-    def reference(self, wkey: str, mkey: str) -> float:
-        """Best known throughput for the workload key (model level when the key is new)."""
-        found = self._calibrated(wkey, mkey)
-        return found[1] if found else 0.0
-
-    def scale(self, wkey: str, mkey: str) -> Scale:
-        """How the prior of this workload key is scaled (the same for all of its actions)."""
-        found = self._calibrated(wkey, mkey)
-        if found is not None:
-            return Scale(*found, observed=True)
-        found = self._other_counts(wkey, mkey)
-        if found is not None:
-            return Scale(*found, observed=True, other_counts=True)
-        best = max((self._estimate(wkey, a) for a in self._usable(wkey)), default=0.0)
-        return Scale(1.0, best, observed=False)
-
-    def prior_value(self, wkey: str, mkey: str, akey: str, scale: Scale | None = None) -> float:
-        """Prior Q: log of the calibrated benchmark speed over the best known throughput.
-
-        Unobserved, the best is the fastest benchmark estimate among usable actions and this one.
-        ``scale``: ``self.scale(wkey, mkey)`` when the caller has it already.
-        """
-        s = scale or self.scale(wkey, mkey)
-        estimate = self._estimate(wkey, akey)
-        best = s.best if s.observed else max(s.best, estimate)
-        return math.log(s.scale * estimate / best)
-
-    def value(self, wkey: str, mkey: str, akey: str, scale: Scale | None = None) -> float:
+    def value(
+        self, wkey: str, mkey: str, akey: str, scale: calibration.Scale | None = None
+    ) -> float:
         """Q of an action for a workload, before the context term."""
         cell = self.workloads.get(wkey, {}).get(akey)
         if cell is not None and cell.n:
@@ -450,7 +310,7 @@ class QPolicy:
             )
             measured = (
                 float(f.row_efficiency[rows].max()),
-                *(speeds if any(speeds) else UNMEASURED),
+                *(speeds if any(speeds) else calibration.UNMEASURED),
             )
             if self.benchmarks.get(akey) != measured:
                 self.benchmarks[akey] = measured
@@ -484,7 +344,7 @@ class QPolicy:
             if self.params.ucb_bonus and self.params.mode != "frozen":
                 n = visits[akey].n if akey in visits else 0
                 per_action[aid] += self.params.ucb_bonus * math.sqrt(math.log1p(total) / (1 + n))
-        if len(self._actions) >= MEMO_ENTRIES:
+        if len(self._actions) >= calibration.MEMO_ENTRIES:
             self._actions.clear()
         self._actions[key] = per_action
         return per_action
@@ -560,7 +420,9 @@ class QPolicy:
         self.remember_learned([outcome.uid])
         wkey, mkey = self.keys(outcome.workload)
         akey = features.action_key(outcome.backend, outcome.device_class)
-        self.benchmarks.setdefault(akey, (prior.efficiency(outcome.backend), *UNMEASURED))
+        self.benchmarks.setdefault(
+            akey, (prior.efficiency(outcome.backend), *calibration.UNMEASURED)
+        )
         self.sizes.observe(mkey, outcome)
         throughput = 0.0
         if outcome.sized:

@@ -5,7 +5,7 @@ import random
 import numpy as np
 import pytest
 
-from megagpu.core import baselines, features, model, ports, qpolicy
+from megagpu.core import baselines, calibration, features, model, ports, qpolicy
 from tests.helpers import node, view, workload
 
 _: ports.Policy = qpolicy.QPolicy()
@@ -242,7 +242,7 @@ def test_a_device_without_benchmarks_has_the_prior_of_an_unseen_one():
     policy = no_replay()
     w = workload(work=100.0)
     unmeasured = model.Node("real-0", "sim", ("cuda",), 4, 16384, model.Benchmarks())
-    fp16, fp32, gbps = qpolicy.UNMEASURED
+    fp16, fp32, gbps = calibration.UNMEASURED
     assumed = node("slow-0", "slowgpu", fp16=fp16, fp32=fp32, gbps=gbps)
     values = policy.values(w, view([unmeasured, assumed], w))
     assert math.isclose(values[0], values[1], abs_tol=1e-9)
