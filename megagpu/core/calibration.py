@@ -59,6 +59,17 @@ class BenchmarkPrior:
                 self._scaling.update(key, self._measured_logs(key))
         return self._scaling
 
+    def _know_benchmarks(self, akey: str, measured: tuple[float, float, float, float]) -> None:
+        """Take a device's benchmarks; new ones drop the device scaling (built again on use)."""
+        if self.benchmarks.get(akey) != measured:
+            self.benchmarks[akey] = measured
+            self._scaling = None
+
+    def _measured_again(self, wkey: str) -> None:
+        """Keep the device scaling up to date once ``wkey``'s throughput average moved."""
+        if self._scaling is not None:
+            self._scaling.update(wkey, self._measured_logs(wkey))
+
     def _estimate(self, wkey: str, akey: str) -> float:
         """The prior's speed of a pair: the datasheet's, times how the device scales."""
         return self._datasheet_speed(wkey, akey) * self.device_scaling().factor(wkey, akey)

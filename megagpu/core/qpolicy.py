@@ -230,8 +230,7 @@ class QPolicy(calibration.BenchmarkPrior):
         self._speeds: dict[tuple[Any, ...], float] = {}
         """The prior's speed by its inputs (profile, benchmarks): a pure function, memoized."""
         self._scaling: scaling.DeviceScaling | None = None
-        """How devices scale with the GPU count (built from ``workloads`` by
-        ``device_scaling``, kept up to date by ``observe``, dropped when benchmarks change)."""
+        """How devices scale with the GPU count (``calibration``'s to build and keep)."""
         self._actions: dict[tuple[str, str, tuple[str, ...]], np.ndarray] = {}
         self._actions_of: tuple[int, Params | None] = (-1, None)
         """Per-action values by (workload key, model key, action keys), valid for one
@@ -312,9 +311,7 @@ class QPolicy(calibration.BenchmarkPrior):
                 float(f.row_efficiency[rows].max()),
                 *(speeds if any(speeds) else calibration.UNMEASURED),
             )
-            if self.benchmarks.get(akey) != measured:
-                self.benchmarks[akey] = measured
-                self._scaling = None
+            self._know_benchmarks(akey, measured)
 
     def values(self, workload: model.Workload, view: fleet.View) -> np.ndarray:
         """Q of every candidate row, with the context term, UCB bonus and best-fit tie-break."""
@@ -442,8 +439,8 @@ class QPolicy(calibration.BenchmarkPrior):
                 mean = 1 / cell.seen >= self.params.throughput_ema
                 rate = weight * max(self.params.throughput_ema, 1 / cell.seen)
                 cell.throughput = _toward(cell.throughput, throughput, rate, clip=not mean)
-                if table is self.workloads and self._scaling is not None:
-                    self._scaling.update(wkey, self._measured_logs(wkey))
+                if table is self.workloads:
+                    self._measured_again(wkey)
         item = replay.Transition(
             wkey,
             mkey,
