@@ -5,7 +5,9 @@ memory, temperature, lastProbeTime) this script rewrites every 15 s, spread even
 watches the cluster as in production (no snapshot). Idle: the extender's CPU time over IDLE_S
 while the updates flow and no scheduling request comes. Latency: the Go load generator of
 ``make bench-extender`` (benchmarks/extender_load) on core 1 (``dedicated``: core 0), the
-extender on core 0, while the updates go on. Memory: the extender's resident set (now and peak).
+extender on core 0, while the updates go on. Memory: the extender's resident set (now and
+peak). Floor: the same load, updates flowing, against the Go minimal extender
+(benchmarks/extender_minimal, echoes) on core 0 once megagpu's has stopped.
 Each size runs twice, on a fresh cluster each time: ``shared``, the control plane free to use both
 cores (this 2-core VM runs an API server, etcd and kwok for thousands of nodes beside the
 extender); ``dedicated``, the control plane, kwok and the GpuNode writer confined to core 1 and
@@ -220,6 +222,27 @@ def latency_phase(
     return result
 
 
+def minimal_floor(kubeconfig: Path, names: list[str], tmp: Path, core: int) -> dict[str, Any]:
+    """The same load against the Go minimal extender (benchmarks/extender_minimal) on core 0,
+    on the same cluster with the updates flowing: what this machine allows any extender."""
+    from megagpu.devcluster import processes
+
+    port = processes.free_port()
+    command = [str(extender_load.go_tool("extender_minimal", "extenderminimal"))]
+    args = [a.format(port=port, kubeconfig=kubeconfig) for a in extender_load.MINIMAL_GO]
+    minimal = subprocess.Popen(
+        ["taskset", "-c", "0", *command, *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        extender_load.wait_port(port)
+        return extender_load.drive(port, names, tmp, None, core)
+    finally:
+        minimal.terminate()
+        minimal.wait()
+
+
 def measure(size: int, tmp: Path, cores: str) -> dict[str, Any]:
     """One dev cluster of ``size`` nodes, the updates, the extender: idle CPU and latency.
 
@@ -311,6 +334,9 @@ def _measure(size: int, tmp: Path, cores: str) -> dict[str, Any]:
         updater.paused.clear()
         result["gpunode_slots_skipped"] = updater.skipped
         result["memory_mib_after"] = memory_mib(extender.pid)
+        extender.terminate()
+        extender.wait()
+        result["latency_minimal_go"] = minimal_floor(kubeconfig, names, tmp, load_core)
         result["gpunode_write_errors"] = updater.errors
         text = (tmp / f"extender-{size}.log").read_text(errors="replace")
         result["extender_log"] = {
@@ -345,18 +371,24 @@ def report(result: dict[str, Any]) -> str:
         "both cores, the load generator on core 1; `dedicated`, all of those confined to core "
         "1 and the load generator on core 0 with the extender (a fresh cluster each), as a "
         "Guaranteed pod with whole CPUs has them under the kubelet's static CPU manager "
-        "policy. GpuNode writes/s is what the writer achieved, not what it aimed at (one "
+        "policy. Go minimal extender: the same load on the same cluster, updates flowing, "
+        "against benchmarks/extender_minimal (echoes filter, scores one node) on core 0 once "
+        "megagpu's extender has stopped: the latency this machine allows any extender. "
+        "GpuNode writes/s is what the writer achieved, not what it aimed at (one "
         f"write per node every {UPDATE_PERIOD_S:.0f} s; a write is skipped while "
         f"{IN_FLIGHT} are still queued): with the control plane on one core it takes fewer, so "
         "the two rows of a size are not under the same write load.\n",
         "| nodes | cores | GpuNode writes/s | idle CPU (share of a core) | filter+prioritize "
         "p50 / p99 (ms) | same, updates paused | filter p50 / p99 | prioritize p50 / p99 | "
-        "server-side filter, prioritize within 2 ms | RSS idle / peak (MiB) | goals |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "server-side filter, prioritize within 2 ms | RSS idle / peak (MiB) | Go minimal "
+        "extender p50 / p99 (ms) | goals |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in result["runs"]:
         lat, goals = r["latency"], r["goals"] or {"idle_cpu_share": "-", "pair_p99_ms": "-"}
         paused, server = r["latency_updates_paused"]["pair"], lat["server_side"]
+        floor = r.get("latency_minimal_go", {}).get("pair")
+        floor_text = f"{floor['p50_ms']:.2f} / {floor['p99_ms']:.2f}" if floor else "-"
         lines.append(
             f"| {r['nodes']} | {r.get('cores', 'shared')} | {r['gpunode_writes_per_s']} "
             f"| {r['idle_cpu_share_of_a_core']:.3f} "
@@ -367,6 +399,7 @@ def report(result: dict[str, Any]) -> str:
             f"| {server['filter'].get('within_0.002_s')}, "
             f"{server['prioritize'].get('within_0.002_s')} "
             f"| {r['memory_mib_idle']['VmRSS']} / {r['memory_mib_after']['VmHWM']} "
+            f"| {floor_text} "
             f"| CPU < {goals['idle_cpu_share']}, p99 < {goals['pair_p99_ms']} ms |"
         )
     lines.append(
