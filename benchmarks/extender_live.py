@@ -36,7 +36,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks import common, extender_inprocess, extender_load  # noqa: E402
+from benchmarks import common, extender_inprocess, extender_load, scheduler_rate  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -229,7 +229,7 @@ def minimal_floor(kubeconfig: Path, names: list[str], tmp: Path, core: int) -> d
 
     port = processes.free_port()
     command = [str(extender_load.go_tool("extender_minimal", "extenderminimal"))]
-    args = [a.format(port=port, kubeconfig=kubeconfig) for a in extender_load.MINIMAL_GO]
+    args = [a.format(port=port, kubeconfig=kubeconfig) for a in scheduler_rate.MINIMAL_GO]
     minimal = subprocess.Popen(
         ["taskset", "-c", "0", *command, *args],
         stdout=subprocess.DEVNULL,

@@ -19,8 +19,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -42,23 +40,8 @@ CONCURRENCY = 8
 """Requests in flight in the throughput phase (kube-scheduler binds in parallel, but filters
 and prioritizes one pod at a time: the latency phase is the realistic one)."""
 RATE_SECONDS = 5.0
-MINIMAL_EXTENDER = [
-    sys.executable,
-    "-m",
-    "tests.e2e.fake_extender",
-    "{port}",
-    "{kubeconfig}",
-    "h100-3",
-]
-"""An extender that echoes filter, scores one node 10 and binds: the protocol's own cost."""
-MINIMAL_GO = ["-port", "{port}", "-kubeconfig", "{kubeconfig}", "-preferred", "h100-3"]
-"""Arguments of the same in Go with client-go (benchmarks/extender_minimal): the compiled floor."""
-PODS = 300
-ROUNDS = 2
 LATENCY_ROUNDS = 5
 """Each size is measured this many times (a row each): the machine is shared and noisy."""
-"""Rounds of (without, with), alternating, so that neither profits from going second."""
-"""Pods per kube-scheduler rate measurement (50 fake nodes of 8 devices hold 400)."""
 
 
 def cluster_spec(nodes: int, path: Path) -> None:
@@ -310,166 +293,6 @@ def server_means(metrics_port: int) -> dict[str, float]:
     return {v: 1000 * float(sums[v]) / max(float(counts[v]), 1) for v in sums}
 
 
-def create_pending(core: Any, namespace: str, scheduler_name: str, pods: int = PODS) -> None:
-    """Create the namespace and its ``pods`` pods for ``scheduler_name`` (not running yet)."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from kubernetes import client
-
-    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace)))
-
-    def create(i: int) -> None:
-        pod = real_pod(f"{namespace}-{i}")
-        pod["metadata"].pop("uid"), pod["metadata"].pop("resourceVersion")
-        pod["metadata"]["namespace"] = namespace
-        pod.pop("status")
-        pod["spec"]["schedulerName"] = scheduler_name
-        pod["spec"].pop("priorityClassName"), pod["spec"].pop("priority")
-        core.create_namespaced_pod(namespace, pod)
-
-    with ThreadPoolExecutor(8) as pool:
-        list(pool.map(create, range(pods)))
-
-
-def bind_rate(core: Any, namespace: str, pods: int = PODS) -> float:
-    """Pods bound per second, from the first bind to the last (seen by a watch)."""
-    from kubernetes import watch
-
-    bound: dict[str, float] = {}
-    deadline = time.monotonic() + 300
-    while len(bound) < pods and time.monotonic() < deadline:
-        stream = watch.Watch()  # a watch may end early: the next one lists again
-        for event in stream.stream(core.list_namespaced_pod, namespace, timeout_seconds=60):
-            pod = event["object"]
-            if pod.spec.node_name and pod.metadata.name not in bound:
-                bound[pod.metadata.name] = time.monotonic()
-                if len(bound) == pods:
-                    stream.stop()
-    if len(bound) < pods:
-        raise SystemExit(f"only {len(bound)} of {pods} pods were bound in 300 s")
-    return (pods - 1) / (max(bound.values()) - min(bound.values()))
-
-
-def scheduling_rate(
-    tmp: Path,
-    extender_cmd: list[str] | None = None,
-    nodes: int = 50,
-    limits: tuple[str, ...] = ("", "_qps1000"),
-    rounds: int = ROUNDS,
-    pods: int = PODS,
-    ways: tuple[str, ...] = ("without", "with"),
-) -> dict[str, Any]:
-    """Pods per second of kube-scheduler in each of ``ways``, rounds alternating.
-
-    ``with``: the megagpu-scheduler profile calling the extender (``extender_cmd``, else
-    megagpu's); ``without``: the same profile without it (no score plugin and no extender, so
-    kube-scheduler stops at the first feasible node); ``stock``: kube-scheduler's default
-    profile and percentageOfNodesToScore, what a cluster without megagpu runs; ``minimal``: the
-    profile calling tests/e2e/fake_extender.py (echoes, scores one node, binds), the protocol's
-    own cost; ``minimal-go``: the same in Go (benchmarks/extender_minimal). ``limits``: ""
-    runs kube-scheduler with its default client limit (50 requests/s), "_qps1000" with it
-    lifted (qps and burst 1,000).
-    """
-    from kubernetes import client, config
-
-    from megagpu.devcluster import binaries, components, processes, scheduler
-
-    tmp.mkdir(parents=True, exist_ok=True)
-    home = tmp / "xdg"
-    target = home / "megagpu" / binaries.VERSION_KEY / "bin"
-    target.mkdir(parents=True)
-    for built in binaries.bin_dir().iterdir():  # the binaries and their version stamps
-        (target / built.name).symlink_to(built)
-    spec = tmp / "rate.yaml"
-    cluster_spec(nodes, spec)
-    env = {**os.environ, "XDG_CACHE_HOME": str(home)}
-    megagpu = [sys.executable, "-m", "megagpu", "dev"]
-    up = subprocess.run(
-        [*megagpu, "up", "--no-components", "--cluster-spec", str(spec)],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if up.returncode != 0:
-        raise SystemExit(up.stdout + up.stderr)
-    kubeconfig = Path(
-        subprocess.run(
-            [*megagpu, "kubeconfig"], env=env, cwd=ROOT, text=True, capture_output=True, check=True
-        ).stdout.split()[-1]
-    )
-    core = client.CoreV1Api(config.new_client_from_config(str(kubeconfig)))
-    rates: dict[str, Any] = {}
-    started: list[subprocess.Popen[bytes]] = []
-    try:
-        wait_schedulable(core, nodes)
-        runs = [(way, f"{way}{limit}") for limit in limits for _ in range(rounds) for way in ways]
-        for round_, (way, label) in enumerate(runs):
-            name = f"{label.replace('_', '-')}-{round_}"  # a DNS label
-            url, extender = None, None
-            if way not in ("stock", "without"):  # an extender, only in its own rounds
-                ext_port, metrics_port = processes.free_port(), processes.free_port()
-                if way == "minimal":
-                    command = MINIMAL_EXTENDER
-                elif way == "minimal-go":
-                    command = [str(go_tool("extender_minimal", "extenderminimal")), *MINIMAL_GO]
-                else:
-                    component = components.extender(kubeconfig, ext_port, metrics_port)
-                    command = extender_cmd or [sys.executable, "-m", "megagpu", *component.args]
-                extender = subprocess.Popen(
-                    [c.format(port=ext_port, kubeconfig=kubeconfig) for c in command],
-                    cwd=ROOT,
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                )
-                started.append(extender)
-                wait_port(ext_port)
-                url = f"http://127.0.0.1:{ext_port}"
-            doc = scheduler.config(
-                kubeconfig, scheduler.ExtenderOptions(url=url or "x"), f"bench-{name}"
-            )
-            if url is None:
-                del doc["extenders"]
-            if way == "stock":
-                del doc["percentageOfNodesToScore"], doc["profiles"][0]["plugins"]
-            if label.endswith("qps1000"):  # kube-scheduler's own client limit (50/s) lifted
-                doc["clientConnection"].update(qps=1000, burst=1000)
-            conf = scheduler.write(tmp / f"{name}.yaml", doc)
-            namespace = f"rate-{name}"
-            create_pending(core, namespace, f"bench-{name}", pods)
-            if way == "with" and extender_cmd is None:
-                wait_ready(component.ready_url, extender)
-            sched = subprocess.Popen(
-                scheduler.argv(binaries.binary("kube-scheduler"), conf, processes.free_port()),
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            started.append(sched)
-            rates.setdefault(label, []).append(bind_rate(core, namespace, pods))
-            if way == "with" and extender_cmd is None:
-                rates["server_mean_ms"] = server_means(metrics_port)
-            for process in reversed(started):
-                process.terminate()
-                process.wait()
-            started.clear()
-            core.delete_namespace(namespace)
-            while namespace in {n.metadata.name for n in core.list_namespace().items}:
-                time.sleep(0.5)  # its pods hold devices the next run needs
-    finally:
-        for process in started:  # also when a run failed: nothing may outlive the benchmark
-            process.terminate()
-            process.wait()
-        subprocess.run([*megagpu, "down"], env=env, cwd=ROOT, capture_output=True, check=False)
-    for suffix in limits:
-        for way in ways:
-            if way != "with":
-                rates[f"ratio_with_over_{way}{suffix}"] = statistics.median(
-                    rates[f"with{suffix}"]
-                ) / statistics.median(rates[f"{way}{suffix}"])
-    return rates
-
-
 def wait_ready(url: str, process: subprocess.Popen[bytes], timeout_s: float = 600) -> float:
     """Seconds until ``url`` answers 200; fails at once when ``process`` has exited."""
     import urllib.request
@@ -488,24 +311,9 @@ def wait_ready(url: str, process: subprocess.Popen[bytes], timeout_s: float = 60
     raise SystemExit(f"extender not ready after {timeout_s} s")
 
 
-def wait_schedulable(core: Any, nodes: int) -> None:
-    """Wait until all ``nodes`` are Ready and untainted (a fresh cluster's are not at first)."""
-    deadline, ready = time.monotonic() + 300, []
-    while time.monotonic() < deadline:
-        items = core.list_node().items
-        ready = [
-            n
-            for n in items
-            if not n.spec.taints
-            and any(c.type == "Ready" and c.status == "True" for c in n.status.conditions or [])
-        ]
-        if len(ready) >= nodes:
-            return
-        time.sleep(1)
-    raise SystemExit(f"only {len(ready)} of {nodes} nodes became Ready and untainted in 300 s")
-
-
 def main() -> None:
+    from benchmarks import scheduler_rate  # which imports this module
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--sizes", default=",".join(map(str, SIZES)), help="node counts, comma-separated"
@@ -543,8 +351,8 @@ def main() -> None:
             for key in ("pods_per_second", "pods_per_second_minimal_extender"):
                 result[key] = kept[key]
         else:
-            result["pods_per_second"] = scheduling_rate(Path(tmp))
-            minimal = scheduling_rate(Path(tmp) / "m", MINIMAL_EXTENDER)
+            result["pods_per_second"] = scheduler_rate.scheduling_rate(Path(tmp))
+            minimal = scheduler_rate.scheduling_rate(Path(tmp) / "m", scheduler_rate.MINIMAL)
             result["pods_per_second_minimal_extender"] = minimal
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "extender.json").write_text(json.dumps(result, indent=1))
@@ -602,9 +410,10 @@ def main() -> None:
             if kept_from
             else "\n"
         )
-        + f"kube-scheduler on the dev cluster (50 fake 8-GPU nodes; {PODS} pods created pending, "
-        "then the scheduler started; pods per second from the first bind to the last, seen by "
-        f"a watch; {ROUNDS} rounds, without and with alternating): without the extender "
+        + "kube-scheduler on the dev cluster (50 fake 8-GPU nodes; "
+        f"{scheduler_rate.PODS} pods created pending, then the scheduler started; pods per "
+        "second from the first bind to the last, seen by a watch; "
+        f"{scheduler_rate.ROUNDS} rounds, without and with alternating): without the extender "
         f"{listed(rate['without'])} pods/s, with {listed(rate['with'])}; ratio of the medians "
         f"{rate['ratio_with_over_without']:.2f} (goal >= 0.8). Extender handler time in the "
         f"last with round (mean ms): {json.dumps(rate.get('server_mean_ms'))}. A minimal extender "
