@@ -266,36 +266,16 @@ def _measure(size: int, tmp: Path, cores: str) -> dict[str, Any]:
     extender_load.cluster_spec(size, spec)
     names = [n.name for n in cs.load(spec)]
     env = dict(os.environ)  # the cluster is $MEGAGPU_DEV_CLUSTER (make: megagpu-bench)
-    megagpu = [sys.executable, "-m", "megagpu", "dev"]
-    started = time.monotonic()
-    up = subprocess.run(
-        [*megagpu, "up", "--no-components", "--cluster-spec", str(spec)],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if up.returncode != 0:
-        raise SystemExit(up.stdout + up.stderr)
-    result: dict[str, Any] = {
-        "nodes": len(names),
-        "cores": cores,
-        "cluster_up_s": round(time.monotonic() - started, 1),
-    }
     extender = None
     updater = None
+    started = time.monotonic()
     try:
-        kubeconfig = Path(
-            subprocess.run(
-                [*megagpu, "kubeconfig"],
-                env=env,
-                cwd=ROOT,
-                text=True,
-                capture_output=True,
-                check=True,
-            ).stdout.split()[-1]
-        )
+        kubeconfig = extender_load.dev_up(env, spec)
+        result: dict[str, Any] = {
+            "nodes": len(names),
+            "cores": cores,
+            "cluster_up_s": round(time.monotonic() - started, 1),
+        }
         updater = Updater(kubeconfig, names)
         started = time.monotonic()
         updater.create()
@@ -354,7 +334,7 @@ def _measure(size: int, tmp: Path, cores: str) -> dict[str, Any]:
         if extender is not None:
             extender.terminate()
             extender.wait()
-        subprocess.run([*megagpu, "down"], env=env, cwd=ROOT, capture_output=True, check=False)
+        extender_load.dev(env, "down")
     return result
 
 

@@ -124,22 +124,7 @@ def scheduling_rate(
     spec = tmp / "rate.yaml"
     extender_load.cluster_spec(nodes, spec)
     env = {**os.environ, "XDG_CACHE_HOME": str(home)}
-    megagpu = [sys.executable, "-m", "megagpu", "dev"]
-    up = subprocess.run(
-        [*megagpu, "up", "--no-components", "--cluster-spec", str(spec)],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if up.returncode != 0:
-        raise SystemExit(up.stdout + up.stderr)
-    kubeconfig = Path(
-        subprocess.run(
-            [*megagpu, "kubeconfig"], env=env, cwd=ROOT, text=True, capture_output=True, check=True
-        ).stdout.split()[-1]
-    )
+    kubeconfig = extender_load.dev_up(env, spec)
     core = client.CoreV1Api(config.new_client_from_config(str(kubeconfig)))
     rates: dict[str, Any] = {}
     started: list[subprocess.Popen[bytes]] = []
@@ -204,7 +189,7 @@ def scheduling_rate(
         for process in started:  # also when a run failed: nothing may outlive the benchmark
             process.terminate()
             process.wait()
-        subprocess.run([*megagpu, "down"], env=env, cwd=ROOT, capture_output=True, check=False)
+        extender_load.dev(env, "down")
     for suffix in limits:
         for way in ways:
             if way != "with":
