@@ -7,7 +7,10 @@ import os
 import platform
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def machine() -> dict[str, Any]:
@@ -49,3 +52,28 @@ def provenance(result: dict[str, Any]) -> str:
         f"Command: `{result['command']}`; commit {result['commit']}; {result['date']}; "
         f"{result['machine']['cpu']}, {result['machine']['cores']} cores"
     )
+
+
+def dev(env: dict[str, str], *args: str, check: bool = True) -> str:
+    """``megagpu dev ARGS`` for the cluster ``env`` names (an hour at most); its output.
+
+    With ``check``, a failure exits with what the command printed.
+    """
+    done = subprocess.run(
+        [sys.executable, "-m", "megagpu", "dev", *args],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=3600,
+    )
+    if check and done.returncode != 0:
+        raise SystemExit(done.stdout + done.stderr)
+    return done.stdout
+
+
+def dev_up(env: dict[str, str], spec: Path) -> Path:
+    """A dev cluster of ``spec``'s nodes without components; its kubeconfig."""
+    dev(env, "up", "--no-components", "--cluster-spec", str(spec))
+    return Path(dev(env, "kubeconfig").split()[-1])

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -22,17 +21,6 @@ from benchmarks import common  # noqa: E402
 from megagpu.devcluster import binaries  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
-
-
-def dev(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "megagpu", "dev", *args],
-        env=env,
-        text=True,
-        capture_output=True,
-        check=False,
-        timeout=3600,
-    )
 
 
 def rss_mib_under(path: Path) -> tuple[float, list[str]]:
@@ -63,9 +51,7 @@ def main() -> None:
         if cold:
             env.update(GOCACHE=str(Path(tmp) / "gocache"), GOMODCACHE=str(Path(tmp) / "gomod"))
             start = time.monotonic()
-            built = dev(env, "build")
-            if built.returncode != 0:
-                raise SystemExit(built.stdout + built.stderr)
+            common.dev(env, "build")
             build = {"seconds": round(time.monotonic() - start, 1), "measured": "now (--cold)"}
             RESULTS.mkdir(exist_ok=True)
             (RESULTS / "devcluster-cold-build.json").write_text(
@@ -80,10 +66,8 @@ def main() -> None:
         samples = []
         for _ in range(3):
             start = time.monotonic()
-            up = dev(env, "up", "--no-components")  # the control plane alone
+            common.dev(env, "up", "--no-components")  # the control plane alone
             ready = time.monotonic() - start
-            if up.returncode != 0:
-                raise SystemExit(up.stdout + up.stderr)
             time.sleep(10)
             rss, names = rss_mib_under(home)
             samples.append(
@@ -93,7 +77,7 @@ def main() -> None:
                     "processes": sorted(names),
                 }
             )
-            dev(env, "down")
+            common.dev(env, "down", check=False)
     result = {
         **common.header(),
         "versions": binaries.VERSION_KEY,

@@ -6,7 +6,7 @@ watches the cluster as in production (no snapshot). Idle: the extender's CPU tim
 while the updates flow and no scheduling request comes. Latency: the Go load generator of
 ``make bench-extender`` (benchmarks/extender_load) on core 1 (``dedicated``: core 0), the
 extender on core 0, while the updates go on. Memory: the extender's resident set (now and
-peak). Floor: the same load, updates flowing, against the Go minimal extender
+peak). Reference: the same load, updates flowing, against the Go minimal extender
 (benchmarks/extender_minimal, echoes) on core 0 once megagpu's has stopped.
 Each size runs twice, on a fresh cluster each time: ``shared``, the control plane free to use both
 cores (this 2-core VM runs an API server, etcd and kwok for thousands of nodes beside the
@@ -222,9 +222,10 @@ def latency_phase(
     return result
 
 
-def minimal_floor(kubeconfig: Path, names: list[str], tmp: Path, core: int) -> dict[str, Any]:
+def minimal_reference(kubeconfig: Path, names: list[str], tmp: Path, core: int) -> dict[str, Any]:
     """The same load against the Go minimal extender (benchmarks/extender_minimal) on core 0,
-    on the same cluster with the updates flowing: what this machine allows any extender."""
+    on the same cluster with the updates flowing: what the machine adds to an extender that
+    does nothing (one sample, taken after megagpu's)."""
     from megagpu.devcluster import processes
 
     port = processes.free_port()
@@ -270,7 +271,7 @@ def _measure(size: int, tmp: Path, cores: str) -> dict[str, Any]:
     updater = None
     started = time.monotonic()
     try:
-        kubeconfig = extender_load.dev_up(env, spec)
+        kubeconfig = common.dev_up(env, spec)
         result: dict[str, Any] = {
             "nodes": len(names),
             "cores": cores,
@@ -316,7 +317,11 @@ def _measure(size: int, tmp: Path, cores: str) -> dict[str, Any]:
         result["memory_mib_after"] = memory_mib(extender.pid)
         extender.terminate()
         extender.wait()
-        result["latency_minimal_go"] = minimal_floor(kubeconfig, names, tmp, load_core)
+        writes_before, t0 = updater.done, time.monotonic()
+        result["latency_minimal_go"] = minimal_reference(kubeconfig, names, tmp, load_core)
+        result["gpunode_writes_per_s_during_minimal_go"] = round(
+            (updater.done - writes_before) / (time.monotonic() - t0), 1
+        )
         result["gpunode_write_errors"] = updater.errors
         text = (tmp / f"extender-{size}.log").read_text(errors="replace")
         result["extender_log"] = {
@@ -334,7 +339,7 @@ def _measure(size: int, tmp: Path, cores: str) -> dict[str, Any]:
         if extender is not None:
             extender.terminate()
             extender.wait()
-        extender_load.dev(env, "down")
+        common.dev(env, "down", check=False)
     return result
 
 
@@ -353,7 +358,8 @@ def report(result: dict[str, Any]) -> str:
         "Guaranteed pod with whole CPUs has them under the kubelet's static CPU manager "
         "policy. Go minimal extender: the same load on the same cluster, updates flowing, "
         "against benchmarks/extender_minimal (echoes filter, scores one node) on core 0 once "
-        "megagpu's extender has stopped: the latency this machine allows any extender. "
+        "megagpu's extender has stopped: what the machine adds to an extender that does "
+        "nothing (one sample, after megagpu's). "
         "GpuNode writes/s is what the writer achieved, not what it aimed at (one "
         f"write per node every {UPDATE_PERIOD_S:.0f} s; a write is skipped while "
         f"{IN_FLIGHT} are still queued): with the control plane on one core it takes fewer, so "
@@ -361,14 +367,19 @@ def report(result: dict[str, Any]) -> str:
         "| nodes | cores | GpuNode writes/s | idle CPU (share of a core) | filter+prioritize "
         "p50 / p99 (ms) | same, updates paused | filter p50 / p99 | prioritize p50 / p99 | "
         "server-side filter, prioritize within 2 ms | RSS idle / peak (MiB) | Go minimal "
-        "extender p50 / p99 (ms) | goals |",
+        "extender p50 / p99 (ms), GpuNode writes/s meanwhile | goals |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in result["runs"]:
         lat, goals = r["latency"], r["goals"] or {"idle_cpu_share": "-", "pair_p99_ms": "-"}
         paused, server = r["latency_updates_paused"]["pair"], lat["server_side"]
         floor = r.get("latency_minimal_go", {}).get("pair")
-        floor_text = f"{floor['p50_ms']:.2f} / {floor['p99_ms']:.2f}" if floor else "-"
+        floor_text = (
+            f"{floor['p50_ms']:.2f} / {floor['p99_ms']:.2f}, "
+            f"{r.get('gpunode_writes_per_s_during_minimal_go', '-')}"
+            if floor
+            else "-"
+        )
         lines.append(
             f"| {r['nodes']} | {r.get('cores', 'shared')} | {r['gpunode_writes_per_s']} "
             f"| {r['idle_cpu_share_of_a_core']:.3f} "
@@ -407,6 +418,7 @@ def main() -> None:
     result: dict[str, Any] = {**common.header(), "sizes": sizes, "runs": []}
     RESULTS.mkdir(exist_ok=True)
     result["in_process"] = [extender_inprocess.measure(size) for size in sizes]
+    extender_load.go_tool("extender_minimal", "extenderminimal")  # built before any timing
     with tempfile.TemporaryDirectory() as tmp:
         for size in sizes:  # written after each run: a later one may not finish
             for cores in CORES:

@@ -126,27 +126,6 @@ def real_pod(uid: str, work: float | None = None) -> dict:
     }
 
 
-def dev(env: dict[str, str], *args: str) -> str:
-    """``megagpu dev ARGS`` for the cluster ``env`` names; its output (an error exits)."""
-    done = subprocess.run(
-        [sys.executable, "-m", "megagpu", "dev", *args],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0 and args[0] != "down":  # down is best effort: nothing may be left
-        raise SystemExit(done.stdout + done.stderr)
-    return done.stdout
-
-
-def dev_up(env: dict[str, str], spec: Path) -> Path:
-    """A dev cluster of ``spec``'s nodes without components; its kubeconfig."""
-    dev(env, "up", "--no-components", "--cluster-spec", str(spec))
-    return Path(dev(env, "kubeconfig").split()[-1])
-
-
 def go_tool(source: str, name: str) -> Path:
     """Build the Go program in benchmarks/``source`` into the cache as ``name``, once."""
     from megagpu.devcluster import binaries

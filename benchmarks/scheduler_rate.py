@@ -3,7 +3,7 @@
 Issue 19's goal: at least 0.8 at 1,000 nodes with kube-scheduler's own client limit lifted
 (qps and burst 1,000), so that the comparison is not with a scheduler throttled to 50 writes/s.
 Each round starts a kube-scheduler on a dev cluster of its own (kwok fake nodes of 8 devices,
-all Ready first) with PODS pending pods; the ways alternate round by round: ``stock``
+all Ready first) with ``--pods`` pending pods; the ways alternate round by round: ``stock``
 (kube-scheduler's default profile: what runs without megagpu), ``without`` (the
 megagpu-scheduler profile without its extender: no score plugin, so kube-scheduler takes the
 first feasible node), ``with`` (megagpu's extender), ``minimal`` and ``minimal-go`` (an extender
@@ -124,11 +124,11 @@ def scheduling_rate(
     spec = tmp / "rate.yaml"
     extender_load.cluster_spec(nodes, spec)
     env = {**os.environ, "XDG_CACHE_HOME": str(home)}
-    kubeconfig = extender_load.dev_up(env, spec)
-    core = client.CoreV1Api(config.new_client_from_config(str(kubeconfig)))
     rates: dict[str, Any] = {}
     started: list[subprocess.Popen[bytes]] = []
     try:
+        kubeconfig = common.dev_up(env, spec)
+        core = client.CoreV1Api(config.new_client_from_config(str(kubeconfig)))
         wait_schedulable(core, nodes)
         runs = [(way, f"{way}{limit}") for limit in limits for _ in range(rounds) for way in ways]
         for round_, (way, label) in enumerate(runs):
@@ -189,7 +189,7 @@ def scheduling_rate(
         for process in started:  # also when a run failed: nothing may outlive the benchmark
             process.terminate()
             process.wait()
-        extender_load.dev(env, "down")
+        common.dev(env, "down", check=False)
     for suffix in limits:
         for way in ways:
             if way != "with":
