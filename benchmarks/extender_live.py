@@ -229,10 +229,9 @@ def minimal_reference(kubeconfig: Path, names: list[str], tmp: Path, core: int) 
     from megagpu.devcluster import processes
 
     port = processes.free_port()
-    command = [str(extender_load.go_tool("extender_minimal", "extenderminimal"))]
-    args = [a.format(port=port, kubeconfig=kubeconfig) for a in scheduler_rate.MINIMAL_GO]
+    command = [a.format(port=port, kubeconfig=kubeconfig) for a in scheduler_rate.minimal_go()]
     minimal = subprocess.Popen(
-        ["taskset", "-c", "0", *command, *args],
+        ["taskset", "-c", "0", *command],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -418,7 +417,7 @@ def main() -> None:
     result: dict[str, Any] = {**common.header(), "sizes": sizes, "runs": []}
     RESULTS.mkdir(exist_ok=True)
     result["in_process"] = [extender_inprocess.measure(size) for size in sizes]
-    extender_load.go_tool("extender_minimal", "extenderminimal")  # built before any timing
+    scheduler_rate.minimal_go()  # built before any timing
     with tempfile.TemporaryDirectory() as tmp:
         for size in sizes:  # written after each run: a later one may not finish
             for cores in CORES:

@@ -33,7 +33,6 @@ from benchmarks import common, extender_load  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 
-
 MINIMAL = [
     sys.executable,
     "-m",
@@ -49,6 +48,11 @@ PODS = 300
 """Pods per rate measurement by default (50 fake nodes of 8 devices hold 400)."""
 ROUNDS = 2
 """Rounds of each way by default, alternating, so that none profits from going later."""
+
+
+def minimal_go() -> list[str]:
+    """The Go minimal extender's command (built into the cache once), arguments to format."""
+    return [str(extender_load.go_tool("extender_minimal", "extenderminimal")), *MINIMAL_GO]
 
 
 def create_pending(core: Any, namespace: str, scheduler_name: str, pods: int = PODS) -> None:
@@ -139,10 +143,7 @@ def scheduling_rate(
                 if way == "minimal":
                     command = MINIMAL
                 elif way == "minimal-go":
-                    command = [
-                        str(extender_load.go_tool("extender_minimal", "extenderminimal")),
-                        *MINIMAL_GO,
-                    ]
+                    command = minimal_go()
                 else:
                     component = components.extender(kubeconfig, ext_port, metrics_port)
                     command = extender_cmd or [sys.executable, "-m", "megagpu", *component.args]
