@@ -9,14 +9,6 @@ PYTEST_ARGS ?=
 
 .PHONY: install host-packages shaders binaries image wheelhouse release-test prometheus demo tui-demo chart-crds e2e-kind test unit e2e e2e-scale lint bench bench-devcluster bench-extender bench-extender-live bench-sim bench-tui bench-probe bench-operator dev-up dev-down clean
 
-$(STAMP): pyproject.toml
-	$(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[all,test]'
-	touch $(STAMP)
-
-install: $(STAMP)
-
 # Debian packages the real nodes, the image build and the Vulkan workloads need (runc, CNI
 # plugins, iptables for kube-proxy, buildah and mmdebstrap for images without a Docker daemon,
 # gcc and libc6-dev for the static pause, glslang for the SPIR-V shaders, Mesa's lavapipe as a
@@ -31,6 +23,15 @@ $(HOST_STAMP): Makefile
 	  echo "$(HOST_PACKAGES)" > $@; else touch $@; fi
 
 host-packages: $(HOST_STAMP)
+
+# The venv; glslang (a host package) compiles the shaders its editable install builds.
+$(STAMP): pyproject.toml | $(HOST_STAMP)
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[all,test]'
+	touch $(STAMP)
+
+install: $(STAMP)
 
 # The Vulkan workload's SPIR-V, compiled from its GLSL into megagpu/workload/spirv/ (never
 # committed; `pip install .` compiles it the same way through setup.py).
