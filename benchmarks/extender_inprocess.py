@@ -1,12 +1,10 @@
 """The live extender's own work, without a control plane beside it on the machine.
 
 Part of make bench-extender-live. GpuNode watch events (JSON lines as the API server sends them)
-go through the fleet watch's path (decode, trim, cache, convert, ledger) in one process: the
-cost per event gives the watch's idle CPU at a write rate without the API server's and etcd's
-noise; filter+prioritize (Placement, no HTTP) is timed with a thread of the same process feeding
-those events at the live rate (nodes / 15 s) and without it, so the difference is what the
-updates would cost the requests on an idle machine were they watched in the extender's process
-(they are watched in a process of their own: megagpu/extender/fleetwatch.py).
+go through the extender's informer path (decode, trim, cache, convert, ledger) in-process: the
+cost per event gives the idle CPU at a write rate without the API server's and etcd's noise;
+filter+prioritize (Placement, no HTTP) is timed with a thread feeding those events at the live
+rate (nodes / 15 s) and without it, so the difference is what the updates cost the requests.
 """
 
 from __future__ import annotations
@@ -37,13 +35,14 @@ def measure(size: int) -> dict[str, Any]:
     from kubernetes import client
 
     from megagpu.core import qpolicy
-    from megagpu.extender import fleetwatch, ledger, placement, server
+    from megagpu.extender import cluster, ledger, placement, server
 
     rng = random.Random(0)
     names = [f"h100-{i}" for i in range(size)]
     book = ledger.Ledger()
     policy = qpolicy.QPolicy(qpolicy.Params(mode="frozen"))
-    state = fleetwatch.FleetCache(client.ApiClient(), lambda changes, objects: book.apply(changes))
+    policies = server.ReloadingPolicy(policy, lambda version: None)
+    state = cluster.ClusterState(client.ApiClient(), "ns", book, policies)
     lines = [
         json.dumps(
             {
@@ -61,7 +60,7 @@ def measure(size: int) -> dict[str, Any]:
         state.nodes.items[name] = _node(name)
         apply(state, line)
     state.nodes.relisting = False
-    state.flush()
+    state._flush()
 
     start = time.perf_counter()
     for line in lines:
@@ -103,11 +102,11 @@ def measure(size: int) -> dict[str, Any]:
 
 def apply(state: Any, line: str) -> None:
     """One GpuNode watch event through the extender's informer path."""
-    from megagpu.extender import fleetwatch
+    from megagpu.extender import cluster
 
-    obj = fleetwatch.slim_gpunode(json.loads(line)["object"])
+    obj = cluster._slim_gpunode(json.loads(line)["object"])
     state.gpunodes.items[obj["metadata"]["name"]] = obj
-    state.node_event("MODIFIED", obj)
+    state._node_event("MODIFIED", obj)
 
 
 def cycles(place: Any, names: list[str]) -> dict[str, float]:

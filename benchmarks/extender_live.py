@@ -5,8 +5,8 @@ memory, temperature, lastProbeTime) this script rewrites every 15 s, spread even
 watches the cluster as in production (no snapshot). Idle: the extender's CPU time over IDLE_S
 while the updates flow and no scheduling request comes. Latency: the Go load generator of
 ``make bench-extender`` (benchmarks/extender_load) on core 1 (``dedicated``: core 0), the
-extender on core 0, while the updates go on. CPU and memory: the extender's and its fleet
-watch process's (megagpu/extender/fleetwatch.py), summed; resident set now and at its peak. Reference: the same load, updates flowing, against the Go minimal extender
+extender on core 0, while the updates go on. Memory: the extender's resident set (now and
+peak). Reference: the same load, updates flowing, against the Go minimal extender
 (benchmarks/extender_minimal, echoes) on core 0 once megagpu's has stopped.
 Each size runs twice, on a fresh cluster each time: ``shared``, the control plane free to use both
 cores (this 2-core VM runs an API server, etcd and kwok for thousands of nodes beside the
@@ -14,8 +14,7 @@ extender); ``dedicated``, the control plane, kwok and the GpuNode writer confine
 the extender with the load generator alone on core 0, as a Guaranteed pod with whole CPUs gets
 them under the kubelet's static CPU manager policy.
 Writes benchmarks/results/extender-live.json and extender-live.md.
-Run: make bench-extender-live (sizes: MEGAGPU_BENCH_SIZES, default 1000,5000; which runs:
-MEGAGPU_BENCH_CORES, default shared,dedicated; other choices write suffixed result files).
+Run: make bench-extender-live (sizes: MEGAGPU_BENCH_SIZES, default 1000,5000).
 Goals: idle CPU < 10% of a core at 1,000 nodes and < 25% at 5,000; filter+prioritize p99 < 2 ms
 and < 10 ms.
 """
@@ -55,7 +54,6 @@ IN_FLIGHT = 2 * WRITERS
 """Writes queued or running at most: beyond that a slot is skipped, so that no backlog builds
 up where the API server takes fewer writes than aimed at (it would still drain while paused)."""
 CORES = ("shared", "dedicated")
-"""The default of $MEGAGPU_BENCH_CORES (one of them runs that alone)."""
 
 
 def gpunode_status(name: str, rng: random.Random) -> dict[str, Any]:
@@ -172,30 +170,16 @@ class Updater:
         return (self.done - before) / seconds
 
 
-def tree(pid: int) -> list[int]:
-    """The process and its children (the extender and its fleet watch process)."""
-    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    return [pid, *map(int, children)]
-
-
 def cpu_seconds(pid: int) -> float:
-    """CPU time of the process and its children."""
-    total = 0
-    for one in tree(pid):
-        fields = Path(f"/proc/{one}/stat").read_text().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def memory_mib(pid: int) -> dict[str, float]:
-    """Resident memory now and at its peak, the process and its children summed."""
-    total = {"VmRSS": 0, "VmHWM": 0}
-    for one in tree(pid):
-        text = Path(f"/proc/{one}/status").read_text()
-        status = dict(line.split(":", 1) for line in text.splitlines())
-        for k in total:
-            total[k] += int(status[k].split()[0])
-    return {k: round(v / 1024, 1) for k, v in total.items()}
+    status = dict(
+        line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+    )
+    return {k: round(int(status[k].split()[0]) / 1024, 1) for k in ("VmRSS", "VmHWM")}
 
 
 def server_buckets(metrics_port: int) -> dict[str, dict[str, float]]:
@@ -364,9 +348,8 @@ def report(result: dict[str, Any]) -> str:
         f"{common.provenance(result)} (shared with other "
         "work). A dev cluster of kwok fake nodes (8 devices each) with one GpuNode per node "
         f"whose status is rewritten every {UPDATE_PERIOD_S:.0f} s (spread evenly); the extender "
-        "(core 0) watches pods and the Q-state, and its fleet watch process (on the same core) "
-        "Nodes and GpuNodes. Idle CPU and RSS: the extender's and its watch process's, summed; "
-        f"CPU time over {IDLE_S:.0f} s with the updates flowing and no request. Latency: the Go load "
+        "(core 0) watches Nodes, GpuNodes, pods and the Q-state. Idle CPU: extender CPU time "
+        f"over {IDLE_S:.0f} s with the updates flowing and no request. Latency: the Go load "
         "generator of make bench-extender, filter then prioritize per cycle, while the updates "
         "go on. Cores: `shared`, the control plane, kwok and the GpuNode writer free to use "
         "both cores, the load generator on core 1; `dedicated`, all of those confined to core "
@@ -430,17 +413,15 @@ def report(result: dict[str, Any]) -> str:
 
 def main() -> None:
     sizes = [int(s) for s in os.environ.get("MEGAGPU_BENCH_SIZES", "1000,5000").split(",")]
-    cores = tuple(os.environ.get("MEGAGPU_BENCH_CORES", ",".join(CORES)).split(","))
-    parts = ([] if sizes == [1000, 5000] else sizes) + ([] if cores == CORES else list(cores))
-    suffix = "".join(f"-{p}" for p in parts)
+    suffix = "" if sizes == [1000, 5000] else "-" + "-".join(map(str, sizes))
     result: dict[str, Any] = {**common.header(), "sizes": sizes, "runs": []}
     RESULTS.mkdir(exist_ok=True)
     result["in_process"] = [extender_inprocess.measure(size) for size in sizes]
     scheduler_rate.minimal_go()  # built before any timing
     with tempfile.TemporaryDirectory() as tmp:
         for size in sizes:  # written after each run: a later one may not finish
-            for core in cores:
-                result["runs"].append(measure(size, Path(tmp), core))
+            for cores in CORES:
+                result["runs"].append(measure(size, Path(tmp), cores))
                 (RESULTS / f"extender-live{suffix}.json").write_text(json.dumps(result, indent=1))
                 (RESULTS / f"extender-live{suffix}.md").write_text(report(result))
     print(report(result))

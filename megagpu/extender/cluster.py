@@ -7,6 +7,7 @@ import concurrent.futures
 import functools
 import logging
 import random
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -14,11 +15,11 @@ from typing import Any
 
 from kubernetes import client
 
-from megagpu.core import qpolicy, qstate, waiting
-from megagpu.extender import fleetwatch, protocol, server
+from megagpu.core import model, qpolicy, qstate, waiting
 from megagpu.extender import ledger as ledger_mod
 from megagpu.extender import metrics as metrics_mod
 from megagpu.extender import placement as placement_mod
+from megagpu.extender import protocol, server
 from megagpu.extender import waits as waits_mod
 from megagpu.kube import binding, convert, informers, names, qstore
 from megagpu.kube import client as kube_client
@@ -29,34 +30,50 @@ BIND_CONCURRENCY = 32
 
 
 class ClusterState:
-    """The fleet's watch process, and informers for megagpu pods and the Q-state.
+    """Informers for Nodes, GpuNodes, megagpu pods and the Q-state, feeding ledger and policy.
 
-    Nodes and GpuNodes are watched in a process of their own (``fleetwatch``: their events
-    are many and almost all change nothing the extender reads); pods and the Q-state change
-    when workloads do, and are watched here.
+    A Node or GpuNode event converts that one node and hands the ledger the change (nothing
+    when the converted node is unchanged, as for a GpuNode's periodic utilization update); the
+    changes of a list are handed over together when the list ends.
     """
 
     def __init__(
         self,
         api: client.ApiClient,
-        kubeconfig: Path | None,
         namespace: str,
         ledger: ledger_mod.Ledger,
         policies: server.ReloadingPolicy,
         on_failure: Callable[[str, Exception], None] = lambda name, e: None,
         jobs: waits_mod.Jobs | None = None,
     ) -> None:
-        core = client.CoreV1Api(api)
+        core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
         self.ledger, self.policies = ledger, policies
         self.jobs = jobs or waits_mod.Jobs()
         """Bound megagpu pods (what waiting predicts node free times from)."""
-        self.fleet = fleetwatch.FleetWatch(kubeconfig, ledger, on_failure)
+        self._lock = threading.Lock()
+        self._dirty: set[str] = set()
+        """Nodes changed during a list, converted when it ends."""
+        self._skipped: dict[str, str] = {}
+        """Node name -> why it could not be converted (logged once per new reason)."""
+        watched = {"on_failure": on_failure, "on_relisted": self._flush}
+        self.nodes = informers.Informer(
+            "nodes", core.list_node, self._node_event, transform=_slim, **watched
+        )
+        self.gpunodes = informers.Informer(
+            "gpunodes",
+            functools.partial(
+                custom.list_cluster_custom_object, names.GROUP, names.VERSION, names.GPUNODES
+            ),
+            self._node_event,
+            transform=_slim_gpunode,
+            **watched,
+        )
         self.pods = informers.Informer(
             "pods",
             core.list_pod_for_all_namespaces,
             self._pod,
             on_failure=on_failure,
-            transform=fleetwatch.slim,
+            transform=_slim,
             label_selector=names.LABEL_WORKLOAD,
         )
         self.state = informers.Informer(
@@ -66,16 +83,51 @@ class ClusterState:
             on_failure=on_failure,
             field_selector=f"metadata.name={names.STATE_CONFIGMAP}",
         )
-        self.all = (self.fleet, self.pods, self.state)
+        self.all = (self.nodes, self.gpunodes, self.pods, self.state)
 
     def start(self) -> None:
         """Start every watch."""
-        for watched in self.all:
-            watched.start()
+        for informer in self.all:
+            informer.start()
 
     def ready(self) -> bool:
         """Every cache has synced and none has failed since."""
-        return all(w.healthy() for w in self.all)
+        return all(i.healthy() for i in self.all)
+
+    def _node_event(self, kind: str, obj: dict[str, Any]) -> None:
+        """A Node or its GpuNode (same name) changed: convert that node, now or after a list."""
+        name = str((obj.get("metadata") or {}).get("name"))
+        with self._lock:
+            self._dirty.add(name)
+            if not (self.nodes.relisting or self.gpunodes.relisting):
+                self._flush_locked()
+
+    def _flush(self) -> None:
+        with self._lock:
+            self._flush_locked()
+
+    def _flush_locked(self) -> None:
+        changes = {name: self._convert(name) for name in self._dirty}
+        self._dirty.clear()
+        self.ledger.apply(changes)
+
+    def _convert(self, name: str) -> model.Node | None:
+        """The node as the ledger knows it; None when gone or malformed (skipped, logged)."""
+        node = self.nodes.items.get(name)
+        if node is None:
+            self._skipped.pop(name, None)
+            return None
+        try:
+            converted = convert.node_from_k8s(node, self.gpunodes.items.get(name))
+        except (ValueError, TypeError, KeyError, AttributeError) as e:
+            reason = f"{type(e).__name__}: {e}"
+            if self._skipped.get(name) != reason:
+                LOG.warning("node %s skipped (not schedulable until fixed): %s", name, reason)
+            self._skipped[name] = reason
+            return None
+        if self._skipped.pop(name, None) is not None:
+            LOG.info("node %s converts again", name)
+        return converted
 
     def _pod(self, kind: str, pod: dict[str, Any]) -> None:
         """Track devices and jobs of bound pods; free them when a pod ends or goes away.
@@ -120,6 +172,28 @@ class ClusterState:
         )
 
 
+def _slim(obj: dict[str, Any]) -> dict[str, Any]:
+    """The object without ``metadata.managedFields`` (a nested dict per written field)."""
+    meta = obj.get("metadata")
+    if isinstance(meta, dict):
+        meta.pop("managedFields", None)
+    return obj
+
+
+def _slim_gpunode(obj: dict[str, Any]) -> dict[str, Any]:
+    """A GpuNode without managedFields and without the per-backend device readings.
+
+    The extender reads ``status.devices`` and each backend's benchmarks; the readings
+    (utilization, memory, temperature, power per device) are most of the object.
+    """
+    backends = (obj.get("status") or {}).get("backends")
+    if isinstance(backends, dict):
+        for name, entry in backends.items():
+            if isinstance(entry, dict):
+                backends[name] = {k: v for k, v in entry.items() if k != "devices"}
+    return _slim(obj)
+
+
 async def run(
     kubeconfig: Path | None,
     namespace: str,
@@ -142,7 +216,6 @@ async def run(
     waits = waits_mod.Waits(settings=settings)
     state = ClusterState(
         api,
-        kubeconfig,
         namespace,
         ledger,
         policies,
@@ -175,7 +248,7 @@ async def run(
         on_decision=lambda mode, backend: metrics.decisions.labels(mode, backend).inc(),
         ready=state.ready,
         waits=waits,
-        node_object=state.fleet.objects.get,
+        node_object=lambda name: state.nodes.items.get(name),
     )
     state.start()
     await server.serve(

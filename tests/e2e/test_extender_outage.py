@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
 import urllib.request
@@ -133,42 +131,3 @@ def test_outage_falls_back_then_decisions_resume(api, namespace, pair):
     annotations = core.read_namespaced_pod("after-restart", namespace).metadata.annotations
     assert "megagpu.io/decision" in annotations
     assert annotations["megagpu.io/assigned-backend"] in ("metal", "vulkan")
-
-
-def children(pid: int) -> list[int]:
-    """The process's child PIDs."""
-    text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
-    return [int(p) for p in text.split()]
-
-
-def watch_failures(port: int) -> float:
-    """megagpu_extender_informer_failures_total for the fleet watch process."""
-    url = f"http://127.0.0.1:{port}/metrics"
-    with urllib.request.urlopen(url, timeout=5) as response:
-        text = response.read().decode()
-    prefix = 'megagpu_extender_informer_failures_total{informer="fleet-watch"} '
-    return sum(float(line[len(prefix) :]) for line in text.splitlines() if line.startswith(prefix))
-
-
-def test_a_killed_watch_process_is_counted_restarted_and_placement_goes_on(api, namespace, pair):
-    pair.start_extender()
-    assert pair.extender is not None
-    pid = pair.extender.pid
-    (first,) = wait_for(lambda: children(pid), what="the fleet watch process")
-    os.kill(first, signal.SIGKILL)
-    wait_for(lambda: watch_failures(pair.metrics_port) == 1, what="the watch's death counted")
-    (second,) = wait_for(
-        lambda: [c for c in children(pid) if c != first], what="a new fleet watch process"
-    )
-    wait_for(pair.ready, what="the extender ready again")
-    core = client.CoreV1Api(api)
-    create(core, namespace, "after-watch-restart", pair.name)
-    wait_for(
-        lambda: core.read_namespaced_pod("after-watch-restart", namespace).spec.node_name,
-        timeout_s=90,
-        what="placement after the watch restarted",
-    )
-    annotations = core.read_namespaced_pod("after-watch-restart", namespace).metadata.annotations
-    assert annotations["megagpu.io/assigned-backend"] in ("metal", "vulkan")
-    pair.stop_extender()
-    wait_for(lambda: not Path(f"/proc/{second}").exists(), what="the watch process to end with it")

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from kubernetes import client
 
 from megagpu.core import fleet, model
-from megagpu.extender import fleetwatch, ledger
+from megagpu.extender import cluster, ledger, server
 from megagpu.kube import convert, names
 
 NAMES = [f"n{i}" for i in range(6)]
@@ -192,7 +192,7 @@ node_events = st.lists(
 )
 
 
-def full_rebuild(state: fleetwatch.FleetCache) -> list[model.Node]:
+def full_rebuild(state: cluster.ClusterState) -> list[model.Node]:
     """What the extender rebuilt on every event before: convert every node, skip bad ones."""
     converted = []
     for name, node in sorted(state.nodes.items.items()):
@@ -207,7 +207,8 @@ def full_rebuild(state: fleetwatch.FleetCache) -> list[model.Node]:
 @given(node_events)
 def test_cluster_events_equal_a_rebuild(sequence):
     book = ledger.Ledger()
-    state = fleetwatch.FleetCache(client.ApiClient(), lambda changes, objects: book.apply(changes))
+    policies = server.ReloadingPolicy(None, lambda version: None)  # type: ignore[arg-type]
+    state = cluster.ClusterState(client.ApiClient(), "ns", book, policies)
     logging.getLogger("megagpu.extender").disabled = True
     try:
         for event in sequence:
@@ -216,9 +217,9 @@ def test_cluster_events_equal_a_rebuild(sequence):
                 informer = state.nodes if event[1] else state.gpunodes
                 informer.relisting = True
                 for obj in list(informer.items.values()):
-                    state.node_event("MODIFIED", obj)
+                    state._node_event("MODIFIED", obj)
                 informer.relisting = False
-                state.flush()
+                state._flush()
                 continue
             kind, name = event[0], event[1]
             if kind == "node":
@@ -231,7 +232,7 @@ def test_cluster_events_equal_a_rebuild(sequence):
                 obj = state.nodes.items.pop(name, {"metadata": {"name": name}})
             else:
                 obj = state.gpunodes.items.pop(name, {"metadata": {"name": name}})
-            state.node_event("DELETED" if kind.startswith("delete") else "MODIFIED", obj)
+            state._node_event("DELETED" if kind.startswith("delete") else "MODIFIED", obj)
             assert canonical(book.fleet) == canonical(fleet.Fleet.build(full_rebuild(state)))
     finally:
         logging.getLogger("megagpu.extender").disabled = False
@@ -239,14 +240,15 @@ def test_cluster_events_equal_a_rebuild(sequence):
 
 def test_a_malformed_node_is_skipped_with_a_log_line(caplog):
     book = ledger.Ledger()
-    state = fleetwatch.FleetCache(client.ApiClient(), lambda changes, objects: book.apply(changes))
+    policies = server.ReloadingPolicy(None, lambda version: None)  # type: ignore[arg-type]
+    state = cluster.ClusterState(client.ApiClient(), "ns", book, policies)
     state.nodes.relisting = True
     for name, memory in (("good", "81920"), ("bad", "-5")):
         state.nodes.items[name] = k8s_node(name, "h100", 2, True, memory)
-        state.node_event("ADDED", state.nodes.items[name])
+        state._node_event("ADDED", state.nodes.items[name])
     state.nodes.relisting = False
     with caplog.at_level(logging.WARNING, "megagpu.extender"):
-        state.flush()
+        state._flush()
     assert book.fleet.node_names == ("good",)
     assert any("node bad skipped" in r.getMessage() for r in caplog.records)
 
@@ -264,8 +266,8 @@ def test_the_trimmed_objects_convert_as_the_full_ones():
     for obj in (node, gpunode):
         obj["metadata"]["managedFields"] = [{"manager": "probe", "fieldsV1": {"f:status": {}}}]
     full = convert.node_from_k8s(copy.deepcopy(node), copy.deepcopy(gpunode))
-    slim = fleetwatch.slim_gpunode(copy.deepcopy(gpunode))
-    assert convert.node_from_k8s(fleetwatch.slim(copy.deepcopy(node)), slim) == full
+    slim = cluster._slim_gpunode(copy.deepcopy(gpunode))
+    assert convert.node_from_k8s(cluster._slim(copy.deepcopy(node)), slim) == full
     assert "managedFields" not in slim["metadata"]
     assert "devices" not in slim["status"]["backends"]["cuda"]
     assert full.benchmarks.fp16_tflops == 990.0
