@@ -7,7 +7,9 @@ while the updates flow and no scheduling request comes. Latency: the Go load gen
 ``make bench-extender`` (benchmarks/extender_load) on core 1 (``dedicated``: core 0), the
 extender on core 0, while the updates go on. Memory: the extender's resident set (now and
 peak). Reference: the same load, updates flowing, against the Go minimal extender
-(benchmarks/extender_minimal, echoes) on core 0 once megagpu's has stopped.
+(benchmarks/extender_minimal, echoes) on core 0 once megagpu's has stopped; before it, megagpu's
+extender in snapshot mode (the same nodes, no watch) on the same cluster and core: what the
+watches add.
 Each size runs twice, on a fresh cluster each time: ``shared``, the control plane free to use both
 cores (this 2-core VM runs an API server, etcd and kwok for thousands of nodes beside the
 extender); ``dedicated``, the control plane, kwok and the GpuNode writer confined to core 1 and
@@ -243,6 +245,29 @@ def minimal_reference(kubeconfig: Path, names: list[str], tmp: Path, core: int) 
         minimal.wait()
 
 
+def snapshot_reference(spec: Path, names: list[str], tmp: Path, core: int) -> dict[str, Any]:
+    """The same load against megagpu's extender in snapshot mode (the same nodes from the
+    cluster spec, no watch at all) on core 0, on the same cluster with the updates flowing:
+    what the watches add to megagpu's latency (one sample, after the live one)."""
+    from megagpu.devcluster import processes
+
+    port, metrics_port = processes.free_port(), processes.free_port()
+    command = ["extender", "--snapshot", str(spec), "--port", str(port)]
+    snapshot = subprocess.Popen(
+        ["taskset", "-c", "0", sys.executable, "-m", "megagpu", *command]
+        + ["--metrics-port", str(metrics_port)],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        extender_load.wait_port(port)
+        return extender_load.drive(port, names, tmp, None, core)
+    finally:
+        snapshot.terminate()
+        snapshot.wait()
+
+
 def measure(size: int, tmp: Path, cores: str) -> dict[str, Any]:
     """One dev cluster of ``size`` nodes, the updates, the extender: idle CPU and latency.
 
@@ -317,6 +342,11 @@ def _measure(size: int, tmp: Path, cores: str) -> dict[str, Any]:
         extender.terminate()
         extender.wait()
         writes_before, t0 = updater.done, time.monotonic()
+        result["latency_snapshot"] = snapshot_reference(spec, names, tmp, load_core)
+        result["gpunode_writes_per_s_during_snapshot"] = round(
+            (updater.done - writes_before) / (time.monotonic() - t0), 1
+        )
+        writes_before, t0 = updater.done, time.monotonic()
         result["latency_minimal_go"] = minimal_reference(kubeconfig, names, tmp, load_core)
         result["gpunode_writes_per_s_during_minimal_go"] = round(
             (updater.done - writes_before) / (time.monotonic() - t0), 1
@@ -342,6 +372,15 @@ def _measure(size: int, tmp: Path, cores: str) -> dict[str, Any]:
     return result
 
 
+def reference(run: dict[str, Any], name: str) -> str:
+    """A reference's pair p50 / p99 and the write rate meanwhile ("-" when not measured)."""
+    pair = run.get(f"latency_{name}", {}).get("pair")
+    if not pair:
+        return "-"
+    writes = run.get(f"gpunode_writes_per_s_during_{name}", "-")
+    return f"{pair['p50_ms']:.2f} / {pair['p99_ms']:.2f}, {writes}"
+
+
 def report(result: dict[str, Any]) -> str:
     lines = [
         "# Extender with live informers\n",
@@ -355,7 +394,10 @@ def report(result: dict[str, Any]) -> str:
         "both cores, the load generator on core 1; `dedicated`, all of those confined to core "
         "1 and the load generator on core 0 with the extender (a fresh cluster each), as a "
         "Guaranteed pod with whole CPUs has them under the kubelet's static CPU manager "
-        "policy. Go minimal extender: the same load on the same cluster, updates flowing, "
+        "policy. megagpu in snapshot mode: the same load on the same cluster, updates flowing, "
+        "against megagpu's extender serving the same nodes from the cluster spec with no watch "
+        "at all, on core 0 once the live one has stopped: what the watches add (one sample). "
+        "Go minimal extender: the same load on the same cluster, updates flowing, "
         "against benchmarks/extender_minimal (echoes filter, scores one node) on core 0 once "
         "megagpu's extender has stopped: what the machine adds to an extender that does "
         "nothing (one sample, after megagpu's). "
@@ -365,20 +407,15 @@ def report(result: dict[str, Any]) -> str:
         "the two rows of a size are not under the same write load.\n",
         "| nodes | cores | GpuNode writes/s | idle CPU (share of a core) | filter+prioritize "
         "p50 / p99 (ms) | same, updates paused | filter p50 / p99 | prioritize p50 / p99 | "
-        "server-side filter, prioritize within 2 ms | RSS idle / peak (MiB) | Go minimal "
-        "extender p50 / p99 (ms), GpuNode writes/s meanwhile | goals |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "server-side filter, prioritize within 2 ms | RSS idle / peak (MiB) | megagpu in "
+        "snapshot mode p50 / p99 (ms), GpuNode writes/s meanwhile | Go minimal extender, the "
+        "same | goals |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in result["runs"]:
         lat, goals = r["latency"], r["goals"] or {"idle_cpu_share": "-", "pair_p99_ms": "-"}
         paused, server = r["latency_updates_paused"]["pair"], lat["server_side"]
-        floor = r.get("latency_minimal_go", {}).get("pair")
-        floor_text = (
-            f"{floor['p50_ms']:.2f} / {floor['p99_ms']:.2f}, "
-            f"{r.get('gpunode_writes_per_s_during_minimal_go', '-')}"
-            if floor
-            else "-"
-        )
+        floor_text, snapshot_text = reference(r, "minimal_go"), reference(r, "snapshot")
         lines.append(
             f"| {r['nodes']} | {r.get('cores', 'shared')} | {r['gpunode_writes_per_s']} "
             f"| {r['idle_cpu_share_of_a_core']:.3f} "
@@ -389,7 +426,7 @@ def report(result: dict[str, Any]) -> str:
             f"| {server['filter'].get('within_0.002_s')}, "
             f"{server['prioritize'].get('within_0.002_s')} "
             f"| {r['memory_mib_idle']['VmRSS']} / {r['memory_mib_after']['VmHWM']} "
-            f"| {floor_text} "
+            f"| {snapshot_text} | {floor_text} "
             f"| CPU < {goals['idle_cpu_share']}, p99 < {goals['pair_p99_ms']} ms |"
         )
     lines.append(
