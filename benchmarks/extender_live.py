@@ -32,6 +32,7 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -225,37 +226,44 @@ def latency_phase(
 
 
 def minimal_reference(kubeconfig: Path, names: list[str], tmp: Path, core: int) -> dict[str, Any]:
-    """The same load against the Go minimal extender (benchmarks/extender_minimal) on core 0,
-    on the same cluster with the updates flowing: what the machine adds to an extender that
-    does nothing (one sample, taken after megagpu's)."""
-    from megagpu.devcluster import processes
-
-    port = processes.free_port()
-    command = [a.format(port=port, kubeconfig=kubeconfig) for a in scheduler_rate.minimal_go()]
-    minimal = subprocess.Popen(
-        ["taskset", "-c", "0", *command],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    """The same load against the Go minimal extender (benchmarks/extender_minimal): what the
+    machine adds to an extender that does nothing."""
+    return reference_run(
+        lambda port: [
+            a.format(port=port, kubeconfig=kubeconfig) for a in scheduler_rate.minimal_go()
+        ],
+        names,
+        tmp,
+        core,
     )
-    try:
-        extender_load.wait_port(port)
-        return extender_load.drive(port, names, tmp, None, core)
-    finally:
-        minimal.terminate()
-        minimal.wait()
 
 
 def snapshot_reference(spec: Path, names: list[str], tmp: Path, core: int) -> dict[str, Any]:
     """The same load against megagpu's extender in snapshot mode (the same nodes from the
-    cluster spec, no watch at all) on core 0, on the same cluster with the updates flowing:
-    what the watches add to megagpu's latency (one sample, after the live one)."""
+    cluster spec, no watch at all): what the watches add to megagpu's latency."""
     from megagpu.devcluster import processes
 
-    port, metrics_port = processes.free_port(), processes.free_port()
-    command = ["extender", "--snapshot", str(spec), "--port", str(port)]
-    snapshot = subprocess.Popen(
-        ["taskset", "-c", "0", sys.executable, "-m", "megagpu", *command]
-        + ["--metrics-port", str(metrics_port)],
+    return reference_run(
+        lambda port: (
+            [sys.executable, "-m", "megagpu", "extender", "--snapshot", str(spec)]
+            + ["--port", str(port), "--metrics-port", str(processes.free_port())]
+        ),
+        names,
+        tmp,
+        core,
+    )
+
+
+def reference_run(
+    command: Callable[[int], list[str]], names: list[str], tmp: Path, core: int
+) -> dict[str, Any]:
+    """The load against the server ``command(port)`` starts on core 0, on the same cluster with
+    the updates flowing (one sample, taken after megagpu's live extender has stopped)."""
+    from megagpu.devcluster import processes
+
+    port = processes.free_port()
+    server = subprocess.Popen(
+        ["taskset", "-c", "0", *command(port)],
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -264,8 +272,8 @@ def snapshot_reference(spec: Path, names: list[str], tmp: Path, core: int) -> di
         extender_load.wait_port(port)
         return extender_load.drive(port, names, tmp, None, core)
     finally:
-        snapshot.terminate()
-        snapshot.wait()
+        server.terminate()
+        server.wait()
 
 
 def measure(size: int, tmp: Path, cores: str) -> dict[str, Any]:
