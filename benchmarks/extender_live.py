@@ -35,13 +35,14 @@ import urllib.request
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import common, extender_inprocess, extender_load, scheduler_rate  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+T = TypeVar("T")
 RESULTS = ROOT / "benchmarks" / "results"
 UPDATE_PERIOD_S = 15.0
 IDLE_S = 60.0
@@ -171,6 +172,12 @@ class Updater:
         before = self.done
         time.sleep(seconds)
         return (self.done - before) / seconds
+
+    def during(self, phase: Callable[[], T]) -> tuple[T, float]:
+        """What ``phase()`` returns, and the status writes per second while it ran."""
+        before, start = self.done, time.monotonic()
+        done = phase()
+        return done, round((self.done - before) / (time.monotonic() - start), 1)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -332,12 +339,9 @@ def _measure(size: int, tmp: Path, cores: str) -> dict[str, Any]:
         used = cpu_seconds(extender.pid) - before
         result["idle_cpu_share_of_a_core"] = round(used / (time.monotonic() - t0), 4)
         result["memory_mib_idle"] = memory_mib(extender.pid)
-        writes_before = updater.done
-        t0 = time.monotonic()
         load_core = 0 if cores == "dedicated" else 1
-        result["latency"] = latency_phase(port, metrics_port, names, tmp, load_core)
-        result["gpunode_writes_per_s_during_latency"] = round(
-            (updater.done - writes_before) / (time.monotonic() - t0), 1
+        result["latency"], result["gpunode_writes_per_s_during_latency"] = updater.during(
+            lambda: latency_phase(port, metrics_port, names, tmp, load_core)
         )
         updater.paused.set()  # the same cluster and machine, no updates: the baseline
         time.sleep(2)
@@ -349,15 +353,11 @@ def _measure(size: int, tmp: Path, cores: str) -> dict[str, Any]:
         result["memory_mib_after"] = memory_mib(extender.pid)
         extender.terminate()
         extender.wait()
-        writes_before, t0 = updater.done, time.monotonic()
-        result["latency_snapshot"] = snapshot_reference(spec, names, tmp, load_core)
-        result["gpunode_writes_per_s_during_snapshot"] = round(
-            (updater.done - writes_before) / (time.monotonic() - t0), 1
+        result["latency_snapshot"], result["gpunode_writes_per_s_during_snapshot"] = updater.during(
+            lambda: snapshot_reference(spec, names, tmp, load_core)
         )
-        writes_before, t0 = updater.done, time.monotonic()
-        result["latency_minimal_go"] = minimal_reference(kubeconfig, names, tmp, load_core)
-        result["gpunode_writes_per_s_during_minimal_go"] = round(
-            (updater.done - writes_before) / (time.monotonic() - t0), 1
+        result["latency_minimal_go"], result["gpunode_writes_per_s_during_minimal_go"] = (
+            updater.during(lambda: minimal_reference(kubeconfig, names, tmp, load_core))
         )
         result["gpunode_write_errors"] = updater.errors
         text = (tmp / f"extender-{size}.log").read_text(errors="replace")
