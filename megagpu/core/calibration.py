@@ -46,6 +46,7 @@ class BenchmarkPrior:
     benchmarks: dict[str, tuple[float, float, float, float]]
     _speeds: dict[tuple[Any, ...], float]
     _scaling: scaling.DeviceScaling | None
+    _counts: scaling.CountScaling | None
 
     def device_scaling(self) -> scaling.DeviceScaling:
         """How devices scale with the GPU count, built from ``workloads`` when it is not kept.
@@ -59,16 +60,30 @@ class BenchmarkPrior:
                 self._scaling.update(key, self._measured_logs(key))
         return self._scaling
 
+    def count_scaling(self) -> scaling.CountScaling:
+        """How each device scales between GPU counts, built from ``models`` when it is not kept.
+
+        A loaded Q-state builds it at once, as it does the device scaling.
+        """
+        if self._counts is None:
+            self._counts = scaling.CountScaling()
+            for mkey, cells in self.models.items():
+                for akey, cell in cells.items():
+                    self._counts.update(mkey, akey, cell.throughput)
+        return self._counts
+
     def _know_benchmarks(self, akey: str, measured: tuple[float, float, float, float]) -> None:
         """Take a device's benchmarks; new ones drop the device scaling (built again on use)."""
         if self.benchmarks.get(akey) != measured:
             self.benchmarks[akey] = measured
             self._scaling = None
 
-    def _measured_again(self, wkey: str) -> None:
-        """Keep the device scaling up to date once ``wkey``'s throughput average moved."""
+    def _measured_again(self, wkey: str, mkey: str, akey: str) -> None:
+        """Keep both scalings up to date once the pair's throughput averages moved."""
         if self._scaling is not None:
             self._scaling.update(wkey, self._measured_logs(wkey))
+        if self._counts is not None:
+            self._counts.update(mkey, akey, self.models[mkey][akey].throughput)
 
     def _estimate(self, wkey: str, akey: str) -> float:
         """The prior's speed of a pair: the datasheet's, times how the device scales."""

@@ -4,8 +4,9 @@ A prediction is the median run time with its spread (the standard deviation of
 log(actual / predicted)). The size comes from ``core.sizes`` (declared, else the class's
 history); the throughput from the Q-policy: the pair's own average, else the model's, else the
 benchmark prior calibrated by the class's observed throughputs (else by its model's at other
-GPU counts, scaled linearly), times the device's drift. No size, or no throughput in work units
-(nothing observed for the model), gives None.
+GPU counts, scaled linearly), weighed with the model's runs on the same device at other
+GPU counts where it has any (``scaling.CountScaling``), times the device's drift. No size, or
+no throughput in work units (nothing observed for the model), gives None.
 """
 
 from __future__ import annotations
@@ -50,7 +51,16 @@ def throughput(
     if not scale.observed:
         return None
     estimate = scale.best * math.exp(policy.prior_value(wkey, mkey, akey, scale))
-    return estimate * drift, OTHER_COUNTS_SIGMA if scale.other_counts else PRIOR_SIGMA
+    sigma = OTHER_COUNTS_SIGMA if scale.other_counts else PRIOR_SIGMA
+    counts = policy.count_scaling().estimate(mkey, akey)
+    if counts is None:
+        return estimate * drift, sigma
+    if scale.other_counts:  # the prior is the same runs scaled linearly: the count scaling's
+        return math.exp(counts[0]) * drift, math.sqrt(counts[1])
+    # two estimates of one log throughput, weighed by the inverse of their variances
+    weight = 1 / sigma**2 + 1 / counts[1]
+    log_speed = (math.log(estimate) / sigma**2 + counts[0] / counts[1]) / weight
+    return math.exp(log_speed) * drift, 1 / math.sqrt(weight)
 
 
 class Predictions(NamedTuple):

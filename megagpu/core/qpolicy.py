@@ -231,6 +231,8 @@ class QPolicy(calibration.BenchmarkPrior):
         """The prior's speed by its inputs (profile, benchmarks): a pure function, memoized."""
         self._scaling: scaling.DeviceScaling | None = None
         """How devices scale with the GPU count (``calibration``'s to build and keep)."""
+        self._counts: scaling.CountScaling | None = None
+        """How each device scales between GPU counts (``calibration``'s to build and keep)."""
         self._actions: dict[tuple[str, str, tuple[str, ...]], np.ndarray] = {}
         self._actions_of: tuple[int, Params | None] = (-1, None)
         """Per-action values by (workload key, model key, action keys), valid for one
@@ -439,8 +441,7 @@ class QPolicy(calibration.BenchmarkPrior):
                 mean = 1 / cell.seen >= self.params.throughput_ema
                 rate = weight * max(self.params.throughput_ema, 1 / cell.seen)
                 cell.throughput = _toward(cell.throughput, throughput, rate, clip=not mean)
-                if table is self.workloads:
-                    self._measured_again(wkey)
+            self._measured_again(wkey, mkey, akey)
         item = replay.Transition(
             wkey,
             mkey,

@@ -155,4 +155,5 @@ def _restore(body: dict[str, Any]) -> qpolicy.QPolicy:
     policy.remember_learned(str(uid) for uid in body["learned_uids"])
     policy.version = int(body["version"])
     policy.device_scaling()
+    policy.count_scaling()
     return policy

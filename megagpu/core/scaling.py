@@ -1,4 +1,7 @@
-"""How each device scales with the GPU count, learned across models, for the benchmark prior.
+"""How devices scale with the GPU count, learned across models: for the prior and predictions.
+
+``DeviceScaling`` compares devices at one GPU count; ``CountScaling`` compares GPU counts on one
+device.
 
 Datasheets rank devices one GPU at a time; with 2 to 8 GPUs a device's interconnect counts as
 much (Gavel's lm-bs10 runs on a P100 at 0.94 of a V100 with one GPU and at 0.21 with eight).
@@ -74,3 +77,85 @@ class DeviceScaling:
         if found is None:
             found = self._groups[wkey] = group(wkey)
         return found
+
+
+COUNT_SIGMA = 0.5
+"""Log spread assumed of a device's scaling between two GPU buckets before any model ran at both
+on it: the prior's (x1.65), held by ``SHRINK`` pseudo-observations of linear scaling."""
+
+
+def head_and_count(mkey: str) -> tuple[str, int]:
+    """A model key ``type/model/gN`` split into its model head and GPU bucket."""
+    head, _, gpus = mkey.rpartition("/g")
+    return head, int(gpus)
+
+
+class CountScaling:
+    """How each device's throughput changes between two GPU buckets, learned across models.
+
+    For a pair never run, the same model on the same device at another GPU count says more
+    than the same count on another device: a device's multi-GPU scaling is its interconnect's,
+    while the gap between devices at one count differs by model (Gavel's P100 runs at 0.19 of a
+    V100 at eight GPUs for lm-bs5 and at 1.61 for resnet-50-bs16). On Gavel's table, leaving
+    each model out in turn, the log RMSE of eight GPUs on a P100 is 0.16 from its four-GPU run
+    on the P100 and 0.50 from its one-GPU run, against 0.64 from its eight-GPU run on a V100
+    scaled by the other models' gap (on a K80: 0.06 and 0.33 against 0.56).
+
+    Per (workload type, device, from bucket, to bucket) it keeps the models' log(throughput at
+    to / at from): their mean, shrunk toward linear scaling by ``SHRINK``, and their spread
+    around it, widened toward ``COUNT_SIGMA`` the same way. Kept up to date incrementally.
+    """
+
+    def __init__(self) -> None:
+        self._logs: dict[tuple[str, str], dict[int, float]] = {}
+        """(model head ``type/model``, device) -> log throughput per GPU bucket."""
+        self._sums: dict[tuple[str, str, int, int], tuple[int, float, float]] = {}
+        """(type, device, from, to) -> (models, sum, sum of squares) of the log ratios."""
+
+    def update(self, mkey: str, akey: str, throughput: float) -> None:
+        """Replace the model key's throughput on device ``akey`` (0: none known)."""
+        head, gpus = head_and_count(mkey)
+        if gpus == 0:
+            return  # CPU runs: no GPU count to scale
+        logs = self._logs.setdefault((head, akey), {})
+        kind = head.split("/", 1)[0]
+        if gpus in logs:
+            self._add(kind, akey, logs, gpus, logs.pop(gpus), -1)
+        if throughput > 0:
+            self._add(kind, akey, logs, gpus, math.log(throughput), 1)
+            logs[gpus] = math.log(throughput)
+
+    def _add(
+        self, kind: str, akey: str, logs: dict[int, float], gpus: int, value: float, sign: int
+    ) -> None:
+        for other, theirs in logs.items():
+            for key, ratio in (
+                ((kind, akey, other, gpus), value - theirs),
+                ((kind, akey, gpus, other), theirs - value),
+            ):
+                n, total, squares = self._sums.get(key, (0, 0.0, 0.0))
+                self._sums[key] = (n + sign, total + sign * ratio, squares + sign * ratio**2)
+
+    def estimate(self, mkey: str, akey: str) -> tuple[float, float] | None:
+        """(log throughput, its variance) of the model key on ``akey``, or None.
+
+        From the model's runs on ``akey`` at other GPU counts, combined by inverse variance;
+        None when it has none.
+        """
+        head, gpus = head_and_count(mkey)
+        kind = head.split("/", 1)[0]
+        weight = total = 0.0
+        for other, value in self._logs.get((head, akey), {}).items():
+            if other != gpus and gpus > 0:
+                mean, variance = self._scaling(kind, akey, other, gpus)
+                weight += 1 / variance
+                total += (value + mean) / variance
+        return (total / weight, 1 / weight) if weight else None
+
+    def _scaling(self, kind: str, akey: str, source: int, target: int) -> tuple[float, float]:
+        """(Mean, one model's variance around it) of log(throughput at ``target`` / ``source``)."""
+        n, total, squares = self._sums.get((kind, akey, source, target), (0, 0.0, 0.0))
+        mean = (total + SHRINK * math.log(target / source)) / (n + SHRINK)
+        scatter = max(squares - 2 * mean * total + n * mean**2, 0.0)
+        spread = (scatter + SHRINK * COUNT_SIGMA**2) / (n + SHRINK)
+        return mean, spread * (1 + 1 / (n + SHRINK))

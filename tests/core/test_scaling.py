@@ -111,3 +111,99 @@ def test_incremental_updates_end_where_a_fresh_build_from_the_last_terms_does(up
         assert kept.factor("training/d/g8/m80", akey) == pytest.approx(
             fresh.factor("training/d/g8/m80", akey), rel=1e-9, abs=1e-9
         )
+
+
+# --- how each device scales between GPU counts ---------------------------------------------
+ACROSS = 2.0
+"""How much faster two models ran with eight GPUs than with one on the slow device."""
+
+
+def counted() -> qpolicy.QPolicy:
+    """Two models ran ``ACROSS`` times faster at eight GPUs than at one on the slow device, and
+    model ``c`` has run at one GPU on it."""
+    policy = qpolicy.QPolicy(qpolicy.Params(replay_batch=0))
+    policy.know(F)
+    for name in ("a", "b"):
+        for gpus, throughput in ((1, 10.0), (8, 10.0 * ACROSS)):
+            w = workload(f"{name}{gpus}", model_name=name, gpus=gpus)
+            policy.observe(outcome(w, SLOW, throughput))
+    policy.observe(outcome(workload("c1", model_name="c", gpus=1), SLOW, 5.0))
+    return policy
+
+
+def on_slow(policy: qpolicy.QPolicy, w: model.Workload) -> tuple[float, float]:
+    """(Predicted throughput of ``w`` on the slow device, its log spread)."""
+    found = predict.action_run_times(policy, w, F)
+    aid = int(F.row_action_id[1])
+    assert not math.isnan(found.seconds[aid])
+    return 100.0 / float(found.seconds[aid]), float(found.speed_sigma[aid])
+
+
+def test_a_first_run_at_a_new_gpu_count_follows_how_the_device_scaled_for_other_models():
+    policy = counted()
+    # two models' log ratio log(2), shrunk toward linear scaling (log 8) by SHRINK
+    mean = (2 * math.log(ACROSS) + scaling.SHRINK * math.log(8)) / (2 + scaling.SHRINK)
+    throughput, spread = on_slow(policy, c(8))
+    assert throughput == pytest.approx(5.0 * math.exp(mean))
+    linear = qpolicy.QPolicy(qpolicy.Params(replay_batch=0))
+    linear.observe(outcome(workload("c1", model_name="c", gpus=1), SLOW, 5.0))
+    assert on_slow(linear, c(8)) == pytest.approx((5.0 * 8, predict.OTHER_COUNTS_SIGMA))
+    assert spread < predict.OTHER_COUNTS_SIGMA  # two models agreed: a narrower spread
+    for gpus, throughput in ((1, 10.0), (8, 10.0 * ACROSS)):  # a third model, learned as it ends
+        policy.observe(outcome(workload(f"d{gpus}", model_name="d", gpus=gpus), SLOW, throughput))
+    mean = (3 * math.log(ACROSS) + scaling.SHRINK * math.log(8)) / (3 + scaling.SHRINK)
+    assert on_slow(policy, c(8))[0] == pytest.approx(5.0 * math.exp(mean))
+
+
+def test_the_same_device_at_other_counts_and_other_devices_at_this_count_are_weighed():
+    policy = counted()
+    policy.observe(outcome(workload("c8", model_name="c", gpus=8), FAST, 200.0))
+    both, both_spread = on_slow(policy, c(8))
+    alone = policy.count_scaling().estimate("training/c/g8", "cuda/slow")
+    assert alone is not None
+    policy._counts = scaling.CountScaling()  # forget the counts: the calibrated prior alone
+    prior, prior_spread = on_slow(policy, c(8))
+    low, high = sorted((math.exp(alone[0]), prior))
+    assert low < both < high
+    assert both_spread < min(prior_spread, math.sqrt(alone[1]))
+
+
+def test_count_scaling_is_rebuilt_from_the_q_state_document_as_it_loads():
+    policy = counted()
+    again = qstate.loads(qstate.dumps(policy))
+    assert again._counts is not None  # built off a scheduler's request path
+    assert on_slow(again, c(8)) == pytest.approx(on_slow(policy, c(8)), rel=1e-9)
+
+
+def test_runs_without_gpus_and_the_model_s_own_count_say_nothing():
+    s = scaling.CountScaling()
+    s.update("training/m/g0", "cpu/x", 5.0)
+    assert s.estimate("training/m/g8", "cpu/x") is None
+    assert s.estimate("training/m/g0", "cpu/x") is None
+    s.update("training/m/g8", "cuda/x", 5.0)
+    assert s.estimate("training/m/g8", "cuda/x") is None
+    assert s.estimate("training/m/g4", "cuda/y") is None
+    assert s.estimate("inference/m/g4", "cuda/x") is None
+    mean, variance = s.estimate("training/m/g4", "cuda/x") or (0.0, 0.0)
+    assert mean == pytest.approx(math.log(5.0 / 2))  # nothing learned: linear
+    assert variance == pytest.approx(scaling.COUNT_SIGMA**2 * (1 + 1 / scaling.SHRINK))
+
+
+MKEYS = st.sampled_from(["training/a/g1", "training/a/g8", "training/b/g1", "training/b/g4"])
+
+
+@given(st.lists(st.tuples(MKEYS, st.sampled_from(["x", "y"]), st.floats(0, 100)), max_size=40))
+def test_incremental_count_updates_end_where_a_fresh_build_does(updates):
+    kept, last = scaling.CountScaling(), {}
+    for mkey, akey, throughput in updates:
+        kept.update(mkey, akey, throughput)
+        last[(mkey, akey)] = throughput
+    fresh = scaling.CountScaling()
+    for (mkey, akey), throughput in last.items():
+        fresh.update(mkey, akey, throughput)
+    for mkey in ("training/a/g4", "training/b/g8", "training/c/g2"):
+        for akey in ("x", "y"):
+            got, want = kept.estimate(mkey, akey), fresh.estimate(mkey, akey)
+            assert (got is None) == (want is None)
+            if got is not None and want is not None:
+                assert got == pytest.approx(want, rel=1e-6, abs=1e-9)
