@@ -141,35 +141,20 @@ class BenchmarkPrior:
         )
 
     def _other_counts(self, wkey: str, mkey: str) -> tuple[float, float] | None:
-        """(scale, best) from the model's throughputs at other GPU counts, scaled linearly.
+        """(scale, best) from the model's throughputs at other GPU counts, scaled to this one.
 
-        Model keys end in ``/g<count>``; a throughput seen with ``g`` GPUs counts as
-        ``target / g`` times it (the geometric mean per device over the other counts). Runs
-        without GPUs (``g0``, on CPU pairs) neither give nor take: CPU and GPU speeds differ by
-        far more than any scaling.
+        Scaled per device as other models' throughputs scaled there (``scaling.CountScaling``;
+        linearly until a model ran at both counts), so that every device's prior is calibrated
+        alike. Runs without GPUs (``g0``, on CPU pairs) neither give nor take: CPU and GPU
+        speeds differ by far more than any scaling.
         """
-        head, _, count = mkey.rpartition("/g")
-        target = int(count)
-        if target == 0:
-            return None
-        logs: dict[str, list[float]] = {}
-        for key, cells in self.models.items():
-            other_head, _, other = key.rpartition("/g")
-            if other_head != head or key == mkey or int(other) == 0:
-                continue
-            for akey, cell in cells.items():
-                if cell.throughput > 0:
-                    ratio = target / int(other)
-                    logs.setdefault(akey, []).append(math.log(cell.throughput * ratio))
-        if not logs:
-            return None
-        seen = {a: sum(v) / len(v) for a, v in logs.items()}
-        scale = math.exp(
-            sum(v - math.log(self._estimate(wkey, a)) for a, v in seen.items()) / len(seen)
-        )
+        seen = self.count_scaling().estimates(mkey)
         usable = self._usable(wkey)
-        if not usable:
+        if not seen or not usable:
             return None
+        scale = math.exp(
+            sum(e.value - math.log(self._estimate(wkey, a)) for a, e in seen.items()) / len(seen)
+        )
         return scale, max(scale * self._estimate(wkey, a) for a in usable)
 
     def reference(self, wkey: str, mkey: str) -> float:

@@ -3,10 +3,12 @@
 A prediction is the median run time with its spread (the standard deviation of
 log(actual / predicted)). The size comes from ``core.sizes`` (declared, else the class's
 history); the throughput from the Q-policy: the pair's own average, else the model's, else the
-benchmark prior calibrated by the class's observed throughputs (else by its model's at other
-GPU counts, scaled linearly), weighed with the model's runs on the same device at other
-GPU counts where it has any (``scaling.CountScaling``), times the device's drift. No size, or
-no throughput in work units (nothing observed for the model), gives None.
+benchmark prior, times the device's drift. The prior is calibrated by the class's observed
+throughputs on other devices, else by its model's at other GPU counts, scaled as other models'
+scaled (``scaling.CountScaling``). Where the model ran on the device at other GPU counts, those
+runs so scaled are weighed with the prior calibrated at this count, or replace the prior
+calibrated by them. No size, or no throughput in work units (nothing observed for the model),
+gives None.
 """
 
 from __future__ import annotations
@@ -55,11 +57,13 @@ def throughput(
     counts = policy.count_scaling().estimate(mkey, akey)
     if counts is None:
         return estimate * drift, sigma
-    if scale.other_counts:  # the prior is the same runs scaled linearly: the count scaling's
-        return math.exp(counts[0]) * drift, math.sqrt(counts[1])
-    # two estimates of one log throughput, weighed by the inverse of their variances
-    weight = 1 / sigma**2 + 1 / counts[1]
-    log_speed = (math.log(estimate) / sigma**2 + counts[0] / counts[1]) / weight
+    spread = max(math.sqrt(counts.variance), MODEL_SIGMA)
+    if scale.other_counts:  # the prior is calibrated by these estimates: this device's own
+        return math.exp(counts.value) * drift, spread
+    # at this count on other devices, and on this device at other counts: weighed by the
+    # inverse of their variances
+    weight = 1 / sigma**2 + 1 / spread**2
+    log_speed = (math.log(estimate) / sigma**2 + counts.value / spread**2) / weight
     return math.exp(log_speed) * drift, 1 / math.sqrt(weight)
 
 

@@ -131,41 +131,89 @@ def counted() -> qpolicy.QPolicy:
     return policy
 
 
-def on_slow(policy: qpolicy.QPolicy, w: model.Workload) -> tuple[float, float]:
-    """(Predicted throughput of ``w`` on the slow device, its log spread)."""
+def on_slow(policy: qpolicy.QPolicy, w: model.Workload, row: int = 1) -> tuple[float, float]:
+    """(Predicted throughput of ``w`` on the slow device, or ``row``'s, its log spread)."""
     found = predict.action_run_times(policy, w, F)
-    aid = int(F.row_action_id[1])
+    aid = int(F.row_action_id[row])
     assert not math.isnan(found.seconds[aid])
     return 100.0 / float(found.seconds[aid]), float(found.speed_sigma[aid])
 
 
+def across(models: int) -> scaling.LogEstimate:
+    """The slow device's 1 -> 8 GPU log ratio after ``models`` models ran ``ACROSS`` x faster."""
+    shrink = scaling.COUNT_SHRINK
+    mean = (models * math.log(ACROSS) + shrink * math.log(8)) / (models + shrink)
+    spread = (models * (math.log(ACROSS) - mean) ** 2 + shrink * scaling.COUNT_SIGMA**2) / (
+        models + shrink
+    )
+    return scaling.LogEstimate(mean, spread * (1 + 1 / (models + shrink)))
+
+
 def test_a_first_run_at_a_new_gpu_count_follows_how_the_device_scaled_for_other_models():
     policy = counted()
-    # two models' log ratio log(2), shrunk toward linear scaling (log 8) by SHRINK
-    mean = (2 * math.log(ACROSS) + scaling.SHRINK * math.log(8)) / (2 + scaling.SHRINK)
-    throughput, spread = on_slow(policy, c(8))
-    assert throughput == pytest.approx(5.0 * math.exp(mean))
+    ratio = across(2)
+    assert on_slow(policy, c(8)) == pytest.approx(
+        (5.0 * math.exp(ratio.value), math.sqrt(ratio.variance))
+    )
+    for gpus, throughput in ((1, 10.0), (8, 10.0 * ACROSS)):  # a third model, learned as it ends
+        policy.observe(outcome(workload(f"d{gpus}", model_name="d", gpus=gpus), SLOW, throughput))
+    assert on_slow(policy, c(8))[0] == pytest.approx(5.0 * math.exp(across(3).value))
+    # no other model measured: linear, with the linear prior's spread
     linear = qpolicy.QPolicy(qpolicy.Params(replay_batch=0))
     linear.observe(outcome(workload("c1", model_name="c", gpus=1), SLOW, 5.0))
     assert on_slow(linear, c(8)) == pytest.approx((5.0 * 8, predict.OTHER_COUNTS_SIGMA))
-    assert spread < predict.OTHER_COUNTS_SIGMA  # two models agreed: a narrower spread
-    for gpus, throughput in ((1, 10.0), (8, 10.0 * ACROSS)):  # a third model, learned as it ends
-        policy.observe(outcome(workload(f"d{gpus}", model_name="d", gpus=gpus), SLOW, throughput))
-    mean = (3 * math.log(ACROSS) + scaling.SHRINK * math.log(8)) / (3 + scaling.SHRINK)
-    assert on_slow(policy, c(8))[0] == pytest.approx(5.0 * math.exp(mean))
+
+
+def test_a_first_run_at_a_new_count_is_never_surer_than_another_memory_bucket_run():
+    policy = counted()
+    for name in range(20):  # twenty more models agree exactly
+        for gpus, throughput in ((1, 10.0), (8, 10.0 * ACROSS)):
+            w = workload(f"m{name}-{gpus}", model_name=f"m{name}", gpus=gpus)
+            policy.observe(outcome(w, SLOW, throughput))
+    assert math.sqrt(across(22).variance) < predict.MODEL_SIGMA
+    assert on_slow(policy, c(8))[1] == pytest.approx(predict.MODEL_SIGMA)
+
+
+def test_devices_the_model_never_ran_on_are_calibrated_by_the_same_scaling():
+    """The fast device leads the slow one at eight GPUs as at one: no device gains from being
+    scaled linearly while the other is scaled as measured."""
+    policy = counted()
+    one = on_slow(policy, c(1), row=0)[0] / on_slow(policy, c(1))[0]
+    assert on_slow(policy, c(8), row=0)[0] / on_slow(policy, c(8))[0] == pytest.approx(one)
 
 
 def test_the_same_device_at_other_counts_and_other_devices_at_this_count_are_weighed():
     policy = counted()
     policy.observe(outcome(workload("c8", model_name="c", gpus=8), FAST, 200.0))
-    both, both_spread = on_slow(policy, c(8))
-    alone = policy.count_scaling().estimate("training/c/g8", "cuda/slow")
-    assert alone is not None
-    policy._counts = scaling.CountScaling()  # forget the counts: the calibrated prior alone
-    prior, prior_spread = on_slow(policy, c(8))
-    low, high = sorted((math.exp(alone[0]), prior))
-    assert low < both < high
-    assert both_spread < min(prior_spread, math.sqrt(alone[1]))
+    wkey, mkey = policy.keys(c(8))
+    scale = policy.scale(wkey, mkey)
+    prior = math.log(scale.best) + policy.prior_value(wkey, mkey, "cuda/slow", scale)
+    counts = math.log(5.0) + across(2).value
+    spread = max(math.sqrt(across(2).variance), predict.MODEL_SIGMA)
+    weight = 1 / predict.PRIOR_SIGMA**2 + 1 / spread**2
+    expected = (prior / predict.PRIOR_SIGMA**2 + counts / spread**2) / weight
+    assert on_slow(policy, c(8)) == pytest.approx((math.exp(expected), weight**-0.5))
+
+
+def test_the_count_scaled_prediction_follows_the_device_s_drift():
+    policy = counted()
+    before = on_slow(policy, c(8))[0]
+    policy.drift["cuda/slow"] = math.log(0.5)
+    assert on_slow(policy, c(8))[0] == pytest.approx(before / 2)
+
+
+def test_the_count_whose_scaling_is_known_best_predicts():
+    s = scaling.CountScaling()
+    for name in ("a", "b", "d"):  # three models ran at 4 and 8 GPUs; none at 1 and 8
+        s.update(f"training/{name}/g4", "x", 10.0)
+        s.update(f"training/{name}/g8", "x", 12.0)
+    s.update("training/c/g1", "x", 3.0)
+    s.update("training/c/g4", "x", 9.0)
+    found = s.estimate("training/c/g8", "x")
+    shrink = scaling.COUNT_SHRINK
+    ratio = (3 * math.log(1.2) + shrink * math.log(2)) / (3 + shrink)
+    assert found is not None and found.value == pytest.approx(math.log(9.0) + ratio)
+    assert set(s.estimates("training/c/g8")) == {"x"}
 
 
 def test_count_scaling_is_rebuilt_from_the_q_state_document_as_it_loads():
@@ -184,9 +232,13 @@ def test_runs_without_gpus_and_the_model_s_own_count_say_nothing():
     assert s.estimate("training/m/g8", "cuda/x") is None
     assert s.estimate("training/m/g4", "cuda/y") is None
     assert s.estimate("inference/m/g4", "cuda/x") is None
-    mean, variance = s.estimate("training/m/g4", "cuda/x") or (0.0, 0.0)
-    assert mean == pytest.approx(math.log(5.0 / 2))  # nothing learned: linear
-    assert variance == pytest.approx(scaling.COUNT_SIGMA**2 * (1 + 1 / scaling.SHRINK))
+    assert s.estimates("training/m/g4") == {
+        "cuda/x": pytest.approx(  # nothing learned: linear
+            (math.log(5.0 / 2), scaling.COUNT_SIGMA**2 * (1 + 1 / scaling.COUNT_SHRINK))
+        )
+    }
+    s.update("training/m/g8", "cuda/x", 0.0)
+    assert s.estimates("training/m/g4") == {}
 
 
 MKEYS = st.sampled_from(["training/a/g1", "training/a/g8", "training/b/g1", "training/b/g4"])
@@ -202,8 +254,7 @@ def test_incremental_count_updates_end_where_a_fresh_build_does(updates):
     for (mkey, akey), throughput in last.items():
         fresh.update(mkey, akey, throughput)
     for mkey in ("training/a/g4", "training/b/g8", "training/c/g2"):
-        for akey in ("x", "y"):
-            got, want = kept.estimate(mkey, akey), fresh.estimate(mkey, akey)
-            assert (got is None) == (want is None)
-            if got is not None and want is not None:
-                assert got == pytest.approx(want, rel=1e-6, abs=1e-9)
+        got, want = kept.estimates(mkey), fresh.estimates(mkey)
+        assert set(got) == set(want)
+        for akey, found in got.items():
+            assert found == pytest.approx(want[akey], rel=1e-6, abs=1e-9)
