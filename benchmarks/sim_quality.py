@@ -302,7 +302,7 @@ def main() -> None:
         "fastest device when it arrives (shorter first; a job with no prediction in the middle "
         "bucket), as the operator's PriorityClasses order kube-scheduler's queue; every other "
         "policy keeps the queue in arrival order, so at high load learned's lead over "
-        "earliest_finish comes from its queue order: in arrival order learned reaches 0.65 and "
+        "earliest_finish comes from its queue order: in arrival order learned reaches 0.73 and "
         "earliest_finish 0.58 x oracle_greedy's JCT at load 0.7, and given a true size order "
         "earliest_finish 0.48 and oracle_greedy 0.54 (benchmarks/results/sim-queue-order.md). "
         "Nothing ages a queued job: a long one waits behind every shorter one that comes later, "
