@@ -117,8 +117,8 @@ class CountScaling:
     to / at from): their mean, shrunk toward linear scaling by ``COUNT_SHRINK``, and their
     spread around it, widened toward ``COUNT_SIGMA`` the same way. Kept up to date
     incrementally. Chosen on design seeds 100-199 (a scratch script, not in benchmarks/results;
-    2 draws each, gavel-0.3): decisions to within 10% of oracle_greedy, median 233 -> 214 on
-    seeds 100-139 and 302 -> 274 on 140-199; the report seeds' figures are in
+    2 draws each, gavel-0.3): decisions to within 10% of oracle_greedy, median 233 -> 220 on
+    seeds 100-139 and 302 -> 279 on 140-199; the report seeds' figures are in
     benchmarks/results/sim.md.
     """
 
