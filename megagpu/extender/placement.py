@@ -11,7 +11,7 @@ import itertools
 import json
 import random
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
@@ -161,26 +161,28 @@ class Placement:
         if wait is not None:
             codes = np.where((codes == PASS) | (codes == BUSY), WAIT, codes)
         ok = codes == PASS
-        passed = list(itertools.compress(names_, ok.tolist()))
+        passed = list(_named(names_, ok))
         self._kept = (layout.positions, tuple(passed), index[ok])
         self._pending = (workload, self._kept[1])
         failed: dict[str, str] = {}
         never: dict[str, str] = {}
-        rejected = np.flatnonzero(codes != PASS)
-        free = _free(workload, layout)
-        busy: dict[int, str] = {}  # free count -> its reason: one text for many busy nodes
+        # one text for many nodes (every node when the pod waits; busy nodes by free count):
+        # dict.fromkeys over the names, a third of filter's time at 1,000 nodes done per node
+        if wait is not None:
+            failed.update(dict.fromkeys(_named(names_, codes == WAIT), wait))
+        busy = codes == BUSY
+        if busy.any():
+            free = _free(workload, layout)[index]
+            for n in np.unique(free[busy]).tolist():
+                first = int(index[np.flatnonzero(busy & (free == n))[0]])
+                text = _reason(BUSY, workload, first, layout)
+                failed.update(dict.fromkeys(_named(names_, busy & (free == n)), text))
+        rest = np.flatnonzero((codes != PASS) & (codes != WAIT) & ~busy)
         for i, code, position in zip(
-            rejected.tolist(), codes[rejected].tolist(), index[rejected].tolist(), strict=True
+            rest.tolist(), codes[rest].tolist(), index[rest].tolist(), strict=True
         ):
             target = never if code in PERMANENT else failed
-            if code == WAIT:
-                text = wait or ""
-            elif code == BUSY:
-                n = int(free[position])
-                text = busy.get(n) or busy.setdefault(n, _reason(code, workload, position, layout))
-            else:
-                text = _reason(code, workload, position, layout)
-            target[names_[i]] = text
+            target[names_[i]] = _reason(code, workload, position, layout)
         return protocol.filter_result(passed, failed, never)
 
     def _waiting(
@@ -516,6 +518,11 @@ def _positions(node_names: tuple[str, ...], layout: ledger_mod.Layout) -> np.nda
     """Fleet index of every name (-1 when unknown)."""
     get = layout.positions.get
     return np.fromiter(map(get, node_names, itertools.repeat(-1)), np.int64, len(node_names))
+
+
+def _named(node_names: tuple[str, ...], mask: np.ndarray) -> Iterator[str]:
+    """The names where ``mask`` is true."""
+    return itertools.compress(node_names, mask.tolist())
 
 
 def _free(w: model.Workload, layout: ledger_mod.Layout) -> np.ndarray:

@@ -41,6 +41,22 @@ def test_busy_devices_may_fit_later():
     assert result["NodeNames"] == [] and "devices busy: 1 free" in result["FailedNodes"]["t4-0"]
 
 
+def test_busy_nodes_get_the_reason_of_their_own_free_count():
+    p, _ = make()
+    p.ledger.hold("other", "t4-0", (0, 1, 2))
+    p.ledger.hold("more", "mi-0", (0, 1, 2, 3))
+    p.ledger.hold("most", "h100-0", tuple(range(7)))
+    result = p.filter(args(pod("a", gpus=2, backends="cuda,vulkan"), [*NAMES, "ghost"]))
+    assert result["NodeNames"] == []
+    assert result["FailedNodes"] == {
+        "t4-0": "devices busy: 1 free, needs 2",
+        "mi-0": "devices busy: 0 free, needs 2",
+        "h100-0": "devices busy: 1 free, needs 2",
+        "ghost": "unknown node",
+    }
+    assert set(result["FailedAndUnresolvableNodes"]) == {"mac-0", "cpu-0"}
+
+
 def test_unlabelled_pods_pass_through():
     p, _ = make()
     plain = pod("a", labelled=False)
