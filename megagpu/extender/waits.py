@@ -237,6 +237,7 @@ class Waits:
         """Wall clock (epoch seconds): pods' start times and annotations are on it."""
         self._first: OrderedDict[str, float] = OrderedDict()
         self._memo: learned.Memo = {}
+        self._free_times = waiting.FreeTimes()
         self._memo_of: tuple[object, int, object] = (None, -1, None)
         self._running: RunningCache = {}
         self._running_of: fleet.Fleet | None = None
@@ -381,6 +382,7 @@ class Waits:
         of = self._memo_of
         if of[0] is not policy or of[1] != policy.version or of[2] is not f:
             self._memo.clear()
+            self._free_times.clear()
             self._memo_of = (policy, policy.version, f)
         if self._running_of is not f:
             self._running.clear()
@@ -396,7 +398,9 @@ class Waits:
             waited_s=waited_s,
         )
         predicted = self.predictions(policy, workload, f)
-        found = learned.assess(policy, workload, view, self.settings, self._memo, predicted)
+        found = learned.assess(
+            policy, workload, view, self.settings, self._memo, predicted, self._free_times
+        )
         if found.wait:
             self._first.setdefault(workload.uid, view.now_s)
             self._first.move_to_end(workload.uid)

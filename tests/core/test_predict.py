@@ -4,6 +4,8 @@ import random
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from megagpu.core import fleet, learned, model, predict, qpolicy, qstate, sizes, waiting
 from tests.helpers import node, workload
@@ -205,6 +207,45 @@ def test_node_free_at_counts_ends_claims_and_unknown_run_times():
     assert waiting.node_free_at(5.0, 0, 2, ends, none, ahead)[0] == 50.0
     # one that needs more than the node ever frees first does not block a smaller one
     assert waiting.node_free_at(5.0, 0, 1, ends, none, [job(0.0, 40.0, 4)])[0] == 10.0
+
+
+JOBS = st.lists(
+    st.tuples(
+        st.floats(0.0, 100.0),
+        st.one_of(st.none(), st.floats(1.0, 100.0)),
+        st.integers(1, 3),
+    ),
+    max_size=6,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    JOBS,
+    JOBS,
+    st.integers(0, 2),
+    st.integers(1, 4),
+    st.lists(st.floats(0.0, 60.0), min_size=1, max_size=6),
+)
+def test_kept_free_times_are_those_computed_afresh(running, ahead, free, need, steps):
+    w = workload("x")
+
+    def jobs(specs: list) -> list[fleet.Running]:
+        return [
+            fleet.Running(w, 0, start, slots, None if s is None else model.Prediction(s, 0.1, "x"))
+            for start, s, slots in specs
+        ]
+
+    none = lambda _: None  # noqa: E731
+    kept, now = waiting.FreeTimes(), 100.0
+    on, queued = jobs(running), jobs(ahead)
+    for step in steps:
+        now += step
+        assert kept.get(3, now, free, need, on, none, queued) == waiting.node_free_at(
+            now, free, need, on, none, queued
+        )
+    on = jobs(running[1:])  # the jobs there changed: a new sequence
+    assert kept.get(3, now, free, need, on, none) == waiting.node_free_at(now, free, need, on, none)
 
 
 def test_no_wait_on_a_size_guessed_from_a_heavy_tailed_history():

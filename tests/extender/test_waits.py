@@ -115,6 +115,42 @@ def test_the_wait_bound_holds_from_the_first_wait():
     assert p.filter(args(sized("a"), NAMES))["NodeNames"] == ["slow-0"]
 
 
+def test_the_wait_reason_follows_the_clock_and_what_the_policy_learns():
+    policy = trained()
+    p, _, clock = make(max_wait_s=3600.0, policy=policy)
+    busy_fast(p)
+    unpredicted = p.waits.jobs.on("fast-0")[0]._replace(prediction=None)  # the policy's guess
+    p.waits.jobs.add("busy", unpredicted)
+
+    def fresh() -> str:
+        """The reason of an extender that has kept nothing, in the same state."""
+        q, _, q_clock = make(max_wait_s=3600.0, policy=policy)
+        q.ledger.hold("busy", "fast-0", (0,))
+        q.waits.jobs.add("busy", unpredicted)
+        q_clock.now = clock.now
+        return q.filter(args(sized("a"), NAMES))["FailedNodes"]["slow-0"]
+
+    slower = model.Outcome(  # fast turns out slower: the busy job is predicted to end later
+        uid="slower",
+        workload=unpredicted.workload,
+        node="fast-0",
+        backend="cuda",
+        device_class="fast",
+        duration_s=40.0,
+        work=100.0,
+        work_source="reported",
+    )
+    seen = []
+    for step in ("now", "learn", 3.0, 30.0):  # overdue in the end: past 9/10 of its run time
+        if step == "learn":
+            policy.observe(slower)
+        else:
+            clock.now += 0.0 if step == "now" else float(step)
+        seen.append(p.filter(args(sized("a"), NAMES))["FailedNodes"]["slow-0"])
+        assert seen[-1] == fresh()
+    assert len(set(seen)) == len(seen), seen
+
+
 def test_a_pod_waits_in_all_no_longer_than_it_would_run_on_the_best_free_node():
     p, _, clock = make(max_wait_s=3600.0)  # the maximum wait does not bind here
     busy_fast(p)
