@@ -7,11 +7,15 @@ Writes benchmarks/results/extender.json and extender.md. Run: python benchmarks/
 (--help: shorter runs). Goals: p99 of filter + prioritize < 2 ms at 1,000 nodes and < 10 ms at
 5,000; >= 1,000 requests/s per core at 1,000 nodes; pods/s with the extender >= 0.8 x without.
 
-Latency is measured with predictions and waiting on (issue 18): the extender starts from a
-Q-state that has learned the benchmark pod's class on every device kind (so every candidate has
-a predicted run time), the pod declares its size, and every device of the fastest kind is held
-by a job predicted to run 10 minutes, so that each filter assesses waiting over busy nodes
-(and places: the busy nodes do not free soon enough to pay) before prioritize predicts.
+Latency is measured with predictions and waiting on (issue 18), in two states, and without
+them. In both, the extender starts from a Q-state that has learned the benchmark pod's class on
+every device kind (so every candidate has a predicted run time), the pod declares its size, and
+every device of the fastest kind (H100) is held by a job, so that each filter assesses waiting
+over busy nodes before it answers. ``places``: those jobs have 20 minutes left, so waiting does
+not pay: filter keeps the other 800 nodes and prioritize predicts over them. ``waits``: 10
+minutes, so it pays (20 minutes to finish there against 25 on an A100): filter keeps the pod
+pending for an H100, every node failing with the reason. ``plain``: no state, size or busy
+node (the request path before predictions).
 """
 
 from __future__ import annotations
@@ -64,8 +68,10 @@ RATES = {
 in the shipped throughput table: what the seeded Q-state has learned."""
 POD_WORK = 26.5332 * 600
 """The benchmark pod's declared size: 10 minutes on an H100."""
-BUSY_WORK = 26.5332 * 600
-"""Size of the jobs that hold the H100s (10 minutes there: too long to wait for)."""
+BUSY_WORK = {"places": 26.5332 * 1200, "waits": 26.5332 * 600}
+"""Size of the jobs that hold the H100s, per state: 20 minutes there (too long to wait for),
+10 minutes (worth the wait)."""
+STATES = ("places", "waits", "plain")
 
 
 def real_pod(uid: str, work: float | None = None) -> dict:
@@ -172,24 +178,37 @@ def learned_state(path: Path) -> Path:
     return path
 
 
-def occupy(port: int, nodes: list[str]) -> None:
-    """Hold every device of ``nodes`` with 8 jobs each (filter, then bind), before timing."""
+def post(port: int, verb: str, body: dict[str, Any]) -> Any:
+    """POST ``body`` to the extender's ``verb``; the decoded answer."""
     import urllib.request
 
-    def post(verb: str, body: dict[str, Any]) -> None:
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{port}/{verb}",
-            json.dumps(body).encode(),
-            {"Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(request, timeout=10) as response:
-            response.read()
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/{verb}",
+        json.dumps(body).encode(),
+        {"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
 
+
+def occupy(port: int, nodes: list[str], work: float) -> None:
+    """Hold every device of ``nodes`` with 8 jobs of ``work`` each (filter, then bind)."""
     for name in nodes:
         for i in range(8):
             uid = f"busy-{name}-{i}"
-            post("filter", {"Pod": real_pod(uid, BUSY_WORK), "NodeNames": [name]})
-            post("bind", {"PodName": uid, "PodNamespace": "ml", "PodUID": uid, "Node": name})
+            post(port, "filter", {"Pod": real_pod(uid, work), "NodeNames": [name]})
+            post(
+                port,
+                "bind",
+                {"PodName": uid, "PodNamespace": "ml", "PodUID": uid, "Node": name},
+            )
+
+
+def kept_by_filter(port: int, names: list[str], work: float | None) -> dict[str, Any]:
+    """What filter answers the benchmark pod after the timed cycles: nodes kept, one reason."""
+    answer = post(port, "filter", {"Pod": real_pod("after", work), "NodeNames": names})
+    reasons = sorted(set((answer.get("FailedNodes") or {}).values()))
+    return {"kept": len(answer.get("NodeNames") or []), "reasons": reasons[:3]}
 
 
 def drive(
@@ -236,12 +255,13 @@ def wait_port(port: int) -> None:
         time.sleep(0.1)
 
 
-def latency(size: int, tmp: Path, predictions: bool = True) -> dict[str, dict[str, float]]:
-    """One round at ``size`` nodes (``predictions`` off: no learned state, size or busy node)."""
+def latency(size: int, tmp: Path, state: str = "places") -> dict[str, Any]:
+    """One round at ``size`` nodes in ``state`` (one of ``STATES``)."""
     from megagpu.devcluster import processes
 
     spec = tmp / f"c{size}.yaml"
     cluster_spec(size, spec)
+    predictions = state != "plain"
     port, metrics = processes.free_port(), processes.free_port()
     server = subprocess.Popen(
         [
@@ -272,9 +292,11 @@ def latency(size: int, tmp: Path, predictions: bool = True) -> dict[str, dict[st
 
         nodes = cs.load(spec)
         if predictions:
-            occupy(port, [n.name for n in nodes if n.device_class == "h100"])
+            occupy(port, [n.name for n in nodes if n.device_class == "h100"], BUSY_WORK[state])
         result = drive(port, [n.name for n in nodes], tmp, POD_WORK if predictions else None)
         result["server_handler_mean_ms"] = server_means(metrics)
+        work = POD_WORK if predictions else None
+        result["filter_answer"] = kept_by_filter(port, [n.name for n in nodes], work)
         return result
     finally:
         server.terminate()
@@ -334,16 +356,14 @@ def main() -> None:
     kept = None
     if args.latency_only:
         kept = json.loads((RESULTS / "extender.json").read_text())
+    states = [s for s in STATES if s != "plain" or args.baseline]
     with tempfile.TemporaryDirectory() as tmp:
-        result: dict[str, Any] = {**common.header(), "latency_one_core": {}}
-        if args.baseline:
-            result["latency_without_predictions"] = {}
+        result: dict[str, Any] = {**common.header(), "latency": {s: {} for s in states}}
         for n in sizes:
             for _ in range(args.rounds):
-                result["latency_one_core"].setdefault(str(n), []).append(latency(n, Path(tmp)))
-                if args.baseline:
-                    plain = latency(n, Path(tmp), predictions=False)
-                    result["latency_without_predictions"].setdefault(str(n), []).append(plain)
+                for state in states:  # alternating: the machine is shared and noisy
+                    found = latency(n, Path(tmp), state)
+                    result["latency"][state].setdefault(str(n), []).append(found)
         if kept is not None:
             result["pods_per_second_from"] = kept.get("pods_per_second_from") or {
                 k: kept[k] for k in ("commit", "date")
@@ -360,12 +380,19 @@ def main() -> None:
     def pair(rounds: list[dict[str, Any]], key: str) -> str:
         return " / ".join(f"{r['pair'][key]:.2f}" for r in rounds)
 
+    named = {
+        "places": "placed after waiting is assessed (the H100s' jobs end in 20 minutes)",
+        "waits": "kept waiting for an H100 (their jobs end in 10 minutes)",
+        "plain": "without predictions (no state, size or busy node)",
+    }
     lines = [
         f"# Extender speed\n\nCommand: `{result['command']}`; commit {result['commit']}; "
         f"{result['date']}; {result['machine']['cpu']}, {result['machine']['cores']} cores. "
         "Predictions and waiting on: a Q-state that knows the pod's class on every device "
-        "kind, a declared size, every H100 held by a 10-minute job (each filter assesses "
-        "waiting over the busy nodes, then places). "
+        "kind, a declared size, every H100 held by a job, so that each filter assesses waiting "
+        "over the busy nodes; with 20 minutes left there, the pod is placed (filter keeps the "
+        "800 other nodes, prioritize predicts over them); with 10 minutes left, it waits (every "
+        "node fails with the reason). "
         "The extender (snapshot mode) runs on core 0 (taskset); the load generator "
         "(benchmarks/extender_load, Go net/http and encoding/json like kube-scheduler) on core 1 "
         "sends real-shaped kube-scheduler bodies (nodeCacheCapable: node names). Latency: "
@@ -373,30 +400,41 @@ def main() -> None:
         "the extender decides prioritize's answer while the client reads filter's, so that work "
         "falls between the two timed requests, as in kube-scheduler's cycle). "
         f"Requests/s: each verb alone, {CONCURRENCY} requests in flight for {RATE_SECONDS:.0f} s, "
-        f"so the one server core is saturated. {args.rounds} rounds per size, a row each.\n",
+        f"so the one server core is saturated. {args.rounds} rounds per size, the states "
+        "alternating, a row each.\n",
         *(
-            f"**filter+prioritize p99 at {n} nodes: {pair(rounds, 'p99_ms')} ms** "
-            f"(p50 {pair(rounds, 'p50_ms')} ms)\n"
-            for n, rounds in result["latency_one_core"].items()
+            f"**filter+prioritize p99 at {n} nodes, {named[state]}: "
+            f"{pair(rounds, 'p99_ms')} ms** (p50 {pair(rounds, 'p50_ms')} ms)\n"
+            for state, sized in result["latency"].items()
+            for n, rounds in sized.items()
         ),
-        *(
-            f"Without predictions, alternating with those rounds (no state, size or busy node): "
-            f"p99 {pair(rounds, 'p99_ms')} ms (p50 {pair(rounds, 'p50_ms')} ms) at {n} nodes.\n"
-            for n, rounds in (result.get("latency_without_predictions") or {}).items()
-        ),
-        "| nodes | filter p50 / p99 (ms) | prioritize p50 / p99 (ms) | filter+prioritize "
-        "p50 / p99 (ms) | filter req/s | prioritize req/s |",
-        "|---|---|---|---|---|---|",
+        "| state | nodes | filter p50 / p99 (ms) | prioritize p50 / p99 (ms) | "
+        "filter+prioritize p50 / p99 (ms) | filter req/s | prioritize req/s | filter keeps |",
+        "|---|---|---|---|---|---|---|---|",
     ]
-    for n, rounds in result["latency_one_core"].items():
-        lines.extend(
-            f"| {n} | {r['filter']['p50_ms']:.2f} / {r['filter']['p99_ms']:.2f} | "
-            f"{r['prioritize']['p50_ms']:.2f} / {r['prioritize']['p99_ms']:.2f} | "
-            f"{r['pair']['p50_ms']:.2f} / {r['pair']['p99_ms']:.2f} | "
-            f"{r['requests_per_s']['filter']:.0f} | "
-            f"{r['requests_per_s']['prioritize']:.0f} |"
-            for r in rounds
+    for state, sized in result["latency"].items():
+        for n, rounds in sized.items():
+            lines.extend(
+                f"| {state} | {n} | {r['filter']['p50_ms']:.2f} / {r['filter']['p99_ms']:.2f} | "
+                f"{r['prioritize']['p50_ms']:.2f} / {r['prioritize']['p99_ms']:.2f} | "
+                f"{r['pair']['p50_ms']:.2f} / {r['pair']['p99_ms']:.2f} | "
+                f"{r['requests_per_s']['filter']:.0f} | "
+                f"{r['requests_per_s']['prioritize']:.0f} | {r['filter_answer']['kept']} |"
+                for r in rounds
+            )
+    answers = {
+        state: rounds[-1]["filter_answer"]
+        for state, sized in result["latency"].items()
+        for rounds in sized.values()
+    }
+    lines.append(
+        "\nWhat filter answered the pod after the timed cycles of each state's last round: "
+        + "; ".join(
+            f"{state}: {a['kept']} nodes kept" + (f", {a['reasons'][0]!r}" if a["reasons"] else "")
+            for state, a in answers.items()
         )
+        + "."
+    )
     rate, fake_rate = result["pods_per_second"], result["pods_per_second_minimal_extender"]
 
     def listed(values: list[float]) -> str:
