@@ -48,6 +48,9 @@ class Ledger:
         self._lock = threading.Lock()
         self._clock = clock
         self._holders: dict[str, dict[str, tuple[int, ...]]] = {}
+        self._held_on: dict[str, str] = {}
+        """Pod UID -> the node of its hold in ``_holders`` (a release costs one lookup, not a
+        walk over every node that holds pods: 200 of them took 30 µs of each prioritize)."""
         self._tentative: dict[str, tuple[str, int, float]] = {}
         self._tentative_on: dict[str, tuple[int, int]] = {}
         """(devices, CPU slots) held tentatively, per node (the sums over ``_tentative``)."""
@@ -172,7 +175,7 @@ class Ledger:
         """Record that pod ``uid`` holds ``devices`` on ``node`` (none: a CPU slot)."""
         with self._lock:
             touched = self._release(uid)
-            self._holders.setdefault(node, {})[uid] = devices
+            self._hold(uid, node, devices)
             for name in touched | {node}:
                 self._recount_node(name)
             self.generation += 1
@@ -197,14 +200,22 @@ class Ledger:
                 self._recount_node(name)
             self.generation += bool(touched)
 
+    def _hold(self, uid: str, node: str, devices: tuple[int, ...]) -> None:
+        self._holders.setdefault(node, {})[uid] = devices
+        self._held_on[uid] = node
+
     def _release(self, uid: str) -> set[str]:
         """Drop ``uid``'s holds; returns the nodes whose counts changed (not recounted yet)."""
         touched = set()
         if uid in self._tentative:
             touched.add(self._drop_tentative(uid))
-        for node, holders in self._holders.items():
-            if holders.pop(uid, None) is not None:
-                touched.add(node)
+        node = self._held_on.pop(uid, None)
+        if node is not None:
+            holders = self._holders[node]
+            del holders[uid]
+            if not holders:
+                del self._holders[node]
+            touched.add(node)
         return touched
 
     def take(self, uid: str, node: str, count: int) -> tuple[int, ...] | None:
@@ -227,7 +238,7 @@ class Ledger:
                 return None
             devices = tuple(free[:count])
             touched = self._release(uid)
-            self._holders.setdefault(node, {})[uid] = devices
+            self._hold(uid, node, devices)
             for name in touched | {node}:
                 self._recount_node(name)
             self.generation += 1

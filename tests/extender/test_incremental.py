@@ -127,6 +127,7 @@ def check_ledger_updates(sequence, batch):
                 rebuilt.hold(uid, node, devices)
             assert canonical(incremental.fleet) == canonical(rebuilt.fleet)
             assert counts(incremental) == counts(rebuilt)
+            assert all(incremental.holders(n) == rebuilt.holders(n) for n in MANY)
 
 
 def test_an_unchanged_node_changes_nothing():
