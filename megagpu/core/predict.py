@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -88,26 +88,49 @@ class Predictions(NamedTuple):
         return model.Prediction(float(self.seconds[aid]), float(self.sigma[aid]), self.source)
 
 
-def action_run_times(
-    policy: qpolicy.QPolicy, workload: model.Workload, f: fleet.Fleet
-) -> Predictions:
-    """The predicted run time of ``workload`` on each action of ``f``."""
+class Speeds(NamedTuple):
+    """A class's learned throughput per action of one fleet, under one policy version."""
+
+    per_s: np.ndarray
+    """Work units per second per action (NaN where unknown)."""
+    sigma: np.ndarray
+    """Log spread of that throughput."""
+
+
+def action_speeds(policy: qpolicy.QPolicy, wkey: str, mkey: str, f: fleet.Fleet) -> Speeds:
+    """``throughput`` of the class (``policy.keys``) on each action of ``f``."""
     policy.know(f)
-    wkey, mkey = policy.keys(workload)
-    seconds = np.full(len(f.action_keys), np.nan)
+    per_s = np.full(len(f.action_keys), np.nan)
     sigma = np.full(len(f.action_keys), np.nan)
-    speed_sigma = np.full(len(f.action_keys), np.nan)
-    size = policy.sizes.size(mkey, workload)
-    if size is None:
-        return Predictions(seconds, sigma, speed_sigma, "none")
     scale = policy.scale(wkey, mkey)
     for aid, akey in enumerate(f.action_keys):
         found = throughput(policy, wkey, mkey, akey, scale)
         if found is not None:
-            seconds[aid] = size.amount / found[0]
-            sigma[aid] = math.hypot(size.sigma, found[1])
-            speed_sigma[aid] = found[1]
-    return Predictions(seconds, sigma, speed_sigma, size.source)
+            per_s[aid], sigma[aid] = found
+    return Speeds(per_s, sigma)
+
+
+def action_run_times(
+    policy: qpolicy.QPolicy,
+    workload: model.Workload,
+    f: fleet.Fleet,
+    speeds: Callable[[str, str], Speeds] | None = None,
+) -> Predictions:
+    """The predicted run time of ``workload`` on each action of ``f``.
+
+    ``speeds``: ``action_speeds`` of a class by its (workload key, model key), from a caller
+    that keeps them for this policy version and fleet.
+    """
+    policy.know(f)
+    wkey, mkey = policy.keys(workload)
+    size = policy.sizes.size(mkey, workload)
+    if size is None:
+        unknown = np.full(len(f.action_keys), np.nan)
+        return Predictions(unknown, unknown.copy(), unknown.copy(), "none")
+    found = speeds(wkey, mkey) if speeds is not None else action_speeds(policy, wkey, mkey, f)
+    seconds = size.amount / found.per_s
+    sigma = np.array([math.hypot(size.sigma, s) for s in found.sigma.tolist()])
+    return Predictions(seconds, sigma, found.sigma.copy(), size.source)
 
 
 def run_times(

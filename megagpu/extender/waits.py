@@ -238,7 +238,9 @@ class Waits:
         self._first: OrderedDict[str, float] = OrderedDict()
         self._memo: learned.Memo = {}
         self._free_times = waiting.FreeTimes()
+        self._speeds: dict[tuple[str, str], predict.Speeds] = {}
         self._memo_of: tuple[object, int, object] = (None, -1, None)
+        """The policy, its version and the fleet the three memos above hold for."""
         self._running: RunningCache = {}
         self._running_of: fleet.Fleet | None = None
         self._last: (
@@ -258,9 +260,26 @@ class Waits:
             and last[3] is f
         ):
             return last[4]
-        found = predict.action_run_times(policy, workload, f)
+        self._fresh(policy, f)
+
+        def speeds(wkey: str, mkey: str) -> predict.Speeds:
+            found = self._speeds.get((wkey, mkey))
+            if found is None:
+                found = self._speeds[(wkey, mkey)] = predict.action_speeds(policy, wkey, mkey, f)
+            return found
+
+        found = predict.action_run_times(policy, workload, f, speeds)
         self._last = (workload, policy, policy.version, f, found)
         return found
+
+    def _fresh(self, policy: qpolicy.QPolicy, f: fleet.Fleet) -> None:
+        """Forget what was kept for another policy, version or fleet."""
+        of = self._memo_of
+        if of[0] is not policy or of[1] != policy.version or of[2] is not f:
+            self._memo.clear()
+            self._free_times.clear()
+            self._speeds.clear()
+            self._memo_of = (policy, policy.version, f)
 
     def reason(
         self,
@@ -379,11 +398,7 @@ class Waits:
 
         Waiting starts the pod's wait clock (``placed`` forgets it).
         """
-        of = self._memo_of
-        if of[0] is not policy or of[1] != policy.version or of[2] is not f:
-            self._memo.clear()
-            self._free_times.clear()
-            self._memo_of = (policy, policy.version, f)
+        self._fresh(policy, f)
         if self._running_of is not f:
             self._running.clear()
             self._running_of = f

@@ -209,6 +209,24 @@ def test_node_free_at_counts_ends_claims_and_unknown_run_times():
     assert waiting.node_free_at(5.0, 0, 1, ends, none, [job(0.0, 40.0, 4)])[0] == 10.0
 
 
+def test_run_times_from_kept_speeds_are_those_computed_afresh():
+    policy, asked = trained(), []
+
+    def kept(wkey: str, mkey: str) -> predict.Speeds:
+        asked.append((wkey, mkey))
+        return predict.action_speeds(policy, wkey, mkey, F)
+
+    for w in (workload("a", declared=model.Work(100.0)), workload("b"), workload("c", gpus=2)):
+        fresh, reused = (
+            predict.action_run_times(policy, w, F),
+            predict.action_run_times(policy, w, F, kept),
+        )
+        for a, b in zip(fresh[:3], reused[:3], strict=True):
+            np.testing.assert_array_equal(a, b)
+        assert fresh.source == reused.source
+    assert asked  # a workload with a size asked for its class's speeds
+
+
 JOBS = st.lists(
     st.tuples(
         st.floats(0.0, 100.0),
