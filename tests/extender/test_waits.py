@@ -25,19 +25,22 @@ def trained(slow_s: float = 100.0, epsilon: float = 0.0) -> qpolicy.QPolicy:
     w = convert.workload_from_pod(pod("seed", **{"megagpu.io/work-amount": "100"}))
     for i in range(4):
         for device, seconds in (("fast", 10.0), ("slow", slow_s)):
-            policy.observe(
-                model.Outcome(
-                    uid=f"o{i}{device}",
-                    workload=w,
-                    node=f"{device}-0",
-                    backend="cuda",
-                    device_class=device,
-                    duration_s=seconds,
-                    work=100.0,
-                    work_source="reported",
-                )
-            )
+            policy.observe(ran(f"o{i}{device}", w, device, seconds))
     return policy
+
+
+def ran(uid: str, w: model.Workload, device: str, seconds: float) -> model.Outcome:
+    """``w`` ran 100 work units in ``seconds`` on ``device``-0."""
+    return model.Outcome(
+        uid=uid,
+        workload=w,
+        node=f"{device}-0",
+        backend="cuda",
+        device_class=device,
+        duration_s=seconds,
+        work=100.0,
+        work_source="reported",
+    )
 
 
 class Clock:
@@ -130,16 +133,8 @@ def test_the_wait_reason_follows_the_clock_and_what_the_policy_learns():
         q_clock.now = clock.now
         return q.filter(args(sized("a"), NAMES))["FailedNodes"]["slow-0"]
 
-    slower = model.Outcome(  # fast turns out slower: the busy job is predicted to end later
-        uid="slower",
-        workload=unpredicted.workload,
-        node="fast-0",
-        backend="cuda",
-        device_class="fast",
-        duration_s=40.0,
-        work=100.0,
-        work_source="reported",
-    )
+    # fast turns out slower: the busy job is predicted to end later
+    slower = ran("slower", unpredicted.workload, "fast", 40.0)
     seen = []
     for step in ("now", "learn", 3.0, 30.0):  # overdue in the end: past 9/10 of its run time
         if step == "learn":
