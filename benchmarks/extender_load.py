@@ -205,7 +205,7 @@ def occupy(port: int, nodes: list[str], work: float) -> None:
 
 
 def kept_by_filter(port: int, names: list[str], work: float | None) -> dict[str, Any]:
-    """What filter answers the benchmark pod after the timed cycles: nodes kept, one reason."""
+    """What filter answers a new pod at the end of a round: how many nodes it keeps, reasons."""
     answer = post(port, "filter", {"Pod": real_pod("after", work), "NodeNames": names})
     reasons = sorted(set((answer.get("FailedNodes") or {}).values()))
     return {"kept": len(answer.get("NodeNames") or []), "reasons": reasons[:3]}
@@ -428,7 +428,8 @@ def main() -> None:
         for rounds in sized.values()
     }
     lines.append(
-        "\nWhat filter answered the pod after the timed cycles of each state's last round: "
+        "\nWhat filter answered a new pod at the end of each state's last round (after the "
+        "request-rate phase, whose prioritize holds last their TTL and may fill a node): "
         + "; ".join(
             f"{state}: {a['kept']} nodes kept" + (f", {a['reasons'][0]!r}" if a["reasons"] else "")
             for state, a in answers.items()
