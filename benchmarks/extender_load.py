@@ -382,7 +382,8 @@ def main() -> None:
 
     named = {
         "places": "placed after waiting is assessed (the H100s' jobs end in 20 minutes)",
-        "waits": "kept waiting for an H100 (their jobs end in 10 minutes)",
+        "waits": "kept waiting for an H100 (their jobs end in 10 minutes; prioritize then "
+        "gets no node, so its requests/s are those of an empty request)",
         "plain": "without predictions (no state, size or busy node)",
     }
     lines = [
@@ -423,16 +424,17 @@ def main() -> None:
                 for r in rounds
             )
     answers = {
-        state: rounds[-1]["filter_answer"]
+        (state, n): rounds[-1]["filter_answer"]
         for state, sized in result["latency"].items()
-        for rounds in sized.values()
+        for n, rounds in sized.items()
     }
     lines.append(
         "\nWhat filter answered a new pod at the end of each state's last round (after the "
         "request-rate phase, whose prioritize holds last their TTL and may fill a node): "
         + "; ".join(
-            f"{state}: {a['kept']} nodes kept" + (f", {a['reasons'][0]!r}" if a["reasons"] else "")
-            for state, a in answers.items()
+            f"{state} at {n} nodes: {a['kept']} kept"
+            + (f", {a['reasons'][0]!r}" if a["reasons"] else "")
+            for (state, n), a in answers.items()
         )
         + "."
     )

@@ -130,6 +130,7 @@ def action_run_times(
     found = speeds(wkey, mkey) if speeds is not None else action_speeds(policy, wkey, mkey, f)
     seconds = size.amount / found.per_s
     sigma = np.array([math.hypot(size.sigma, s) for s in found.sigma.tolist()])
+    sigma[np.isnan(found.per_s)] = np.nan  # an unknown speed: no spread, whatever the size's
     return Predictions(seconds, sigma, found.sigma.copy(), size.source)
 
 

@@ -4,7 +4,7 @@ import random
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from megagpu.core import fleet, learned, model, predict, qpolicy, qstate, sizes, waiting
@@ -237,15 +237,17 @@ JOBS = st.lists(
 )
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(
     JOBS,
     JOBS,
-    st.integers(0, 2),
-    st.integers(1, 4),
-    st.lists(st.floats(0.0, 60.0), min_size=1, max_size=6),
+    st.lists(
+        st.tuples(st.floats(0.0, 60.0), st.integers(0, 2), st.integers(1, 4), st.booleans()),
+        min_size=1,
+        max_size=8,
+    ),
 )
-def test_kept_free_times_are_those_computed_afresh(running, ahead, free, need, steps):
+def test_kept_free_times_are_those_computed_afresh(running, ahead, steps):
     w = workload("x")
 
     def jobs(specs: list) -> list[fleet.Running]:
@@ -257,13 +259,40 @@ def test_kept_free_times_are_those_computed_afresh(running, ahead, free, need, s
     none = lambda _: None  # noqa: E731
     kept, now = waiting.FreeTimes(), 100.0
     on, queued = jobs(running), jobs(ahead)
-    for step in steps:
+    for step, free, need, with_ahead in steps:  # the same jobs, other free slots, needs, queues
         now += step
-        assert kept.get(3, now, free, need, on, none, queued) == waiting.node_free_at(
-            now, free, need, on, none, queued
+        behind = queued if with_ahead else ()
+        assert kept.get(3, now, free, need, on, none, behind) == waiting.node_free_at(
+            now, free, need, on, none, behind
         )
     on = jobs(running[1:])  # the jobs there changed: a new sequence
-    assert kept.get(3, now, free, need, on, none) == waiting.node_free_at(now, free, need, on, none)
+    assert kept.get(3, now, 0, 1, on, none) == waiting.node_free_at(now, 0, 1, on, none)
+
+
+def test_a_free_time_kept_without_a_queue_is_not_reused_with_one():
+    w, none = workload("x"), lambda _: None
+    on = [fleet.Running(w, 0, 0.0, 1, model.Prediction(30.0, 0.1, "x"))]
+    queued = [fleet.Running(w, 0, 0.0, 1, model.Prediction(40.0, 0.1, "x"))]
+    kept = waiting.FreeTimes()
+    assert kept.get(0, 5.0, 0, 1, on, none)[0] == 30.0
+    assert kept.get(0, 6.0, 0, 1, on, none, queued)[0] == 70.0  # the queued job goes first
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.floats(1.6e9, 1.9e9), st.floats(1.0, 1e6), st.floats(0.0, 1e6))
+@example(1765774562.3953156, 877794.4779002665, 0.0)  # start + run - overdue rounds up: late
+@example(1765774562.3953156, 877794.4779002665, 1.0)
+def test_a_kept_free_time_holds_to_the_last_float_before_the_job_is_overdue(start, run, early):
+    w, none = workload("x"), lambda _: None
+    on = [fleet.Running(w, 0, start, 1, model.Prediction(run, 0.1, "x"))]
+    due, overdue = start + run, waiting.OVERDUE_SHARE * run
+    end = start + run - overdue  # where the job becomes overdue, to a rounding step
+    kept = waiting.FreeTimes()
+    kept.get(0, end - early, 0, 1, on, none)
+    for now in (end, math.nextafter(end, -math.inf), math.nextafter(end, math.inf)):
+        assert kept.get(0, now, 0, 1, on, none) == waiting.node_free_at(now, 0, 1, on, none)
+    if end + overdue > due:  # the example's case: at ``end`` the job is overdue already
+        assert waiting.node_free_at(end, 0, 1, on, none)[0] == end + overdue
 
 
 def test_no_wait_on_a_size_guessed_from_a_heavy_tailed_history():

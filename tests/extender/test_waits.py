@@ -5,9 +5,10 @@ import dataclasses
 import json
 import random
 
+import numpy as np
 import pytest
 
-from megagpu.core import model, qpolicy, waiting
+from megagpu.core import model, predict, qpolicy, waiting
 from megagpu.extender import ledger, placement, server, waits
 from megagpu.kube import convert, selects
 from tests.extender.helpers import Recorder, args, binding, pod
@@ -144,6 +145,18 @@ def test_the_wait_reason_follows_the_clock_and_what_the_policy_learns():
         seen.append(p.filter(args(sized("a"), NAMES))["FailedNodes"]["slow-0"])
         assert seen[-1] == fresh()
     assert len(set(seen)) == len(seen), seen
+
+
+def test_kept_speeds_are_those_of_each_workloads_own_class():
+    policy, f = trained(), ledger.Ledger([FAST, SLOW]).fleet
+    kept = waits.Waits()
+    # the learned class, another memory size of its model (the model's speed, wider), another
+    # GPU count (scaled), and the first again
+    for p in (sized("a"), sized("b", **{"megagpu.io/memory-mib": "65536"}), sized("c", gpus=2)):
+        w = convert.workload_from_pod(p)
+        fresh = predict.action_run_times(policy, w, f)
+        for a, b in zip(kept.predictions(policy, w, f)[:3], fresh[:3], strict=True):
+            np.testing.assert_array_equal(a, b)
 
 
 def test_a_pod_waits_in_all_no_longer_than_it_would_run_on_the_best_free_node():
