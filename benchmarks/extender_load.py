@@ -291,12 +291,12 @@ def latency(size: int, tmp: Path, state: str = "places") -> dict[str, Any]:
         from megagpu.io import cluster_spec as cs
 
         nodes = cs.load(spec)
+        names, work = [n.name for n in nodes], POD_WORK if predictions else None
         if predictions:
             occupy(port, [n.name for n in nodes if n.device_class == "h100"], BUSY_WORK[state])
-        result = drive(port, [n.name for n in nodes], tmp, POD_WORK if predictions else None)
+        result = drive(port, names, tmp, work)
         result["server_handler_mean_ms"] = server_means(metrics)
-        work = POD_WORK if predictions else None
-        result["filter_answer"] = kept_by_filter(port, [n.name for n in nodes], work)
+        result["filter_answer"] = kept_by_filter(port, names, work)
         return result
     finally:
         server.terminate()

@@ -158,7 +158,7 @@ def _free_at(
         if p is not None:
             due, overdue = job.started_s + p.seconds, OVERDUE_SHARE * p.seconds
             events.append((max(due, now_s + overdue), p.sigma * p.seconds, job.slots))
-            holds = min(holds, _last_on_time(job.started_s, p.seconds, due, overdue))
+            holds = min(holds, _last_on_time(due, overdue))
     demands = []
     for job in ahead:
         p = job.prediction or predict_running(job)
@@ -184,12 +184,12 @@ def _free_at(
         have += slots
 
 
-def _last_on_time(started_s: float, seconds: float, due: float, overdue: float) -> float:
+def _last_on_time(due: float, overdue: float) -> float:
     """A clock up to which a job is not overdue: ``clock + overdue <= due`` in floats.
 
     The latest such clock, to a rounding step.
     """
-    clock = started_s + seconds - overdue
+    clock = due - overdue
     while clock + overdue > due:  # a rounding step or two at most
         clock = math.nextafter(clock, -math.inf)
     return clock

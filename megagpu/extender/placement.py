@@ -174,9 +174,9 @@ class Placement:
         if busy.any():
             free = _free(workload, layout)[index]
             for n in np.unique(free[busy]).tolist():
-                first = int(index[np.flatnonzero(busy & (free == n))[0]])
-                text = _reason(BUSY, workload, first, layout)
-                failed.update(dict.fromkeys(_named(names_, busy & (free == n)), text))
+                group = busy & (free == n)
+                text = _reason(BUSY, workload, int(index[np.argmax(group)]), layout)
+                failed.update(dict.fromkeys(_named(names_, group), text))
         rest = np.flatnonzero((codes != PASS) & (codes != WAIT) & ~busy)
         for i, code, position in zip(
             rest.tolist(), codes[rest].tolist(), index[rest].tolist(), strict=True
