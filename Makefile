@@ -131,7 +131,7 @@ bench-devcluster: binaries
 	$(BIN)/python benchmarks/devcluster.py
 
 bench-extender: binaries
-	$(BIN)/python benchmarks/extender_load.py
+	$(BIN)/python benchmarks/extender_load.py --baseline
 
 # Its own dev cluster (megagpu-bench) in a network namespace of its own, like the e2e tests.
 bench-extender-live: binaries

@@ -14,8 +14,9 @@ every device of the fastest kind (H100) is held by a job, so that each filter as
 over busy nodes before it answers. ``places``: those jobs have 20 minutes left, so waiting does
 not pay: filter keeps the other 800 nodes and prioritize predicts over them. ``waits``: 10
 minutes, so it pays (20 minutes to finish there against 25 on an A100): filter keeps the pod
-pending for an H100, every node failing with the reason. ``plain``: no state, size or busy
-node (the request path before predictions).
+pending for an H100, every node failing with the reason (and, as kube-scheduler does, the
+cycle sends no prioritize). ``plain``: no state, size or busy node (the request path before
+predictions).
 """
 
 from __future__ import annotations
@@ -382,8 +383,8 @@ def main() -> None:
 
     named = {
         "places": "placed after waiting is assessed (the H100s' jobs end in 20 minutes)",
-        "waits": "kept waiting for an H100 (their jobs end in 10 minutes; prioritize then "
-        "gets no node, so its requests/s are those of an empty request)",
+        "waits": "kept waiting for an H100 (their jobs end in 10 minutes; the cycle is filter "
+        "alone: kube-scheduler sends no prioritize when filter keeps fewer than two nodes)",
         "plain": "without predictions (no state, size or busy node)",
     }
     lines = [
@@ -399,7 +400,9 @@ def main() -> None:
         "sends real-shaped kube-scheduler bodies (nodeCacheCapable: node names). Latency: "
         f"{REQUESTS} scheduling cycles one at a time (filter, then prioritize of the survivors; "
         "the extender decides prioritize's answer while the client reads filter's, so that work "
-        "falls between the two timed requests, as in kube-scheduler's cycle). "
+        "falls between the two timed requests, as in kube-scheduler's cycle; like kube-scheduler "
+        "(pkg/scheduler/schedule_one.go), no prioritize when fewer than two nodes survive: the "
+        "waiting state's results up to commit 19b222c include one with no node). "
         f"Requests/s: each verb alone, {CONCURRENCY} requests in flight for {RATE_SECONDS:.0f} s, "
         f"so the one server core is saturated. {args.rounds} rounds per size, the states "
         "alternating, a row each.\n",
@@ -413,14 +416,19 @@ def main() -> None:
         "filter+prioritize p50 / p99 (ms) | filter req/s | prioritize req/s | filter keeps |",
         "|---|---|---|---|---|---|---|---|",
     ]
+
+    def ms(summary: dict[str, float] | None) -> str:
+        return "-" if summary is None else f"{summary['p50_ms']:.2f} / {summary['p99_ms']:.2f}"
+
+    def rate(value: float | None) -> str:
+        return "-" if value is None else f"{value:.0f}"
+
     for state, sized in result["latency"].items():
         for n, rounds in sized.items():
             lines.extend(
-                f"| {state} | {n} | {r['filter']['p50_ms']:.2f} / {r['filter']['p99_ms']:.2f} | "
-                f"{r['prioritize']['p50_ms']:.2f} / {r['prioritize']['p99_ms']:.2f} | "
-                f"{r['pair']['p50_ms']:.2f} / {r['pair']['p99_ms']:.2f} | "
-                f"{r['requests_per_s']['filter']:.0f} | "
-                f"{r['requests_per_s']['prioritize']:.0f} | {r['filter_answer']['kept']} |"
+                f"| {state} | {n} | {ms(r['filter'])} | {ms(r['prioritize'])} | {ms(r['pair'])} | "
+                f"{rate(r['requests_per_s']['filter'])} | "
+                f"{rate(r['requests_per_s']['prioritize'])} | {r['filter_answer']['kept']} |"
                 for r in rounds
             )
     answers = {

@@ -83,22 +83,25 @@ func (d *driver) post(verb string, names []string, uid int, out any) (time.Durat
 }
 
 // cycle sends filter then prioritize for pod number uid, as one scheduling cycle does, then
-// releases what prioritize held (snapshot mode's /release; untimed).
-func (d *driver) cycle(uid int) (time.Duration, time.Duration, error) {
+// releases what prioritize held (snapshot mode's /release; untimed). Like kube-scheduler, it
+// sends no prioritize when filter keeps fewer than two nodes (pkg/scheduler/schedule_one.go:
+// a FitError with none, the one node itself with one); sent is false then.
+func (d *driver) cycle(uid int) (f, p time.Duration, sent bool, err error) {
 	var filtered FilterResult
-	f, err := d.post("filter", d.nodes, uid, &filtered)
-	if err != nil {
-		return 0, 0, err
+	if f, err = d.post("filter", d.nodes, uid, &filtered); err != nil {
+		return 0, 0, false, err
 	}
 	if filtered.Error != "" || filtered.NodeNames == nil {
-		return 0, 0, fmt.Errorf("filter: %q", filtered.Error)
+		return 0, 0, false, fmt.Errorf("filter: %q", filtered.Error)
+	}
+	if len(*filtered.NodeNames) < 2 {
+		return f, 0, false, d.release(uid)
 	}
 	var scores []HostPriority
-	p, err := d.post("prioritize", *filtered.NodeNames, uid, &scores)
-	if err != nil {
-		return 0, 0, err
+	if p, err = d.post("prioritize", *filtered.NodeNames, uid, &scores); err != nil {
+		return 0, 0, false, err
 	}
-	return f, p, d.release(uid)
+	return f, p, true, d.release(uid)
 }
 
 func (d *driver) release(uid int) error {
@@ -138,7 +141,11 @@ func (d *driver) rate(verb string, names []string, concurrency int, seconds floa
 	return float64(done.Load()) / time.Since(start).Seconds()
 }
 
+// summary gives p50, p99 and max in ms; nil for no samples.
 func summary(samples []time.Duration) map[string]float64 {
+	if len(samples) == 0 {
+		return nil
+	}
 	sort.Slice(samples, func(i, j int) bool { return samples[i] < samples[j] })
 	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 	return map[string]float64{
@@ -173,31 +180,38 @@ func main() {
 		fail(err)
 	}
 	for i := 0; i < *warmup; i++ {
-		if _, _, err := d.cycle(-1 - i); err != nil {
+		if _, _, _, err := d.cycle(-1 - i); err != nil {
 			fail(err)
 		}
 	}
 	var filters, prioritizes, pairs []time.Duration
 	for i := 0; i < *requests; i++ {
-		f, p, err := d.cycle(i)
+		f, p, sent, err := d.cycle(i)
 		if err != nil {
 			fail(err)
 		}
-		filters, prioritizes, pairs = append(filters, f), append(prioritizes, p), append(pairs, f+p)
+		filters, pairs = append(filters, f), append(pairs, f+p)
+		if sent {
+			prioritizes = append(prioritizes, p)
+		}
 	}
 	var filtered FilterResult
 	if _, err := d.post("filter", d.nodes, -1, &filtered); err != nil {
 		fail(err)
 	}
+	rates := map[string]any{
+		"concurrency": *concurrency,
+		"filter":      d.rate("filter", d.nodes, *concurrency, *seconds),
+		"prioritize":  nil, // kube-scheduler sends none for fewer than two nodes
+	}
+	if len(*filtered.NodeNames) >= 2 {
+		rates["prioritize"] = d.rate("prioritize", *filtered.NodeNames, *concurrency, *seconds)
+	}
 	out := map[string]any{
-		"filter":     summary(filters),
-		"prioritize": summary(prioritizes),
-		"pair":       summary(pairs),
-		"requests_per_s": map[string]float64{
-			"concurrency": float64(*concurrency),
-			"filter":      d.rate("filter", d.nodes, *concurrency, *seconds),
-			"prioritize":  d.rate("prioritize", *filtered.NodeNames, *concurrency, *seconds),
-		},
+		"filter":         summary(filters),
+		"prioritize":     summary(prioritizes),
+		"pair":           summary(pairs),
+		"requests_per_s": rates,
 	}
 	if err := json.NewEncoder(os.Stdout).Encode(out); err != nil {
 		fail(err)
