@@ -427,10 +427,9 @@ def report(result: dict[str, Any]) -> str:
         lines.append(
             f"| {r['nodes']} | {r.get('cores', 'shared')} | {r['gpunode_writes_per_s']} "
             f"| {r['idle_cpu_share_of_a_core']:.3f} "
-            f"| {lat['pair']['p50_ms']:.2f} / {lat['pair']['p99_ms']:.2f} "
-            f"| {paused['p50_ms']:.2f} / {paused['p99_ms']:.2f} "
-            f"| {lat['filter']['p50_ms']:.2f} / {lat['filter']['p99_ms']:.2f} "
-            f"| {lat['prioritize']['p50_ms']:.2f} / {lat['prioritize']['p99_ms']:.2f} "
+            f"| {extender_load.p50_p99(lat['pair'])} | {extender_load.p50_p99(paused)} "
+            f"| {extender_load.p50_p99(lat['filter'])} "
+            f"| {extender_load.p50_p99(lat['prioritize'])} "
             f"| {server['filter'].get('within_0.002_s')}, "
             f"{server['prioritize'].get('within_0.002_s')} "
             f"| {r['memory_mib_idle']['VmRSS']} / {r['memory_mib_after']['VmHWM']} "

@@ -246,6 +246,11 @@ def drive(
     return json.loads(out.stdout)
 
 
+def p50_p99(summary: dict[str, float] | None) -> str:
+    """A latency summary as "p50 / p99" in ms; "-" where the verb was never sent."""
+    return "-" if summary is None else f"{summary['p50_ms']:.2f} / {summary['p99_ms']:.2f}"
+
+
 def wait_port(port: int) -> None:
     from megagpu.devcluster import processes
 
@@ -417,18 +422,15 @@ def main() -> None:
         "|---|---|---|---|---|---|---|---|",
     ]
 
-    def ms(summary: dict[str, float] | None) -> str:
-        return "-" if summary is None else f"{summary['p50_ms']:.2f} / {summary['p99_ms']:.2f}"
-
-    def rate(value: float | None) -> str:
+    def per_s(value: float | None) -> str:
         return "-" if value is None else f"{value:.0f}"
 
     for state, sized in result["latency"].items():
         for n, rounds in sized.items():
             lines.extend(
-                f"| {state} | {n} | {ms(r['filter'])} | {ms(r['prioritize'])} | {ms(r['pair'])} | "
-                f"{rate(r['requests_per_s']['filter'])} | "
-                f"{rate(r['requests_per_s']['prioritize'])} | {r['filter_answer']['kept']} |"
+                f"| {state} | {n} | {p50_p99(r['filter'])} | {p50_p99(r['prioritize'])} | "
+                f"{p50_p99(r['pair'])} | {per_s(r['requests_per_s']['filter'])} | "
+                f"{per_s(r['requests_per_s']['prioritize'])} | {r['filter_answer']['kept']} |"
                 for r in rounds
             )
     answers = {

@@ -1,15 +1,17 @@
 // Command extenderload drives a scheduler extender the way kube-scheduler does: Go's net/http
 // with keep-alive, encoding/json bodies of the k8s.io/kube-scheduler/extender/v1 shapes
-// (nodeCacheCapable: node names only), filter then prioritize with the filter's survivors.
+// (nodeCacheCapable: node names only), filter then prioritize with the filter's survivors
+// (none when fewer than two survive, as kube-scheduler sends none then).
 //
 // Usage: extenderload -url http://127.0.0.1:PORT -pod pod.json -nodes names.json
 //
 //	[-requests 600] [-warmup 50] [-concurrency 8] [-seconds 5]
 //
 // Latency is the HTTP exchange: from sending the request to the last byte of the answer
-// (decoding the answer is the client's work). It prints one JSON object: per-verb latencies in milliseconds (one pod at a time, as one
-// scheduling cycle sends them), then requests per second of each verb alone with -concurrency
-// requests in flight for -seconds. Prioritize holds devices in snapshot mode; in the latency
+// (decoding the answer is the client's work). It prints one JSON object: per-verb latencies in
+// milliseconds (one pod at a time, as one scheduling cycle sends them; null for prioritize when
+// no cycle sent one), then requests per second of each verb alone with -concurrency requests in
+// flight for -seconds (null for prioritize when the last filter kept fewer than two nodes). Prioritize holds devices in snapshot mode; in the latency
 // phase each pod's are released (POST /release, untimed) so that the run does not fill it.
 package main
 
@@ -198,6 +200,9 @@ func main() {
 	var filtered FilterResult
 	if _, err := d.post("filter", d.nodes, -1, &filtered); err != nil {
 		fail(err)
+	}
+	if filtered.Error != "" || filtered.NodeNames == nil {
+		fail(fmt.Errorf("filter: %q", filtered.Error))
 	}
 	rates := map[string]any{
 		"concurrency": *concurrency,
