@@ -11,8 +11,9 @@
 // (decoding the answer is the client's work). It prints one JSON object: per-verb latencies in
 // milliseconds (one pod at a time, as one scheduling cycle sends them; null for prioritize when
 // no cycle sent one), then requests per second of each verb alone with -concurrency requests in
-// flight for -seconds (null for prioritize when the last filter kept fewer than two nodes). Prioritize holds devices in snapshot mode; in the latency
-// phase each pod's are released (POST /release, untimed) so that the run does not fill it.
+// flight for -seconds (null for prioritize when the last filter kept fewer than two nodes).
+// Prioritize holds devices in snapshot mode; in the latency phase each pod's are released
+// (POST /release, untimed) so that the run does not fill it.
 package main
 
 import (
